@@ -1,0 +1,73 @@
+"""`blade-bpo`: the click group. Sub-commands live in `blade_plugin/commands/` and load lazily, so
+`blade-bpo --help` and light commands never pay for importing torch or llamafactory."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from . import __version__
+from .errors import BladeError
+
+# name -> "module:attribute" under blade_plugin.commands
+COMMANDS: dict[str, str] = {
+    "model": "model:model",
+    "init": "init:init_workspace",
+    "hook": "hook:hook",
+    "knowledge": "knowledge:knowledge",
+    "optimize": "optimize:optimize",
+    "evaluate": "evaluate:evaluate",
+    "answer": "answer:answer",
+    "demo": "demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        module = importlib.import_module(f"blade_plugin.commands.{module_name}")
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="blade-bpo")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info from libraries, -vv debug).")
+def cli(verbose: int) -> None:
+    """BLADE: pair a black-box LLM with a small domain model you train (DP -> KIT -> BPO -> evaluate)."""
+    level = logging.DEBUG if verbose >= 2 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbose == 0:
+        for noisy in ("httpx", "openai", "transformers", "llamafactory", "datasets", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except BladeError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; progress so far is saved, re-run the same command to resume.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

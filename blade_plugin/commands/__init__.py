@@ -1,0 +1,1 @@
+"""One module per `blade-bpo` sub-command; each exposes a click command."""

@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: a real OpenAI-compatible HTTP server with scripted behaviour."""
