@@ -1,0 +1,18 @@
+"""`blade-bpo init DIR`."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--variant", default=None,
+              help="Prompt template variant to copy (e.g. zh_legal, zh_medical); default: English.")
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+def init_workspace(directory: str, variant: str | None, force: bool) -> None:
+    """Scaffold a workspace: recipes, editable Jinja prompt templates, data/dataset_info.json, demo data."""
+    from ..workspace import init_workspace as scaffold
+
+    written = scaffold(directory, variant=variant, force=force)
+    click.echo(f"Wrote {len(written)} files to {directory}. Next: cd {directory} && cat README.md")

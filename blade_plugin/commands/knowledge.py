@@ -1,0 +1,55 @@
+"""`blade-bpo knowledge`: KIT data generation with consistency filtering."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from ..llm_options import llm_options
+from .common import QA_FORMATS, load_prompt_set, prompt_options
+
+logger = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option("--train", "train_path", required=True, type=click.Path(dir_okay=False),
+              help="QA items with gold answers (generic JSONL, JEC-QA or MLEC-QA raw).")
+@click.option("--format", "fmt", type=QA_FORMATS, default="auto", show_default=True, help="Input format.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Alpaca JSONL to write (instruction = small-model query, output = knowledge).")
+@click.option("--dataset-dir", type=click.Path(file_okay=False), default=None,
+              help="Register the output in this directory's dataset_info.json (for the KIT recipe).")
+@click.option("--dataset-name", default=None, help="Name of the dataset entry (default: the output file stem).")
+@click.option("--limit", type=int, default=None, help="Use only the first N items.")
+@click.option("--chunk-size", type=int, default=32, show_default=True,
+              help="Items per checkpoint: progress is saved after each chunk.")
+@click.option("--restart", is_flag=True, help="Ignore saved progress and start over (the LLM cache still applies).")
+@prompt_options
+@llm_options
+def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk_size, restart,
+              templates_dir, variant, **llm_kwargs) -> None:
+    """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right."""
+    from ..dataset_info import register_dataset
+    from ..kit_generator import generate_kit_data
+    from ..llm_client import LLMClient
+    from ..llm_options import config_from_options
+    from ..qa_data import load_qa
+
+    items = load_qa(train_path, fmt=fmt, limit=limit)
+    prompts = load_prompt_set(templates_dir, variant)
+    config = config_from_options(**llm_kwargs)
+    out = Path(out_path)
+    with LLMClient(config) as client:
+        stats = generate_kit_data(items, prompts, client, out, chunk_size=chunk_size, restart=restart)
+    click.echo(f"kept {stats.kept} / {stats.total} items (dropped {stats.dropped} whose knowledge led to a wrong "
+               f"answer); wrote {out}")
+    usage = stats.usage
+    click.echo(f"LLM usage: {usage.get('calls', 0)} calls, {usage.get('cache_hits', 0)} cache hits, "
+               f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion tokens")
+    if dataset_dir:
+        name = dataset_name or out.stem
+        register_dataset(name, out, dataset_dir, formatting="alpaca")
+        click.echo(f"registered dataset '{name}' in {Path(dataset_dir) / 'dataset_info.json'} "
+                   f"(llamafactory-cli train blade_kit_full.yaml dataset={name} dataset_dir={dataset_dir})")

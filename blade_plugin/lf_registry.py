@@ -1,0 +1,149 @@
+"""What blade-plugin adds to LLaMA-Factory, applied by `lf_hook` right after each target module executes.
+
+- chat templates `blade_chatml` and `blade_qwen` (registered in `llamafactory.data.template`);
+- bundled datasets (`blade_demo_corpus`, `blade_demo_kit`) that resolve from any working directory, while a
+  user's own `dataset_info.json` entries of the same name still win;
+- `${blade:NAME}` placeholders in YAML recipes (`default_model`, `recipes`, `data`), so bundled recipes
+  carry no machine-specific absolute paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from functools import lru_cache
+from typing import Any
+
+from .paths import bundled_data_dir, recipes_dir
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_NAMES = ("blade_chatml", "blade_qwen")
+PLACEHOLDER = re.compile(r"\$\{blade:([a-z_]+)\}")
+QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+
+def register_templates(module) -> None:
+    """Register our chat templates in `llamafactory.data.template` (idempotent)."""
+    from llamafactory.data.formatter import StringFormatter
+
+    chatml_turns = dict(
+        format_user=StringFormatter(slots=["<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n"]),
+        format_assistant=StringFormatter(slots=["{{content}}<|im_end|>\n"]),
+        format_system=StringFormatter(slots=["<|im_start|>system\n{{content}}<|im_end|>\n"]),
+        format_observation=StringFormatter(
+            slots=["<|im_start|>tool\n{{content}}<|im_end|>\n<|im_start|>assistant\n"]
+        ),
+        # <|im_end|> closes every turn; making it the eos is what stops generation at the turn end.
+        stop_words=["<|im_end|>"],
+        replace_eos=True,
+    )
+    if "blade_chatml" not in module.TEMPLATES:
+        # ChatML without a default system prompt (SmolLM2 and other ChatML small models).
+        module.register_template(name="blade_chatml", **chatml_turns)
+    if "blade_qwen" not in module.TEMPLATES:
+        # Qwen2.5 (0.5B/1.5B, the paper-recommended small models): ChatML plus Qwen's default system prompt.
+        module.register_template(name="blade_qwen", default_system=QWEN_DEFAULT_SYSTEM, **chatml_turns)
+
+
+@lru_cache(maxsize=1)
+def bundled_dataset_info() -> dict[str, dict[str, Any]]:
+    """Bundled `dataset_info.json` entries with `file_name` made absolute (so they work from any cwd)."""
+    data_dir = bundled_data_dir()
+    try:
+        with open(data_dir / "dataset_info.json", encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as err:  # a broken install must not break unrelated training runs
+        logger.warning("blade-plugin: bundled datasets unavailable (%s)", err)
+        return {}
+    for attrs in info.values():
+        if "file_name" in attrs:
+            attrs["file_name"] = str(data_dir / attrs["file_name"])
+    return info
+
+
+def patch_dataset_parser(module) -> None:
+    """Wrap `get_dataset_list` so bundled dataset names resolve even without a local dataset_info.json.
+
+    `llamafactory.data.loader` binds the function by name at import time, which happens after this runs.
+    """
+    original = module.get_dataset_list
+    if getattr(original, "_blade_patched", False):
+        return
+
+    def get_dataset_list(dataset_names, dataset_dir):
+        return original(dataset_names, merge_bundled_datasets(dataset_names, dataset_dir, module.DATA_CONFIG))
+
+    get_dataset_list._blade_patched = True
+    get_dataset_list.__wrapped__ = original
+    get_dataset_list.__doc__ = original.__doc__
+    module.get_dataset_list = get_dataset_list
+
+
+def merge_bundled_datasets(dataset_names, dataset_dir, config_name: str = "dataset_info.json"):
+    """Return `dataset_dir` unchanged, or a dict of the user's entries plus the bundled ones they lack."""
+    bundled = bundled_dataset_info()
+    wanted = [name for name in dataset_names or [] if name in bundled]
+    if not wanted:
+        return dataset_dir
+    if isinstance(dataset_dir, dict):
+        user_info = dataset_dir
+    elif dataset_dir == "ONLINE" or str(dataset_dir).startswith("REMOTE:"):
+        return dataset_dir
+    else:
+        config_path = os.path.join(dataset_dir, config_name)
+        if not os.path.isfile(config_path):
+            user_info = {}
+        else:
+            try:
+                with open(config_path, encoding="utf-8") as f:
+                    user_info = json.load(f)
+            except (OSError, ValueError):
+                return dataset_dir  # let LLaMA-Factory report the broken file in its own words
+    merged = {name: bundled[name] for name in wanted if name not in user_info}
+    merged.update(user_info)
+    return merged
+
+
+def resolve_placeholder(name: str) -> str:
+    if name == "default_model":
+        from .default_model import materialize_default_model
+
+        return str(materialize_default_model())
+    if name == "recipes":
+        return str(recipes_dir())
+    if name == "data":
+        return str(bundled_data_dir())
+    raise ValueError(f"unknown placeholder ${{blade:{name}}} (known: default_model, recipes, data)")
+
+
+def substitute_placeholders(value: Any) -> Any:
+    """Replace `${blade:NAME}` in every string of a (nested) argument structure."""
+    if isinstance(value, str):
+        return PLACEHOLDER.sub(lambda m: resolve_placeholder(m.group(1)), value)
+    if isinstance(value, dict):
+        return {k: substitute_placeholders(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_placeholders(v) for v in value]
+    return value
+
+
+def patch_read_args(module) -> None:
+    """Wrap `read_args` (YAML + `key=value` overrides -> dict) to expand our placeholders.
+
+    `llamafactory.hparams` and `llamafactory.train.tuner` import the name after this module executes, so
+    they get the wrapped function.
+    """
+    original = module.read_args
+    if getattr(original, "_blade_patched", False):
+        return
+
+    def read_args(args=None):
+        return substitute_placeholders(original(args))
+
+    read_args._blade_patched = True
+    read_args.__wrapped__ = original
+    read_args.__doc__ = original.__doc__
+    module.read_args = read_args

@@ -1,0 +1,71 @@
+"""`blade-bpo init`: scaffold a user workspace that the recipes and commands work in."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BladeError
+from .paths import bundled_data_dir, recipes_dir, templates_dir
+
+WORKSPACE_README = """# BLADE workspace
+
+Run everything from this directory (the recipes use `dataset_dir: data`).
+
+    llamafactory-cli train recipes/blade_dp_full.yaml            # DP on data/demo_corpus.jsonl
+    blade-bpo knowledge --train data/demo_qa_train.jsonl --out data/kit_knowledge.jsonl \\
+        --dataset-dir data --dataset-name my_kit --templates-dir templates
+    llamafactory-cli train recipes/blade_kit_full.yaml dataset=my_kit model_name_or_path=saves/blade_dp_full
+    blade-bpo optimize --small-model saves/blade_kit_full --dev data/demo_qa_dev.jsonl --out runs/bpo
+    blade-bpo evaluate --small-model saves/blade_kit_full --soft-prompt runs/bpo/soft_prompt.safetensors \\
+        --test data/demo_qa_test.jsonl --out runs/eval
+
+Edit `templates/*.j2` to change every prompt; replace the demo files in `data/` with your own and
+register them in `data/dataset_info.json` (LLaMA-Factory's schema).
+"""
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    source: Path | None  # None: written from `text`
+    target: Path
+    text: str | None = None
+
+
+def plan_workspace(root: Path, variant: str | None = None) -> list[PlannedFile]:
+    """Every file `init` would write, so that conflicts are found before anything is written."""
+    planned: list[PlannedFile] = [PlannedFile(None, root / "README.md", WORKSPACE_README)]
+    for recipe in sorted(recipes_dir().iterdir()):
+        if recipe.suffix in {".yaml", ".yml", ".json"}:
+            planned.append(PlannedFile(recipe, root / "recipes" / recipe.name))
+    prompt_dir = templates_dir() / variant if variant else templates_dir()
+    if not prompt_dir.is_dir():
+        known = sorted(p.name for p in templates_dir().iterdir() if p.is_dir())
+        raise BladeError(f"unknown template variant {variant!r}; known: {', '.join(known) or 'none'}")
+    for template in sorted(prompt_dir.iterdir()):
+        if template.is_file() and template.suffix in {".j2", ".md"}:
+            planned.append(PlannedFile(template, root / "templates" / template.name))
+    for data_file in sorted(bundled_data_dir().iterdir()):
+        if data_file.is_file() and data_file.suffix in {".json", ".jsonl"}:
+            planned.append(PlannedFile(data_file, root / "data" / data_file.name))
+    return planned
+
+
+def init_workspace(root: str | Path, variant: str | None = None, force: bool = False) -> list[Path]:
+    """Write the workspace; refuse (writing nothing) if any target exists, unless `force`."""
+    root = Path(root)
+    planned = plan_workspace(root, variant)
+    existing = [p.target for p in planned if p.target.exists()]
+    if existing and not force:
+        shown = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise BladeError(f"refusing to overwrite existing files: {shown} (use --force)")
+    written = []
+    for item in planned:
+        item.target.parent.mkdir(parents=True, exist_ok=True)
+        if item.source is None:
+            item.target.write_text(item.text or "", encoding="utf-8")
+        else:
+            shutil.copyfile(item.source, item.target)
+        written.append(item.target)
+    return written

@@ -1,0 +1,24 @@
+"""Small utilities shared by test modules (subprocess runs of real CLIs)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a console script of this environment (llamafactory-cli, blade-bpo) and return the result."""
+    full_env = {**os.environ, **(env or {})}
+    exe = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]
+    return subprocess.run([exe, *args[1:]], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def python_in_subprocess(code: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A fresh interpreter, so the .pth hook runs exactly as it does for `llamafactory-cli`."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=300)

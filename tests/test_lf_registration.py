@@ -1,0 +1,102 @@
+"""The .pth hook makes a plain LLaMA-Factory process see our templates, datasets and placeholders."""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+from blade_plugin.lf_hook import PTH_LINE, PTH_NAME
+from helpers import python_in_subprocess
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBE_TEMPLATES = (
+    "import llamafactory.data.template as t; "
+    "print(sorted(n for n in t.TEMPLATES if n.startswith('blade_')))"
+)
+
+
+def test_pth_file_is_installed_and_matches_repo():
+    assert (REPO / PTH_NAME).read_text() == PTH_LINE
+    installed = Path(sysconfig.get_paths()["purelib"]) / PTH_NAME
+    assert installed.is_file(), "run `blade-bpo hook install` after an editable install"
+    assert installed.read_text() == PTH_LINE
+
+
+def test_templates_registered_in_fresh_interpreter_from_any_cwd(tmp_path):
+    result = python_in_subprocess(PROBE_TEMPLATES, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "['blade_chatml', 'blade_qwen']"
+
+
+def test_off_switch_disables_registration(tmp_path):
+    result = python_in_subprocess(PROBE_TEMPLATES, cwd=tmp_path, env={"BLADE_PLUGIN_DISABLE_HOOK": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_blade_chatml_template_matches_model_chat_format(tmp_path, default_model_dir):
+    code = (
+        "from transformers import AutoTokenizer\n"
+        "import llamafactory.data.template as t\n"
+        f"tok = AutoTokenizer.from_pretrained({str(default_model_dir)!r})\n"
+        "tpl = t.TEMPLATES['blade_chatml']\n"
+        "ids, _ = tpl.encode_oneturn(tok, [{'role':'user','content':'Hi'},{'role':'assistant','content':''}])\n"
+        "print(repr(tok.decode(ids)))\n"
+        "print(tpl.get_stop_token_ids(tok))\n"
+    )
+    result = python_in_subprocess(code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    prompt, stops = result.stdout.strip().splitlines()[-2:]
+    assert prompt == repr("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert stops == "[2]"  # <|im_end|>
+
+
+def test_bundled_datasets_resolve_without_local_dataset_info(tmp_path):
+    code = (
+        "from llamafactory.data.parser import get_dataset_list\n"
+        "for a in get_dataset_list(['blade_demo_corpus', 'blade_demo_kit'], 'data'):\n"
+        "    print(a.load_from, a.dataset_name, a.formatting, a.prompt)\n"
+    )
+    result = python_in_subprocess(code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.strip().splitlines()[-2:]]
+    assert [r[0] for r in rows] == ["file", "file"]
+    assert all(Path(r[1]).is_absolute() and Path(r[1]).is_file() for r in rows)
+    assert rows[0][3] == "text" and rows[1][2] == "alpaca"
+
+
+def test_user_dataset_info_entry_wins_over_bundled(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mine.jsonl").write_text('{"text": "hello"}\n')
+    (data / "dataset_info.json").write_text(json.dumps(
+        {"blade_demo_corpus": {"file_name": "mine.jsonl", "columns": {"prompt": "text"}}}))
+    code = (
+        "from llamafactory.data.parser import get_dataset_list\n"
+        "print(get_dataset_list(['blade_demo_corpus'], 'data')[0].dataset_name)\n"
+    )
+    result = python_in_subprocess(code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "mine.jsonl"
+
+
+def test_recipe_placeholders_expand_through_read_args(tmp_path, default_model_dir):
+    code = (
+        "import sys\n"
+        "sys.argv = ['x', sys.argv[1], 'deepspeed=${blade:recipes}/ds_z2_config.json']\n"
+        "from llamafactory.hparams import read_args\n"
+        "args = read_args()\n"
+        "print(args['model_name_or_path']); print(args['deepspeed'])\n"
+    )
+    recipe = REPO / "yaml_recipes" / "blade_dp_full.yaml"
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code, str(recipe)], cwd=tmp_path, capture_output=True, text=True,
+                            env={**__import__("os").environ, "BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    model_path, ds_path = result.stdout.strip().splitlines()[-2:]
+    assert Path(model_path) == default_model_dir
+    assert Path(ds_path).is_file() and json.loads(Path(ds_path).read_text())["zero_optimization"]["stage"] == 2
