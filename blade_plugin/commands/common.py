@@ -26,3 +26,68 @@ def load_prompt_set(templates_dir: str | None, variant: str | None):
     from ..prompts import load_prompts
 
     return load_prompts(templates_dir, variant=variant)
+
+
+def small_model_options(func):
+    """The small LM (the knowledge writer): base model, LoRA adapter, chat template, generation size."""
+
+    @click.option("--small-model", default=None, type=click.Path(file_okay=False),
+                  help="HF model directory of the small LM (default: the embedded SmolLM2-135M-Instruct).")
+    @click.option("--adapter", default=None, type=click.Path(file_okay=False),
+                  help="LoRA adapter directory from the KIT recipe (merged at load).")
+    @click.option("--template", default=None,
+                  help="LLaMA-Factory chat template (default: blade_qwen for Qwen models, else blade_chatml).")
+    @click.option("--max-new-tokens", type=int, default=128, show_default=True,
+                  help="Length of the knowledge the small LM writes.")
+    @click.option("--batch-size", type=int, default=16, show_default=True, help="Small-LM generation batch size.")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def resolve_small_model(small_model: str | None) -> str:
+    """The model directory to load, checked up front so a typo fails in one line, not in a traceback."""
+    from pathlib import Path
+
+    from ..errors import BladeError
+
+    if small_model is None:
+        from ..default_model import materialize_default_model
+
+        return str(materialize_default_model())
+    path = Path(small_model)
+    if not (path / "config.json").is_file():
+        raise BladeError(f"--small-model {small_model}: not an HF model directory (no config.json)")
+    return str(path)
+
+
+def guess_template(model_dir: str, template: str | None) -> str:
+    if template:
+        return template
+    from pathlib import Path
+
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        path = Path(model_dir) / name
+        if path.is_file() and "You are Qwen" in path.read_text(encoding="utf-8", errors="ignore"):
+            return "blade_qwen"
+    return "blade_chatml"
+
+
+def load_generator(small_model, adapter, template, max_new_tokens, batch_size):
+    """A SoftPromptGenerator over LLaMA-Factory's loaders, with argument errors turned into one line."""
+    from pathlib import Path
+
+    from ..errors import BladeError
+    from ..soft_generation import SoftPromptGenerator
+
+    model_dir = resolve_small_model(small_model)
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise BladeError(f"--adapter {adapter}: not a LoRA adapter directory (no adapter_config.json)")
+    template = guess_template(model_dir, template)
+    try:
+        return SoftPromptGenerator(model_dir, adapter_name_or_path=adapter, template=template,
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
+    except ValueError as err:  # LLaMA-Factory reports unknown templates and bad arguments this way
+        raise BladeError(f"cannot load small model {model_dir} (template {template}): {err}") from err

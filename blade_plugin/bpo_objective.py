@@ -1,0 +1,42 @@
+"""The BPO objective f(z): dev-set accuracy of the black-box LLM answering with the knowledge the small LM
+writes under the soft prompt p = A z."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from .bpo_run import TrialResult
+from .knowledge_answering import accuracy, answer_items
+from .prompts import PromptSet
+from .qa_data import QAItem
+
+
+def usage_delta(before: dict, after: dict) -> dict:
+    return {k: round(after[k] - before.get(k, 0), 4) for k, v in after.items() if isinstance(v, (int, float))}
+
+
+@dataclass
+class KnowledgeObjective:
+    """Callable `z: Tensor[d] -> TrialResult`; the LLM cache makes repeated (question, knowledge) free."""
+
+    items: list[QAItem]
+    prompts: PromptSet
+    client: object  # LLMClient
+    generator: object  # SoftPromptGenerator
+    space: object  # SoftPromptSpace
+    batch_size: int = 16
+
+    def __call__(self, z) -> TrialResult:
+        soft_prompt = self.space.to_soft_prompt(z)
+        before = self.client.usage.as_dict()
+        records, timings = asyncio.run(answer_items(self.items, self.prompts, self.client, self.generator,
+                                                    soft_prompt, batch_size=self.batch_size))
+        return TrialResult(
+            score=accuracy(records),
+            details={"correct": [r.id for r in records if r.correct],
+                     "knowledge_chars": sum(len(r.knowledge) for r in records)},
+            usage=usage_delta(before, self.client.usage.as_dict()),
+            timings={"generate_s": round(timings.generate_s, 3), "llm_wait_s": round(timings.llm_wait_s, 3),
+                     "total_s": round(timings.total_s, 3)},
+        )

@@ -1,0 +1,80 @@
+"""`blade-bpo answer`: ad-hoc BLADE inference for one question or a JSONL batch on stdin."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..llm_options import llm_options
+from .common import load_generator, load_prompt_set, prompt_options, small_model_options
+
+
+def _parse_option(text: str) -> tuple[str, str]:
+    letter, sep, body = text.partition("=")
+    if not sep or not letter.strip():
+        raise click.BadParameter(f"{text!r}: expected LETTER=TEXT, e.g. --option 'A=Aspirin'")
+    return letter.strip().upper(), body.strip()
+
+
+@click.command()
+@click.option("--question", default=None, help="The question; omit it to read JSONL items from stdin.")
+@click.option("--option", "options", multiple=True, help="A multiple-choice option, LETTER=TEXT (repeatable).")
+@click.option("--soft-prompt", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="soft_prompt.safetensors from `blade-bpo optimize`.")
+@click.option("--no-knowledge", is_flag=True, help="Ask the LLM alone (baseline), without small-LM knowledge.")
+@small_model_options
+@prompt_options
+@llm_options
+def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, template, max_new_tokens, batch_size,
+           templates_dir, variant, **llm_kwargs) -> None:
+    """Print the small LM's knowledge and the LLM's answer (JSONL in -> JSONL out in batch mode)."""
+    import asyncio
+
+    from ..answer_parsing import parse_choices
+    from ..errors import BladeInputError
+    from ..knowledge_answering import answer_items
+    from ..llm_client import LLMClient
+    from ..llm_options import config_from_options
+    from ..qa_data import QAItem, item_from_record
+
+    if question is not None:
+        opts = dict(_parse_option(o) for o in options) or None
+        items = [QAItem(id="q1", question=question, options=opts, answer=(), meta={})]
+        batch = False
+    else:
+        if sys.stdin.isatty():
+            raise click.UsageError("give --question, or pipe JSONL items ({\"question\", \"options\"}) on stdin")
+        items = []
+        for number, line in enumerate(sys.stdin, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise BladeInputError("<stdin>", f"invalid JSON ({err.msg})", line=number) from None
+            items.append(item_from_record(record, "<stdin>", number, require_answer=False))
+        batch = True
+
+    prompts = load_prompt_set(templates_dir, variant)
+    generator = prompt_tensor = None
+    if not no_knowledge:
+        generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
+        if soft_prompt:
+            from ..soft_prompt import load_soft_prompt
+
+            prompt_tensor, _ = load_soft_prompt(soft_prompt, expected_hidden=generator.hidden_size)
+    with LLMClient(config_from_options(**llm_kwargs)) as client:
+        records, _ = asyncio.run(answer_items(items, prompts, client, generator, prompt_tensor, batch_size=batch_size))
+    for item, record in zip(items, records):
+        parsed = parse_choices(record.raw, sorted(item.options)) if item.options else None
+        if batch:
+            click.echo(json.dumps({"id": item.id, "knowledge": record.knowledge, "llm_output": record.raw,
+                                   "answer": list(parsed) if parsed else record.raw.strip()}, ensure_ascii=False))
+        else:
+            if record.knowledge:
+                click.echo(f"Knowledge (small LM):\n{record.knowledge}\n")
+            click.echo(f"LLM answer:\n{record.raw.strip()}")
+            if parsed:
+                click.echo(f"\nParsed choice: {', '.join(parsed)}")

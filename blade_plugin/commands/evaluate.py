@@ -1,0 +1,69 @@
+"""`blade-bpo evaluate`: LLM alone vs. with small-LM knowledge vs. with the BPO soft prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..llm_options import llm_options
+from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options, small_model_options
+
+
+@click.command()
+@click.option("--test", "test_path", required=True, type=click.Path(dir_okay=False), help="Test QA items.")
+@click.option("--format", "fmt", type=QA_FORMATS, default="auto", show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for predictions.jsonl, metrics.json, report.md.")
+@click.option("--soft-prompt", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="soft_prompt.safetensors from `blade-bpo optimize` (enables the blade mode).")
+@click.option("--modes", default=None,
+              help="Comma-separated subset of llm,knowledge,blade (default: all that the inputs allow).")
+@click.option("--limit", type=int, default=None, help="Use only the first N items.")
+@click.option("--bootstrap", type=int, default=2000, show_default=True, help="Bootstrap resamples for the CIs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--restart", is_flag=True, help="Ignore saved progress in --out.")
+@small_model_options
+@prompt_options
+@llm_options
+def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed, restart, small_model, adapter,
+             template, max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
+    """Score the black-box LLM on a test set in each mode and compare them on the same items."""
+    from ..errors import BladeError
+    from ..evaluation import MODES, EvalConfig, file_digest, run_evaluation
+    from ..llm_client import LLMClient
+    from ..llm_options import config_from_options
+    from ..qa_data import load_qa
+
+    chosen = tuple(m.strip() for m in modes.split(",")) if modes else \
+        (("llm", "knowledge", "blade") if soft_prompt else ("llm", "knowledge"))
+    unknown = [m for m in chosen if m not in MODES]
+    if unknown:
+        raise BladeError(f"--modes: unknown mode(s) {', '.join(unknown)} (choose from {', '.join(MODES)})")
+    if "blade" in chosen and not soft_prompt:
+        raise BladeError("--modes includes blade but no --soft-prompt was given")
+
+    items = load_qa(test_path, fmt=fmt, limit=limit)
+    prompts = load_prompt_set(templates_dir, variant)
+    generator = prompt_tensor = None
+    if any(m != "llm" for m in chosen):
+        generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
+        if soft_prompt:
+            from ..soft_prompt import check_compatible, load_soft_prompt
+
+            prompt_tensor, metadata = load_soft_prompt(soft_prompt, expected_hidden=generator.hidden_size)
+            check_compatible(metadata, generator)
+    config = EvalConfig(
+        out_dir=Path(out_dir), modes=chosen, batch_size=batch_size, bootstrap=bootstrap, seed=seed, restart=restart,
+        fingerprint_extra={"small_model": small_model, "adapter": adapter, "template": template,
+                           "max_new_tokens": max_new_tokens, "soft_prompt": file_digest(soft_prompt)},
+    )
+    with LLMClient(config_from_options(**llm_kwargs)) as client:
+        metrics = run_evaluation(items, prompts, client, config, generator, prompt_tensor)
+    for mode, m in metrics["modes"].items():
+        click.echo(f"{mode:>9}: accuracy {m['accuracy']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]  "
+                   f"(n={m['n']})")
+    for name, p in metrics["paired"].items():
+        click.echo(f"{name}: {p['accuracy_diff']:+.3f} (wins {p['wins']}, losses {p['losses']}, "
+                   f"McNemar p={p['mcnemar_p']:.3g})")
+    click.echo(f"wrote {Path(out_dir) / 'predictions.jsonl'}, metrics.json, report.md")
