@@ -1,0 +1,101 @@
+"""Prompt templates users edit: Jinja2 files rendered in a sandbox with StrictUndefined.
+
+Every template is checked when loaded: a syntax error or a variable the template may not use fails at once
+with the file name, rather than on the thousandth API call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.exceptions import UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from .errors import BladeInputError
+from .paths import templates_dir as bundled_templates_dir
+from .qa_data import QAItem
+
+ALLOWED_VARIABLES = {
+    "knowledge_generation.j2": {"question", "options", "answer"},
+    "answer.j2": {"question", "options", "knowledge"},
+    "small_model_query.j2": {"question", "options"},
+    "system.j2": set(),
+}
+REQUIRED = ("knowledge_generation.j2", "answer.j2", "small_model_query.j2")
+
+
+def _environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, trim_blocks=True,
+                                lstrip_blocks=True, autoescape=False)
+
+
+def _load(env: SandboxedEnvironment, path: Path):
+    source = path.read_text(encoding="utf-8")
+    try:
+        parsed = env.parse(source, name=path.name, filename=str(path))
+    except TemplateSyntaxError as err:
+        raise BladeInputError(path, f"template syntax error: {err.message}", line=err.lineno) from None
+    unknown = meta.find_undeclared_variables(parsed) - ALLOWED_VARIABLES[path.name]
+    if unknown:
+        allowed = ", ".join(sorted(ALLOWED_VARIABLES[path.name])) or "none"
+        raise BladeInputError(path, f"unknown template variable(s) {', '.join(sorted(unknown))} "
+                                    f"(allowed: {allowed})")
+    return env.from_string(source), path
+
+
+@dataclass
+class PromptSet:
+    """The three prompts of BLADE (plus an optional system message for LLM calls)."""
+
+    directory: Path
+    _templates: dict
+
+    def _render(self, name: str, **variables) -> str:
+        template, path = self._templates[name]
+        try:
+            return template.render(**variables).strip()
+        except UndefinedError as err:
+            raise BladeInputError(path, f"template error: {err.message}") from None
+
+    def _messages(self, user: str) -> list[dict]:
+        messages = []
+        if "system.j2" in self._templates:
+            system = self._render("system.j2")
+            if system:
+                messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": user})
+        return messages
+
+    def knowledge_generation(self, item: QAItem) -> list[dict]:
+        """Chat messages asking the LLM for question-oriented knowledge, given the gold answer."""
+        return self._messages(self._render("knowledge_generation.j2", question=item.question, options=item.options,
+                                           answer=item.answer_display))
+
+    def answer(self, item: QAItem, knowledge: str) -> list[dict]:
+        """Chat messages asking the LLM to answer, with `knowledge` ("" for the LLM-only baseline)."""
+        return self._messages(self._render("answer.j2", question=item.question, options=item.options,
+                                           knowledge=knowledge or ""))
+
+    def small_model_query(self, item: QAItem) -> str:
+        """The user turn the small LM receives (its KIT instruction and its BPO/inference input)."""
+        return self._render("small_model_query.j2", question=item.question, options=item.options)
+
+
+def load_prompts(templates_dir: str | Path | None = None, variant: str | None = None) -> PromptSet:
+    """Load and check the templates in `templates_dir` (default: bundled), or its `variant` sub-folder."""
+    base = Path(templates_dir) if templates_dir else bundled_templates_dir()
+    directory = base / variant if variant else base
+    if not directory.is_dir():
+        known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        raise BladeInputError(directory, f"no such template directory (variants here: {', '.join(known) or 'none'})")
+    env = _environment()
+    templates = {}
+    for name in ALLOWED_VARIABLES:
+        path = directory / name
+        if path.is_file():
+            templates[name] = _load(env, path)
+        elif name in REQUIRED:
+            raise BladeInputError(path, "template missing (copy the defaults with `blade-bpo init`)")
+    return PromptSet(directory, templates)
