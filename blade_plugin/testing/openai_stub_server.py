@@ -1,0 +1,172 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 with scripted answers, latency and injected faults,
+for tests and benchmarks (never a mock: requests go through the `openai` client and real sockets).
+
+    python -m blade_plugin.testing.openai_stub_server --port 8000 --latency 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Responder = Callable[[list[dict], dict], str]
+
+
+def default_responder(messages: list[dict], body: dict) -> str:
+    return "Answer: A"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_Server"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args) -> None:  # keep test output clean
+        pass
+
+    def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "tests"}]})
+        else:
+            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    def do_POST(self) -> None:
+        stub = self.server.stub
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._send(400, {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}})
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            return
+        fault = stub._record(body)
+        if stub.latency:
+            time.sleep(stub.latency)
+        if fault is not None:
+            headers = {"Retry-After": "0"} if fault == 429 else {}
+            self._send(fault, {"error": {"message": f"injected fault {fault}", "type": "server_error",
+                                         "code": fault}}, headers)
+            return
+        messages = body.get("messages") or []
+        try:
+            text = stub.responder(messages, body)
+        except Exception as err:  # a broken script is a 500, as a broken server would be
+            self._send(500, {"error": {"message": f"responder failed: {err!r}", "type": "server_error"}})
+            return
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        completion_tokens = len(text.split())
+        self._send(200, {
+            "id": f"chatcmpl-stub-{stub.request_count}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "stub"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, address, stub: "StubOpenAIServer"):
+        super().__init__(address, _Handler)
+        self.stub = stub
+
+
+class StubOpenAIServer:
+    """Context manager; `.base_url` is `http://127.0.0.1:PORT/v1`. Thread-safe counters and records."""
+
+    def __init__(self, responder: Responder | None = None, latency: float = 0.0, port: int = 0):
+        self.responder = responder or default_responder
+        self.latency = latency
+        self._lock = threading.Lock()
+        self._faults: deque[int] = deque()
+        self._fail_always: int | None = None
+        self.requests: list[dict] = []
+        self.request_count = 0
+        self.fault_count = 0
+        self._server = _Server(("127.0.0.1", port), self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def inject_faults(self, statuses: list[int]) -> None:
+        """The next len(statuses) requests fail with these HTTP statuses, in order."""
+        with self._lock:
+            self._faults.extend(statuses)
+
+    def fail_always(self, status: int | None) -> None:
+        with self._lock:
+            self._fail_always = status
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.request_count = 0
+            self.fault_count = 0
+
+    def _record(self, body: dict) -> int | None:
+        with self._lock:
+            self.requests.append(body)
+            self.request_count += 1
+            fault = self._faults.popleft() if self._faults else self._fail_always
+            if fault is not None:
+                self.fault_count += 1
+            return fault
+
+    def start(self) -> "StubOpenAIServer":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="stub-openai", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "StubOpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible server on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    with StubOpenAIServer(latency=args.latency, port=args.port) as server:
+        print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
