@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -46,6 +47,11 @@ def cli(verbose: int) -> None:
     level = logging.DEBUG if verbose >= 2 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if verbose == 0:
+        # LLaMA-Factory and transformers log every config at INFO and draw a bar per weight load; our own
+        # progress bars say what matters. Read at import time, so set before they are imported.
+        os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         for noisy in ("httpx", "openai", "transformers", "llamafactory", "datasets", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -48,7 +48,9 @@ def run_llamafactory_train(recipe: Path, overrides: dict, cwd: Path, log_path: P
     logger.info("$ %s", " ".join(args))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log:
-        result = subprocess.run(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        # The log file is for reading afterwards: keep LLaMA-Factory's full INFO output there.
+        env = {**os.environ, "LLAMAFACTORY_VERBOSITY": "INFO", "TRANSFORMERS_VERBOSITY": "info"}
+        result = subprocess.run(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if result.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
         raise BladeError(f"llamafactory-cli train {recipe.name} failed (exit {result.returncode}); "
@@ -118,7 +120,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         logger.info("[3/5] KIT training: LoRA on %s (%d steps)", kit_datasets, config.kit_steps)
         run_llamafactory_train(work / "recipes" / "blade_kit_lora.yaml",
                                {"model_name_or_path": dp_dir, "dataset": kit_datasets, "max_steps": config.kit_steps,
-                                "output_dir": kit_dir, "save_strategy": "no", "per_device_train_batch_size": 2,
+                                "output_dir": kit_dir, "save_strategy": "steps", "save_steps": 100000, "per_device_train_batch_size": 2,
                                 "gradient_accumulation_steps": 1, "cutoff_len": 384},
                                work, logs / "kit.log")
         _mark(kit_dir / "blade_stage.json", {"stage": "kit", "steps": config.kit_steps, "datasets": kit_datasets})
