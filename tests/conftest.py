@@ -31,3 +31,44 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("BLADE_HOME", str(home))
     monkeypatch.setenv("BLADE_CACHE_DB", str(home / "llm_cache.sqlite3"))
     return home
+
+
+@pytest.fixture()
+def stub_llm():
+    """A real OpenAI-compatible HTTP server on 127.0.0.1 (default scripted answer: 'Answer: A')."""
+    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+
+    with StubOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir() -> Path:
+    from blade_plugin.paths import bundled_data_dir
+
+    return bundled_data_dir()
+
+
+@pytest.fixture(scope="session")
+def prompts():
+    from blade_plugin.prompts import load_prompts
+
+    return load_prompts()
+
+
+@pytest.fixture(scope="session")
+def generator(default_model_dir):
+    """One SoftPromptGenerator on the embedded model for the whole session (loading costs seconds)."""
+    from blade_plugin.soft_generation import SoftPromptGenerator
+
+    return SoftPromptGenerator(str(default_model_dir), template="blade_chatml", max_new_tokens=12, batch_size=8)
+
+
+def llm_config(server, tmp_path: Path, **overrides):
+    """LLMConfig for the stub server with a private cache and fast backoff."""
+    from blade_plugin.llm_client import LLMConfig
+
+    values = dict(base_url=server.base_url, model="stub-model", cache_db=tmp_path / "cache.sqlite3",
+                  backoff_base=0.01, backoff_max=0.05, max_retries=3)
+    values.update(overrides)
+    return LLMConfig(**values)

@@ -1,0 +1,141 @@
+"""The LLM client against a real HTTP server on 127.0.0.1 (the scripted stub), and the local backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from blade_plugin.errors import LLMError
+from blade_plugin.llm_client import LLMClient, LLMConfig
+from conftest import llm_config
+
+MSG = [{"role": "user", "content": "Which enzyme does aspirin inhibit?"}]
+
+
+def test_retries_then_success(stub_llm, tmp_path):
+    stub_llm.inject_faults([429, 500])
+    with LLMClient(llm_config(stub_llm, tmp_path)) as client:
+        assert client.complete_many([MSG]) == ["Answer: A"]
+        assert client.usage.retries == 2 and client.usage.calls == 3 and client.usage.failures == 0
+    assert stub_llm.request_count == 3 and stub_llm.fault_count == 2
+
+
+def test_persistent_failure_is_loud_and_bounded(stub_llm, tmp_path):
+    stub_llm.fail_always(503)
+    with LLMClient(llm_config(stub_llm, tmp_path, max_retries=2)) as client:
+        with pytest.raises(LLMError) as err:
+            client.complete_many([MSG])
+    message = str(err.value)
+    assert stub_llm.base_url in message and "stub-model" in message and "3 attempts" in message
+    assert "HTTP 503" in message
+    assert stub_llm.request_count == 3
+
+
+def test_client_errors_are_not_retried(stub_llm, tmp_path):
+    stub_llm.inject_faults([400])
+    with LLMClient(llm_config(stub_llm, tmp_path)) as client:
+        with pytest.raises(LLMError, match="HTTP 400.*not retried"):
+            client.complete_many([MSG])
+    assert stub_llm.request_count == 1
+
+
+def test_cache_hit_avoids_request_and_survives_new_client(stub_llm, tmp_path):
+    with LLMClient(llm_config(stub_llm, tmp_path)) as client:
+        client.complete_many([MSG])
+        client.complete_many([MSG])
+        assert client.usage.cache_hits == 1
+    with LLMClient(llm_config(stub_llm, tmp_path)) as client:
+        assert client.complete_many([MSG]) == ["Answer: A"]
+        assert client.usage.calls == 0 and client.usage.cache_hits == 1
+    assert stub_llm.request_count == 1
+
+
+def test_other_sampling_params_or_model_miss_the_cache(stub_llm, tmp_path):
+    for overrides in ({}, {"temperature": 0.7}, {"max_tokens": 64}, {"model": "other-model"}):
+        with LLMClient(llm_config(stub_llm, tmp_path, **overrides)) as client:
+            client.complete_many([MSG])
+    assert stub_llm.request_count == 4
+
+
+def test_no_cache_flag_always_asks(stub_llm, tmp_path):
+    with LLMClient(llm_config(stub_llm, tmp_path, use_cache=False)) as client:
+        client.complete_many([MSG])
+        client.complete_many([MSG])
+    assert stub_llm.request_count == 2
+    assert not (tmp_path / "cache.sqlite3").exists()
+
+
+def test_requests_run_concurrently(tmp_path):
+    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+
+    n, latency = 12, 0.3
+    batch = [[{"role": "user", "content": f"question {i}"}] for i in range(n)]
+    with StubOpenAIServer(latency=latency) as server:
+        with LLMClient(llm_config(server, tmp_path, concurrency=n, use_cache=False)) as client:
+            client.complete_many(batch[:1])  # warm up the connection
+            started = time.perf_counter()
+            answers = client.complete_many(batch)
+            elapsed = time.perf_counter() - started
+    assert answers == ["Answer: A"] * n
+    assert elapsed < 0.5 * n * latency, f"{elapsed:.2f} s for {n} requests of {latency} s"
+
+
+def test_results_keep_input_order(tmp_path):
+    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+
+    with StubOpenAIServer(responder=lambda messages, body: messages[-1]["content"].upper(), latency=0.01) as server:
+        batch = [[{"role": "user", "content": f"q{i}"}] for i in range(20)]
+        with LLMClient(llm_config(server, tmp_path, concurrency=7)) as client:
+            assert client.complete_many(batch) == [f"Q{i}" for i in range(20)]
+
+
+def test_usable_across_event_loops(stub_llm, tmp_path):
+    with LLMClient(llm_config(stub_llm, tmp_path, use_cache=False)) as client:
+        for _ in range(3):  # each asyncio.run is a new loop; the HTTP client must follow
+            assert asyncio.run(client.acomplete(MSG)) == "Answer: A"
+
+
+def test_api_key_is_never_stored(stub_llm, tmp_path, monkeypatch):
+    secret = "sk-test-SECRET-0123456789"
+    monkeypatch.setenv("MY_LLM_KEY", secret)
+    with LLMClient(llm_config(stub_llm, tmp_path, api_key_env="MY_LLM_KEY")) as client:
+        client.complete_many([MSG])
+        assert secret not in repr(client.identity())
+    for path in tmp_path.iterdir():
+        assert secret.encode() not in path.read_bytes(), path
+
+
+def test_cache_logs_prompt_and_response(stub_llm, tmp_path):
+    import json
+    import sqlite3
+
+    with LLMClient(llm_config(stub_llm, tmp_path)) as client:
+        client.complete_many([MSG])
+    row = sqlite3.connect(tmp_path / "cache.sqlite3").execute(
+        "SELECT base_url, model, messages, params, response, prompt_tokens FROM responses").fetchone()
+    assert row[0] == stub_llm.base_url and row[1] == "stub-model"
+    assert json.loads(row[2]) == MSG and json.loads(row[3])["temperature"] == 0.0
+    assert row[4] == "Answer: A" and row[5] > 0
+
+
+def test_missing_model_name_is_a_clear_error(monkeypatch, tmp_path):
+    from blade_plugin.errors import BladeError
+
+    monkeypatch.delenv("BLADE_LLM_MODEL", raising=False)
+    with pytest.raises(BladeError, match="--llm-model or set BLADE_LLM_MODEL"):
+        LLMClient(LLMConfig(base_url="http://127.0.0.1:9/v1", cache_db=tmp_path / "c.sqlite3"))
+
+
+def test_local_backend_generates_and_caches(default_model_dir, tmp_path):
+    config = LLMConfig(backend="local", local_model_dir=str(default_model_dir), max_tokens=8,
+                       cache_db=tmp_path / "cache.sqlite3")
+    batch = [[{"role": "user", "content": "What is the capital of France?"}],
+             [{"role": "user", "content": "Name a vitamin."}]]
+    with LLMClient(config) as client:
+        first = client.complete_many(batch)
+        assert all(text.strip() for text in first) and "Paris" in first[0]
+        assert client.usage.calls == 2 and client.usage.completion_tokens > 0
+        assert client.complete_many(batch) == first
+        assert client.usage.calls == 2 and client.usage.cache_hits == 2
