@@ -76,7 +76,7 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as err:
             if tolerate_truncated_tail and number == len(lines) and not line.endswith("\n"):
                 return
