@@ -1,0 +1,111 @@
+"""`blade-bpo evaluate` and `blade-bpo answer` against the scripted LLM over HTTP, embedded small model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from blade_plugin.evaluation import compute_metrics
+from blade_plugin.metrics import mcnemar_exact_p
+from blade_plugin.qa_data import load_qa
+from blade_plugin.soft_prompt import SoftPromptSpace, save_soft_prompt
+from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_plugin.testing.scripted_llm import QAOracle
+from helpers import run_cli
+
+
+@pytest.fixture()
+def setup(demo_data_dir, prompts, generator, tmp_path):
+    test_file = demo_data_dir / "demo_qa_test.jsonl"
+    items = load_qa(test_file)[:8]
+    space = SoftPromptSpace.for_generator(generator, n_tokens=5, d=10, seed=0)
+    soft = tmp_path / "soft_prompt.safetensors"
+    save_soft_prompt(soft, space.to_soft_prompt(torch.full((10,), 0.4)), generator.model_fingerprint)
+    with StubOpenAIServer(QAOracle(items, prompts, coverage_needed=0.25)) as server:
+        yield server, test_file, items, soft, tmp_path
+
+
+def _evaluate(server, test_file, out, tmp_path, model_dir, *extra):
+    return run_cli(["blade-bpo", "evaluate", "--test", str(test_file), "--limit", "8", "--out", str(out),
+                    "--max-new-tokens", "24", "--llm-base-url", server.base_url, "--llm-model", "stub",
+                    "--cache-db", str(tmp_path / "cache.sqlite3"), "--bootstrap", "500", *extra],
+                   cwd=tmp_path, env={"BLADE_DEFAULT_MODEL_DIR": str(model_dir)})
+
+
+def test_all_modes_and_metrics_follow_from_predictions(setup, default_model_dir):
+    server, test_file, items, soft, tmp_path = setup
+    out = tmp_path / "eval"
+    result = _evaluate(server, test_file, out, tmp_path, default_model_dir, "--soft-prompt", str(soft))
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [(p["mode"], p["id"]) for p in predictions] == [(m, it.id) for m in ("llm", "knowledge", "blade")
+                                                           for it in items]
+    assert all(p["knowledge"] == "" for p in predictions if p["mode"] == "llm")
+    assert all(p["knowledge"] for p in predictions if p["mode"] != "llm")
+    knowledge = {p["id"]: p["knowledge"] for p in predictions if p["mode"] == "knowledge"}
+    blade = {p["id"]: p["knowledge"] for p in predictions if p["mode"] == "blade"}
+    assert knowledge != blade  # the soft prompt changed what the small LM wrote
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for mode in ("llm", "knowledge", "blade"):
+        rows = [p for p in predictions if p["mode"] == mode]
+        assert metrics["modes"][mode]["accuracy"] == round(sum(p["correct"] for p in rows) / len(rows), 4)
+        lo, hi = metrics["modes"][mode]["ci95"]
+        assert lo <= metrics["modes"][mode]["accuracy"] <= hi
+    assert metrics == {**compute_metrics(items, predictions, ("llm", "knowledge", "blade"), 500, 0),
+                       "seconds": metrics["seconds"], "llm_usage": metrics["llm_usage"], "inputs": metrics["inputs"]}
+    paired = metrics["paired"]["blade_vs_llm"]
+    wins = sum(1 for it in items if next(p for p in predictions if p["mode"] == "blade" and p["id"] == it.id)["correct"]
+               and not next(p for p in predictions if p["mode"] == "llm" and p["id"] == it.id)["correct"])
+    assert paired["wins"] == wins and paired["mcnemar_p"] == round(mcnemar_exact_p(wins, paired["losses"]), 6)
+    assert "| LLM + BLADE (soft prompt) |" in (out / "report.md").read_text()
+    # one real request per distinct (question, knowledge): identical knowledge in two modes is a cache hit
+    assert server.request_count == len({(p["id"], p["knowledge"]) for p in predictions})
+
+
+def test_rerun_resumes_from_saved_predictions(setup, default_model_dir):
+    server, test_file, items, soft, tmp_path = setup
+    out = tmp_path / "eval"
+    assert _evaluate(server, test_file, out, tmp_path, default_model_dir, "--modes", "llm", "--no-cache").returncode == 0
+    server.reset_stats()
+    again = _evaluate(server, test_file, out, tmp_path, default_model_dir, "--modes", "llm", "--no-cache")
+    assert again.returncode == 0 and server.request_count == 0
+    other = _evaluate(server, test_file, out, tmp_path, default_model_dir, "--modes", "llm", "--no-cache",
+                      "--templates-dir", str(tmp_path / "nope"))
+    assert other.returncode == 2  # click rejects a missing --templates-dir before any work
+
+
+def test_bad_arguments_fail_in_one_line(setup, default_model_dir):
+    server, test_file, items, soft, tmp_path = setup
+    result = _evaluate(server, test_file, tmp_path / "e", tmp_path, default_model_dir, "--modes", "blade")
+    assert result.returncode == 1 and result.stderr.strip().endswith("--modes includes blade but no --soft-prompt was given")
+    result = _evaluate(server, test_file, tmp_path / "e", tmp_path, default_model_dir, "--small-model",
+                       str(tmp_path / "missing"))
+    assert result.returncode == 1 and "not an HF model directory (no config.json)" in result.stderr
+    result = _evaluate(server, test_file, tmp_path / "e", tmp_path, default_model_dir, "--template", "no_such")
+    assert result.returncode == 1 and "Template no_such does not exist" in result.stderr.strip().splitlines()[-1]
+
+
+def test_answer_single_question_and_stdin_batch(setup, default_model_dir):
+    server, test_file, items, soft, tmp_path = setup
+    item = items[0]
+    args = ["blade-bpo", "answer", "--llm-base-url", server.base_url, "--llm-model", "stub", "--max-new-tokens", "16",
+            "--cache-db", str(tmp_path / "cache.sqlite3"), "--soft-prompt", str(soft)]
+    one = run_cli([*args, "--question", item.question, *[f"--option={k}={v}" for k, v in item.options.items()]],
+                  cwd=tmp_path, env={"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)})
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert "Knowledge (small LM):" in one.stdout and "LLM answer:\nAnswer: " in one.stdout
+
+    lines = "\n".join(json.dumps({"id": it.id, "question": it.question, "options": it.options}) for it in items[:3])
+    proc = subprocess.run([str(Path(sys.executable).parent / "blade-bpo"), *args[1:]], input=lines + "\n",
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**__import__("os").environ, "BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["id"] for r in rows] == [it.id for it in items[:3]]
+    assert all(r["knowledge"] and r["llm_output"].startswith("Answer: ") and r["answer"] for r in rows)
