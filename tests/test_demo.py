@@ -1,0 +1,58 @@
+"""The main job, `blade-bpo demo`, in a reduced configuration: every stage runs for real."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from blade_plugin.qa_data import load_qa
+from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_plugin.testing.scripted_llm import QAOracle
+from helpers import run_cli
+
+
+@pytest.mark.slow
+def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_path):
+    items = [it for split in ("train", "dev", "test") for it in load_qa(demo_data_dir / f"demo_qa_{split}.jsonl")[:4]]
+    work = tmp_path / "demo"
+    args = ["blade-bpo", "demo", "--workdir", str(work), "--limit", "4", "--dp-steps", "2", "--kit-steps", "2",
+            "--bpo-init", "2", "--bpo-iterations", "1", "--max-new-tokens", "16", "--llm-model", "stub",
+            "--cache-db", str(tmp_path / "cache.sqlite3")]
+    env = {"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}
+    with StubOpenAIServer(QAOracle(items, prompts)) as server:
+        result = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        summary = json.loads((work / "demo_summary.json").read_text())
+        assert summary["scores_meaningful"] is True
+        assert summary["kit"] == {"kept": 4, "total": 4, "file": str(work / "data" / "kit_knowledge.jsonl")}
+        assert summary["bpo"]["evaluations"] == 3
+        assert set(summary["test_accuracy"]) == {"llm", "knowledge", "blade"}
+        for name, path in summary["artifacts"].items():
+            assert (work / path).exists(), name
+        assert (work / "saves" / "dp" / "model.safetensors").is_file()
+        assert (work / "saves" / "kit_lora" / "adapter_model.safetensors").is_file()
+        info = json.loads((work / "data" / "dataset_info.json").read_text())
+        assert info["blade_kit_generated"]["file_name"] == "kit_knowledge.jsonl"
+        assert "dataset=blade_kit_generated,blade_demo_kit" in result.stderr  # KIT trained on the kept knowledge
+        assert "Artifacts:" in result.stdout and "soft_prompt" in result.stdout
+
+        # a second run resumes: every stage is complete, so no training runs and the LLM is not asked again
+        server.reset_stats()
+        again = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert server.request_count == 0
+    assert "[1/5] DP" not in again.stderr
+
+
+def test_without_endpoint_the_local_stand_in_is_used_and_flagged(default_model_dir, monkeypatch, caplog):
+    from blade_plugin.llm_options import config_from_options
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("BLADE_DEFAULT_MODEL_DIR", str(default_model_dir))
+    with caplog.at_level("WARNING"):
+        config = config_from_options()
+    assert config.backend == "local" and config.local_model_dir == str(default_model_dir)
+    assert "not meaningful" in caplog.text
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert config_from_options(llm_model="m").backend == "openai"
