@@ -10,7 +10,6 @@ floor = one batched generate over the whole dev set + ceil(n / concurrency) LLM 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import math
 import tempfile
@@ -60,7 +59,7 @@ def main() -> None:
 
         with client(args.concurrency) as ours_client:
             t0 = time.perf_counter()
-            records, timings = asyncio.run(answer_items(items, prompts, ours_client, generator, soft_prompt,
+            records, timings = ours_client.run(answer_items(items, prompts, ours_client, generator, soft_prompt,
                                                         batch_size=args.batch_size))
             ours_s = time.perf_counter() - t0
         ours_acc = accuracy(records)
@@ -74,7 +73,7 @@ def main() -> None:
 
         with client(1) as naive_client:
             t0 = time.perf_counter()
-            naive_acc = asyncio.run(naive_seq(items, prompts, naive_client, generator, soft_prompt))
+            naive_acc = naive_client.run(naive_seq(items, prompts, naive_client, generator, soft_prompt))
             naive_s = time.perf_counter() - t0
 
     print(f"dev questions: {len(items)}, LLM latency {args.latency} s, knowledge {args.max_new_tokens} tokens, "

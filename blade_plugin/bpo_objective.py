@@ -3,7 +3,6 @@ writes under the soft prompt p = A z."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from .bpo_run import TrialResult
@@ -30,7 +29,7 @@ class KnowledgeObjective:
     def __call__(self, z) -> TrialResult:
         soft_prompt = self.space.to_soft_prompt(z)
         before = self.client.usage.as_dict()
-        records, timings = asyncio.run(answer_items(self.items, self.prompts, self.client, self.generator,
+        records, timings = self.client.run(answer_items(self.items, self.prompts, self.client, self.generator,
                                                     soft_prompt, batch_size=self.batch_size))
         return TrialResult(
             score=accuracy(records),

@@ -103,7 +103,7 @@ class BayesianOptimizer:
         self.y = torch.empty(0, dtype=DTYPE)
 
     @classmethod
-    def from_history(cls, history: list[tuple[list[float], float]], **kwargs) -> "BayesianOptimizer":
+    def from_history(cls, history: list[tuple[list[float], float]], **kwargs) -> BayesianOptimizer:
         opt = cls(**kwargs)
         for z, score in history:
             opt.tell(torch.tensor(z, dtype=DTYPE), score)

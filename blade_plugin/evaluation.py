@@ -3,7 +3,6 @@ prompt, on the same test items, with resumable per-chunk progress and paired sta
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -13,10 +12,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import BladeError, LLMError
-from .io_utils import append_jsonl, atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
+from .errors import LLMError
+from .io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from .knowledge_answering import answer_items
 from .metrics import accuracy_summary, paired_comparison
+from .progress_log import ProgressLog
 from .prompts import PromptSet
 from .qa_data import QAItem
 
@@ -53,20 +53,6 @@ def _fingerprint(items: list[QAItem], prompts: PromptSet, config: EvalConfig, ll
     return h.hexdigest()[:16]
 
 
-def _load_progress(path: Path, fingerprint: str) -> dict[tuple[str, str], dict]:
-    done: dict[tuple[str, str], dict] = {}
-    if not path.exists():
-        return done
-    for _, row in iter_jsonl(path, tolerate_truncated_tail=True):
-        if row.get("type") == "header":
-            if row.get("fingerprint") != fingerprint:
-                raise BladeError(f"{path}: saved progress is for other inputs (test set, model, soft prompt, "
-                                 "templates or LLM); use a new --out or pass --restart")
-            continue
-        done[(row["mode"], row["id"])] = row
-    return done
-
-
 def run_evaluation(
     items: list[QAItem],
     prompts: PromptSet,
@@ -79,12 +65,10 @@ def run_evaluation(
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     progress_path = out / "predictions.progress.jsonl"
-    fingerprint = _fingerprint(items, prompts, config, client.identity())
-    if config.restart and progress_path.exists():
-        progress_path.unlink()
-    done = _load_progress(progress_path, fingerprint)
-    if not progress_path.exists():
-        append_jsonl(progress_path, {"type": "header", "fingerprint": fingerprint, "modes": list(config.modes)})
+    log = ProgressLog(progress_path, _fingerprint(items, prompts, config, client.identity()),
+                      "its inputs (test set, model, soft prompt, templates or LLM) differ: "
+                      "use a new --out or pass --restart", restart=config.restart)
+    done = log.load(key=lambda row: (row["mode"], row["id"]))
     if done:
         logger.info("Resuming evaluation: %d predictions already saved in %s", len(done), progress_path)
 
@@ -104,7 +88,7 @@ def run_evaluation(
                                "re-run the same command to resume") from err
             for record in records:
                 row = {"type": "prediction", "mode": mode, **record.as_dict()}
-                append_jsonl(progress_path, row)
+                log.append(row)
                 done[(mode, record.id)] = row
 
     async def run_all() -> None:
@@ -113,7 +97,7 @@ def run_evaluation(
             with tqdm(total=len(items), initial=len(items) - remaining, desc=f"evaluate [{mode}]", unit="q") as bar:
                 await run_mode(mode, bar)
 
-    asyncio.run(run_all())
+    client.run(run_all())
 
     predictions = [done[(mode, item.id)] for mode in config.modes for item in items]
     atomic_write_jsonl(out / "predictions.jsonl", [{k: v for k, v in row.items() if k != "type"}

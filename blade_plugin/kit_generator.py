@@ -1,13 +1,12 @@
 """KIT data: the black-box LLM writes question-oriented knowledge from (question, gold answer), and a
 consistency filter keeps only knowledge that lets the LLM answer correctly without seeing the gold.
 
-Progress is an append-only JSONL beside the output, one row per finished item, so a crash or Ctrl-C
-loses at most the chunk in flight and a re-run asks the LLM nothing it already answered.
+Progress is a ProgressLog beside the output, one row per finished item, so a crash or Ctrl-C loses at
+most the chunk in flight and a re-run asks the LLM nothing it already answered.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -18,8 +17,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .answer_parsing import score_answer
-from .errors import BladeError, LLMError
-from .io_utils import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
+from .errors import LLMError
+from .io_utils import atomic_write_json, atomic_write_jsonl
+from .progress_log import ProgressLog
 from .prompts import PromptSet
 from .qa_data import QAItem
 
@@ -53,23 +53,6 @@ def run_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict)
     return h.hexdigest()[:16]
 
 
-def load_progress(path: Path, fingerprint: str) -> dict[str, dict]:
-    """Finished rows by item id; a progress file from another job is refused rather than merged."""
-    if not path.exists():
-        return {}
-    done: dict[str, dict] = {}
-    for line, row in iter_jsonl(path, tolerate_truncated_tail=True):
-        if row.get("type") == "header":
-            if row.get("fingerprint") != fingerprint:
-                raise BladeError(
-                    f"{path}: progress belongs to a different input, template or LLM; "
-                    "delete it or pass --restart to start over"
-                )
-            continue
-        done[row["id"]] = row
-    return done
-
-
 async def _process_chunk(chunk: list[QAItem], prompts: PromptSet, client) -> list[dict]:
     knowledge = await client.acomplete_many([prompts.knowledge_generation(item) for item in chunk])
     answers = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)])
@@ -95,12 +78,10 @@ def generate_kit_data(
     started = time.perf_counter()
     out_path = Path(out_path)
     progress_path = progress_path_for(out_path)
-    fingerprint = run_fingerprint(items, prompts, client.identity())
-    if restart and progress_path.exists():
-        progress_path.unlink()
-    done = load_progress(progress_path, fingerprint)
-    if not progress_path.exists():
-        append_jsonl(progress_path, {"type": "header", "fingerprint": fingerprint, "items": len(items)})
+    log = ProgressLog(progress_path, run_fingerprint(items, prompts, client.identity()),
+                      "it was made from another input, template or LLM: delete it or pass --restart",
+                      restart=restart)
+    done = log.load(key=lambda row: row["id"])
 
     stats = KitStats(total=len(items), resumed=sum(1 for item in items if item.id in done))
     if stats.resumed:
@@ -118,13 +99,13 @@ def generate_kit_data(
                 raise LLMError(f"{err} -- {len(done)} of {len(items)} items are saved in {progress_path}; "
                                "re-run the same command to resume") from err
             for row in rows:
-                append_jsonl(progress_path, row)
+                log.append(row)
                 done[row["id"]] = row
             bar.update(len(chunk))
             bar.set_postfix(kept=sum(1 for r in done.values() if r["kept"]))
 
     try:
-        asyncio.run(run_all())
+        client.run(run_all())
     finally:
         bar.close()
 

@@ -108,7 +108,7 @@ class LLMClient:
         """What a result depends on (for progress fingerprints); never includes the key."""
         return {"backend": self.config.backend, "base_url": self.base_url, "model": self.model, **self.params}
 
-    def __enter__(self) -> "LLMClient":
+    def __enter__(self) -> LLMClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -256,7 +256,25 @@ class LLMClient:
                 bar.close()
 
     def complete_many(self, batch: list[list[dict]], desc: str | None = None) -> list[str]:
-        return asyncio.run(self.acomplete_many(batch, desc))
+        return self.run(self.acomplete_many(batch, desc))
+
+    def run(self, coro):
+        """`asyncio.run(coro)`, closing this loop's HTTP client before the loop ends (an unclosed async
+        client would otherwise try to close itself later on a dead loop)."""
+
+        async def main():
+            try:
+                return await coro
+            finally:
+                await self.aclose_http()
+
+        return asyncio.run(main())
+
+    async def aclose_http(self) -> None:
+        state = self._state
+        if state is not None and state.loop is asyncio.get_running_loop():
+            self._state = None
+            await state.client.close()
 
     async def _local_many(self, batch: list[list[dict]]) -> list[str]:
         if self._local is None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
-from jinja2.exceptions import UndefinedError
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import BladeInputError
@@ -56,8 +56,10 @@ class PromptSet:
         template, path = self._templates[name]
         try:
             return template.render(**variables).strip()
-        except UndefinedError as err:
+        except (UndefinedError, SecurityError) as err:
             raise BladeInputError(path, f"template error: {err.message}") from None
+        except TemplateError as err:  # e.g. a filter applied to the wrong type
+            raise BladeInputError(path, f"template error: {err}") from None
 
     def _messages(self, user: str) -> list[dict]:
         messages = []

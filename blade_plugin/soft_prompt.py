@@ -45,7 +45,7 @@ class SoftPromptSpace:
 
     @classmethod
     def for_generator(cls, generator, n_tokens: int = 5, d: int = 10, seed: int = 0,
-                      init: Literal["random", "vocab"] = "random") -> "SoftPromptSpace":
+                      init: Literal["random", "vocab"] = "random") -> SoftPromptSpace:
         offset = None
         if init == "vocab":
             vocab = generator.embedding_matrix

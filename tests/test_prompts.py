@@ -72,5 +72,5 @@ def test_sandbox_blocks_attribute_escape(tmp_path):
     shutil.copytree(templates_dir(), mine)
     (mine / "small_model_query.j2").write_text("{{ question.__class__.__mro__ }}")
     p = load_prompts(mine)
-    with pytest.raises(Exception):
+    with pytest.raises(BladeInputError, match=r"small_model_query.j2: template error: access to attribute .* unsafe"):
         p.small_model_query(ITEM)

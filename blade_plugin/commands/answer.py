@@ -30,7 +30,6 @@ def _parse_option(text: str) -> tuple[str, str]:
 def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, template, max_new_tokens, batch_size,
            templates_dir, variant, **llm_kwargs) -> None:
     """Print the small LM's knowledge and the LLM's answer (JSONL in -> JSONL out in batch mode)."""
-    import asyncio
 
     from ..answer_parsing import parse_choices
     from ..errors import BladeInputError
@@ -66,7 +65,7 @@ def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, t
 
             prompt_tensor, _ = load_soft_prompt(soft_prompt, expected_hidden=generator.hidden_size)
     with LLMClient(config_from_options(**llm_kwargs)) as client:
-        records, _ = asyncio.run(answer_items(items, prompts, client, generator, prompt_tensor, batch_size=batch_size))
+        records, _ = client.run(answer_items(items, prompts, client, generator, prompt_tensor, batch_size=batch_size))
     for item, record in zip(items, records):
         parsed = parse_choices(record.raw, sorted(item.options)) if item.options else None
         if batch:

@@ -22,7 +22,7 @@ def default_responder(messages: list[dict], body: dict) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args) -> None:  # keep test output clean
@@ -86,7 +86,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, address, stub: "StubOpenAIServer"):
+    def __init__(self, address, stub: StubOpenAIServer):
         super().__init__(address, _Handler)
         self.stub = stub
 
@@ -138,7 +138,7 @@ class StubOpenAIServer:
                 self.fault_count += 1
             return fault
 
-    def start(self) -> "StubOpenAIServer":
+    def start(self) -> StubOpenAIServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="stub-openai", daemon=True)
         self._thread.start()
         return self
@@ -147,7 +147,7 @@ class StubOpenAIServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "StubOpenAIServer":
+    def __enter__(self) -> StubOpenAIServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
