@@ -22,7 +22,9 @@ from .response_cache import ResponseCache, cache_key
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = {408, 409, 429}
+# 429 and 5xx are transient; 408 is the server timing out, which counts as a timeout. Every other 4xx is a
+# request the endpoint will keep refusing, so retrying it only delays the error.
+RETRYABLE_STATUS = {408, 429}
 
 
 @dataclass
@@ -168,6 +170,9 @@ class LLMClient:
                 response = await state.client.chat.completions.create(model=self.model, messages=messages,
                                                                       **self.params)
                 self.usage.seconds += time.perf_counter() - started
+                if not response.choices:
+                    self.usage.failures += 1
+                    raise LLMError(f"LLM response from {self.base_url} (model {self.model}) has no choices")
                 text = response.choices[0].message.content or ""
                 usage = response.usage
                 prompt_tokens = getattr(usage, "prompt_tokens", None) if usage else None
@@ -235,7 +240,8 @@ class LLMClient:
         if desc:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(batch), desc=desc, unit="req", leave=False)
+            # disable=None: no bar unless stderr is a terminal, so CI logs get no carriage-return spam
+            bar = tqdm(total=len(batch), desc=desc, unit="req", leave=False, disable=None)
 
         async def one(messages):
             text = await self.acomplete(messages)
@@ -306,10 +312,11 @@ class LLMClient:
 
 
 def _short(err) -> str:
+    """The endpoint's own error message, on one line (openai puts the parsed `error` object in `.body`)."""
     body = getattr(err, "body", None)
     if isinstance(body, dict):
-        message = body.get("message") or (body.get("error") or {}).get("message") if isinstance(
-            body.get("error"), dict) else body.get("message")
+        inner = body.get("error")
+        message = inner.get("message") if isinstance(inner, dict) else body.get("message")
         if message:
-            return str(message)[:200]
-    return str(err).splitlines()[0][:200]
+            return " ".join(str(message).split())[:200]
+    return " ".join(str(err).split())[:200]

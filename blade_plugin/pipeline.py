@@ -42,19 +42,42 @@ def _llamafactory_cli() -> str:
     return str(candidate) if candidate.exists() else "llamafactory-cli"
 
 
-def run_llamafactory_train(recipe: Path, overrides: dict, cwd: Path, log_path: Path) -> None:
-    """`llamafactory-cli train recipe key=value ...`, logged to a file; a failure names the log."""
+def run_llamafactory_train(recipe: Path, overrides: dict, cwd: Path, log_path: Path, desc: str = "train") -> None:
+    """`llamafactory-cli train recipe key=value ...`, logged to a file, with a progress bar fed from the
+    trainer_log.jsonl LLaMA-Factory writes; a failure names the log and quotes its last line."""
+    from tqdm.auto import tqdm
+
     args = [_llamafactory_cli(), "train", str(recipe), *[f"{k}={v}" for k, v in overrides.items()]]
     logger.info("$ %s", " ".join(args))
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as log:
-        # The log file is for reading afterwards: keep LLaMA-Factory's full INFO output there.
-        env = {**os.environ, "LLAMAFACTORY_VERBOSITY": "INFO", "TRANSFORMERS_VERBOSITY": "info"}
-        result = subprocess.run(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if result.returncode != 0:
+    trainer_log = Path(cwd) / str(overrides.get("output_dir", "")) / "trainer_log.jsonl"
+    # The log file is for reading afterwards: keep LLaMA-Factory's full INFO output there.
+    env = {**os.environ, "LLAMAFACTORY_VERBOSITY": "INFO", "TRANSFORMERS_VERBOSITY": "info"}
+    with open(log_path, "w", encoding="utf-8") as log, tqdm(total=overrides.get("max_steps"), desc=desc,
+                                                             unit="step") as bar:
+        proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        while proc.poll() is None:
+            time.sleep(1.0)
+            _update_bar(bar, trainer_log)
+        _update_bar(bar, trainer_log)
+    if proc.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
-        raise BladeError(f"llamafactory-cli train {recipe.name} failed (exit {result.returncode}); "
+        raise BladeError(f"llamafactory-cli train {recipe.name} failed (exit {proc.returncode}); "
                          f"see {log_path}: {tail[0][:300]}")
+
+
+def _update_bar(bar, trainer_log: Path) -> None:
+    try:
+        lines = trainer_log.read_text(encoding="utf-8").strip().splitlines()
+        last = json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return
+    if last and "current_steps" in last:
+        bar.total = last.get("total_steps", bar.total)
+        bar.n = last["current_steps"]
+        if last.get("loss") is not None:
+            bar.set_postfix(loss=f"{last['loss']:.3f}")
+        bar.refresh()
 
 
 def _done(path: Path) -> bool:
@@ -96,8 +119,8 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
                                {"model_name_or_path": base_model, "dataset": "blade_demo_corpus",
                                 "max_steps": config.dp_steps, "output_dir": dp_dir, "save_steps": 100000,
                                 "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                                "cutoff_len": 256},
-                               work, logs / "dp.log")
+                                "cutoff_len": 256, "logging_steps": 1},
+                               work, logs / "dp.log", desc="DP")
         _mark(dp_dir / "blade_stage.json", {"stage": "dp", "steps": config.dp_steps})
     config.stage_times["dp_s"] = round(timer() - t, 1)
 
@@ -121,8 +144,8 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         run_llamafactory_train(work / "recipes" / "blade_kit_lora.yaml",
                                {"model_name_or_path": dp_dir, "dataset": kit_datasets, "max_steps": config.kit_steps,
                                 "output_dir": kit_dir, "save_strategy": "steps", "save_steps": 100000, "per_device_train_batch_size": 2,
-                                "gradient_accumulation_steps": 1, "cutoff_len": 384},
-                               work, logs / "kit.log")
+                                "gradient_accumulation_steps": 1, "cutoff_len": 384, "logging_steps": 1},
+                               work, logs / "kit.log", desc="KIT")
         _mark(kit_dir / "blade_stage.json", {"stage": "kit", "steps": config.kit_steps, "datasets": kit_datasets})
     config.stage_times["kit_train_s"] = round(timer() - t, 1)
 

@@ -139,3 +139,57 @@ def test_local_backend_generates_and_caches(default_model_dir, tmp_path):
         assert client.usage.calls == 2 and client.usage.completion_tokens > 0
         assert client.complete_many(batch) == first
         assert client.usage.calls == 2 and client.usage.cache_hits == 2
+
+
+def test_cache_is_safe_across_processes(tmp_path):
+    """Several processes write and read one cache file at once (WAL + busy timeout): nothing is lost."""
+    import subprocess
+    import sys
+
+    from blade_plugin.response_cache import ResponseCache
+
+    db, rows = tmp_path / "shared.sqlite3", 150
+    code = ("import sys\nfrom blade_plugin.response_cache import ResponseCache\n"
+            "cache = ResponseCache(sys.argv[1])\n"
+            f"for i in range({rows}):\n"
+            "    cache.put(f'{sys.argv[2]}-{i}', 'u', 'm', [{'role': 'user', 'content': str(i)}], {}, str(i), 1, 1)\n"
+            "    assert cache.get(f'{sys.argv[2]}-{i // 2}') is not None\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), f"p{n}"], stderr=subprocess.PIPE, text=True)
+             for n in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    cache = ResponseCache(db)
+    assert len(cache) == 3 * rows and cache.get(f"p2-{rows - 1}") == str(rows - 1)
+    cache.close()
+
+
+def test_max_tokens_default_depends_on_backend_and_explicit_value_wins(default_model_dir, monkeypatch):
+    from blade_plugin.llm_options import LOCAL_MAX_TOKENS, OPENAI_MAX_TOKENS, config_from_options
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    local = str(default_model_dir)
+    assert config_from_options(local_llm_model_dir=local).max_tokens == LOCAL_MAX_TOKENS
+    assert config_from_options(local_llm_model_dir=local, max_tokens=OPENAI_MAX_TOKENS).max_tokens == OPENAI_MAX_TOKENS
+    remote = config_from_options(llm_base_url="http://127.0.0.1:9/v1", llm_model="m")
+    assert remote.backend == "openai" and remote.max_tokens == OPENAI_MAX_TOKENS
+
+
+def test_progress_bar_stays_out_of_non_tty_logs(stub_llm, tmp_path, capfd):
+    batch = [[{"role": "user", "content": f"q{i}"}] for i in range(5)]
+    with LLMClient(llm_config(stub_llm, tmp_path)) as client:
+        assert client.complete_many(batch, desc="answering") == ["Answer: A"] * 5
+    assert "answering" not in capfd.readouterr().err
+
+
+def test_stub_lists_models_and_counts_tokens(stub_llm, tmp_path):
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(stub_llm.base_url + "/models", timeout=5) as response:
+        assert json.load(response)["data"][0]["object"] == "model"
+    with LLMClient(llm_config(stub_llm, tmp_path)) as client:
+        client.complete_many([MSG])
+        # the stub counts whitespace-separated words: the usage it reports must reach our counters
+        words = len(MSG[0]["content"].split())
+        assert (client.usage.prompt_tokens, client.usage.completion_tokens) == (words, len("Answer: A".split()))
+    assert stub_llm.requests[0]["messages"] == MSG and stub_llm.requests[0]["model"] == "stub-model"

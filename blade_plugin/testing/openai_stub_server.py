@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 from collections import deque
@@ -89,6 +90,13 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address, stub: StubOpenAIServer):
         super().__init__(address, _Handler)
         self.stub = stub
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that gave up (a cancelled batch, a timeout) closes its socket mid-response: that is
+        # normal traffic, not a server fault worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class StubOpenAIServer:
