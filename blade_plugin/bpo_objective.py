@@ -24,7 +24,7 @@ class KnowledgeObjective:
     client: object  # LLMClient
     generator: object  # SoftPromptGenerator
     space: object  # SoftPromptSpace
-    batch_size: int = 16
+    batch_size: int = 32
 
     def __call__(self, z) -> TrialResult:
         soft_prompt = self.space.to_soft_prompt(z)

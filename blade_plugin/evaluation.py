@@ -31,7 +31,7 @@ class EvalConfig:
     out_dir: Path
     modes: tuple[str, ...]
     chunk_size: int = 32
-    batch_size: int = 16
+    batch_size: int = 32
     bootstrap: int = 2000
     seed: int = 0
     restart: bool = False

@@ -44,7 +44,7 @@ async def answer_items(
     client,
     generator=None,
     soft_prompt=None,
-    batch_size: int = 16,
+    batch_size: int = 32,
     progress=None,
 ) -> tuple[list[AnswerRecord], AnswerTimings]:
     """Knowledge (if `generator`) then LLM answers for `items`, in input order.

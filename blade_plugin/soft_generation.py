@@ -24,9 +24,13 @@ class SoftPromptGenerator:
         adapter_name_or_path: str | None = None,
         template: str = "blade_chatml",
         max_new_tokens: int = 128,
-        batch_size: int = 16,
+        batch_size: int = 32,
         infer_dtype: str = "auto",
+        decoder: str = "fast",
     ):
+        """decoder: "fast" (our greedy loop that drops finished rows) or "hf" (transformers' generate)."""
+        if decoder not in ("fast", "hf"):
+            raise ValueError(f"decoder must be 'fast' or 'hf', got {decoder!r}")
         from llamafactory.data import get_template_and_fix_tokenizer
         from llamafactory.hparams import get_infer_args
         from llamafactory.model import load_model, load_tokenizer
@@ -46,6 +50,7 @@ class SoftPromptGenerator:
         self.adapter_name_or_path = str(adapter_name_or_path) if adapter_name_or_path else None
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.decoder = decoder
         self.stop_ids = self.template.get_stop_token_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self._embed = self.model.get_input_embeddings()
@@ -130,20 +135,79 @@ class SoftPromptGenerator:
 
             bar = tqdm(total=len(texts), desc="small LM", unit="q", leave=False)
         gen_kwargs = {"do_sample": False, **sampling}
+        fast = self.decoder == "fast" and not sampling and self._greedy_loop_matches_generate()
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             embeds, mask = self._batch_embeds([all_ids[i] for i in idx], soft_prompt)
-            out = self.model.generate(inputs_embeds=embeds, attention_mask=mask,
-                                      max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                      eos_token_id=self.stop_ids, pad_token_id=self.pad_id, **gen_kwargs)
+            if fast:
+                out = self._greedy_decode(embeds, mask, max_new_tokens or self.max_new_tokens)
+            else:
+                out = self.model.generate(inputs_embeds=embeds, attention_mask=mask,
+                                          max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                          eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                                          **gen_kwargs).tolist()
             for row, i in enumerate(idx):
-                ids = out[row].tolist()
+                ids = out[row]
                 cut = next((k for k, t in enumerate(ids) if t in self.stop_ids), len(ids))
                 results[i] = ids[:cut]
             if bar is not None:
                 bar.update(len(idx))
         if bar is not None:
             bar.close()
+        return results
+
+    def _greedy_loop_matches_generate(self) -> bool:
+        """Our loop reproduces generate()'s greedy search incl. repetition_penalty; anything else falls back."""
+        gc = self.model.generation_config
+        unsupported = {"no_repeat_ngram_size": (None, 0), "encoder_repetition_penalty": (None, 1.0),
+                       "bad_words_ids": (None,), "sequence_bias": (None,), "suppress_tokens": (None,),
+                       "begin_suppress_tokens": (None,), "min_new_tokens": (None, 0), "min_length": (None, 0),
+                       "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "num_beams": (None, 1)}
+        return all(getattr(gc, key, None) in ok for key, ok in unsupported.items())
+
+    def _greedy_decode(self, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding of one left-padded batch. embeds: Tensor[b, L, hidden], mask: Tensor[b, L].
+
+        Same tokens as generate(do_sample=False), but a row leaves the batch (and the KV cache) as soon as it
+        emits a stop id: knowledge lengths vary a lot, and on CPU every finished row generate() keeps
+        decoding costs as much as a live one. Returns the new ids per row, up to and including the stop id.
+        """
+        from transformers import DynamicCache
+
+        penalty = float(getattr(self.model.generation_config, "repetition_penalty", None) or 1.0)
+        stop = torch.tensor(self.stop_ids, device=self.device)
+        # Positions count real tokens only, so a padded row sees the positions it would see alone.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        rows = torch.arange(embeds.shape[0], device=self.device)  # original row of each live row
+        next_pos = positions[:, -1] + 1
+        generated = torch.empty(embeds.shape[0], 0, dtype=torch.long, device=self.device)  # [live, step]
+        results: list[list[int]] = [[] for _ in range(embeds.shape[0])]
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1].float()  # [live, vocab]
+            if penalty != 1.0 and generated.shape[1]:
+                seen = logits.gather(1, generated)
+                logits.scatter_(1, generated, torch.where(seen < 0, seen * penalty, seen / penalty))
+            token = logits.argmax(-1)  # [live]
+            for row, tok in zip(rows.tolist(), token.tolist()):
+                results[row].append(tok)
+            if step == max_new_tokens - 1:
+                break
+            live = ~torch.isin(token, stop)
+            if not live.all():
+                keep = live.nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                cache.batch_select_indices(keep)
+                rows, token, next_pos, mask, generated = (rows[keep], token[keep], next_pos[keep], mask[keep],
+                                                          generated[keep])
+            generated = torch.cat([generated, token[:, None]], dim=1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                             past_key_values=cache, use_cache=True)
+            next_pos = next_pos + 1
         return results
 
     def generate(self, texts: list[str], soft_prompt: torch.Tensor | None = None, max_new_tokens: int | None = None,

@@ -22,3 +22,17 @@ def python_in_subprocess(code: str, cwd: Path, env: dict | None = None) -> subpr
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=300)
+
+
+def sigkill_when(proc: subprocess.Popen, ready, timeout: float, what: str = "child") -> None:
+    """SIGKILL `proc` as soon as `ready()` holds: a crash at an arbitrary point, for resume tests."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"{what} ended before it could be killed"
+        assert time.time() < deadline, f"{what} did not get far enough within {timeout} s"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import torch
 from blade_plugin.bpo_run import BPORunConfig, TrialResult, run_bpo
 from blade_plugin.errors import BladeError
 from blade_plugin.soft_prompt import load_soft_prompt
+from helpers import sigkill_when
 
 TARGET = torch.tensor([0.5, -0.5, 0.25], dtype=torch.float64)
 
@@ -89,13 +88,7 @@ def test_resume_after_sigkill_reevaluates_nothing(tmp_path):
     out, log = tmp_path / "run", tmp_path / "calls.jsonl"
     code = CHILD.format(tests=str(Path(__file__).parent), log=str(log), out=str(out))
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 120
-    while not ((out / "trials.jsonl").exists() and len(_trials(out)) >= 4):
-        assert proc.poll() is None, "child ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill_when(proc, lambda: (out / "trials.jsonl").exists() and len(_trials(out)) >= 4, timeout=120)
     finished = _trials(out)
     assert 4 <= len(finished) < 7
 

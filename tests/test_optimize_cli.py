@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from blade_plugin.qa_data import load_qa
 from blade_plugin.soft_prompt import SoftPromptSpace, load_soft_prompt
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from blade_plugin.testing.scripted_llm import QAOracle
-from helpers import run_cli
+from helpers import run_cli, sigkill_when
 
 BIN = Path(sys.executable).parent
 
@@ -73,13 +71,8 @@ def test_sigkill_then_resume_reevaluates_nothing(dev_setup, default_model_dir):
     env = {**os.environ, "BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}
     proc = subprocess.Popen([str(BIN / "blade-bpo"), *_args(server, dev_file, out, tmp_path, "--no-cache")],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not ((out / "trials.jsonl").exists() and len(_trials(out)) >= 2):
-        assert proc.poll() is None, "optimize ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill_when(proc, lambda: (out / "trials.jsonl").exists() and len(_trials(out)) >= 2, timeout=240,
+                 what="optimize")
     before = _trials(out)
     assert 2 <= len(before) < 5
 

@@ -86,3 +86,45 @@ def test_lora_adapter_is_merged_by_llamafactory_loader(default_model_dir, tmp_pa
     assert got == ref
     assert got != plain.generate_ids([text])[0]
     assert with_adapter.model_fingerprint["adapter"] == str(tmp_path / "adapter")
+
+
+MIXED = [*TEXTS, "Say only the word yes.", "Answer with one letter: is water wet? A. yes B. no"]
+
+
+def _both_decoders(generator, texts, soft, max_new_tokens):
+    try:
+        generator.decoder = "hf"
+        reference = generator.generate_ids(texts, soft_prompt=soft, max_new_tokens=max_new_tokens)
+    finally:
+        generator.decoder = "fast"
+    return generator.generate_ids(texts, soft_prompt=soft, max_new_tokens=max_new_tokens), reference
+
+
+def test_fast_loop_drops_finished_rows_and_matches_transformers_generate(generator):
+    soft = torch.randn(5, generator.hidden_size, generator=torch.Generator().manual_seed(2)) * 0.1
+    fast, reference = _both_decoders(generator, MIXED, soft, max_new_tokens=24)
+    assert fast == reference
+    assert min(map(len, fast)) < 24 <= max(map(len, fast))  # some rows left the batch early
+
+
+def test_fast_loop_applies_the_models_repetition_penalty_like_generate(generator):
+    config = generator.model.generation_config
+    try:
+        config.repetition_penalty = 1.5  # e.g. Qwen2.5-Instruct ships 1.05
+        fast, reference = _both_decoders(generator, MIXED, None, max_new_tokens=20)
+        config.repetition_penalty = 1.0
+        unpenalised = generator.generate_ids(MIXED, max_new_tokens=20)
+    finally:
+        config.repetition_penalty = 1.0
+    assert fast == reference and fast != unpenalised
+
+
+def test_unsupported_generation_config_falls_back_to_generate(generator):
+    config = generator.model.generation_config
+    try:
+        config.no_repeat_ngram_size = 2
+        assert not generator._greedy_loop_matches_generate()
+        fast, reference = _both_decoders(generator, TEXTS, None, max_new_tokens=16)
+    finally:
+        config.no_repeat_ngram_size = 0
+    assert fast == reference and generator._greedy_loop_matches_generate()
