@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BladeError
+from .io_utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,16 @@ def _done(path: Path) -> bool:
     return path.is_file()
 
 
+def _add_previous_times(summary_file: Path, times: dict) -> dict:
+    try:
+        previous = json.loads(summary_file.read_text(encoding="utf-8")).get("stage_seconds", {})
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    return {key: round(value + float(previous.get(key, 0) or 0), 1) for key, value in times.items()}
+
+
 def _mark(path: Path, info: dict) -> None:
-    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(path, info)
 
 
 def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict:
@@ -203,7 +212,9 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
             "metrics": str(eval_dir / "metrics.json"), "report": str(eval_dir / "report.md"),
             "logs": str(logs),
         },
-        "stage_seconds": config.stage_times,
+        # Summed over resumed runs, so a re-run that skips finished stages does not erase their cost.
+        "stage_seconds": _add_previous_times(work / "demo_summary.json", config.stage_times),
+        "this_run_seconds": config.stage_times["total_s"],
     }
-    (work / "demo_summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(work / "demo_summary.json", result)
     return result

@@ -43,6 +43,9 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         assert again.returncode == 0, again.stderr[-3000:]
         assert server.request_count == 0
     assert "[1/5] DP" not in again.stderr
+    resumed = json.loads((work / "demo_summary.json").read_text())
+    assert resumed["stage_seconds"]["dp_s"] >= summary["stage_seconds"]["dp_s"] > 0  # the first run's cost stays
+    assert resumed["this_run_seconds"] < summary["this_run_seconds"]
 
 
 def test_without_endpoint_the_local_stand_in_is_used_and_flagged(default_model_dir, monkeypatch, caplog):

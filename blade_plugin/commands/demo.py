@@ -37,7 +37,7 @@ def demo(workdir, dp_steps, kit_steps, bpo_init, bpo_iterations, max_new_tokens,
                         bpo_iterations=bpo_iterations, max_new_tokens=max_new_tokens,
                         limit_train=limit, limit_dev=limit, limit_test=limit)
     result = run_demo(config, llm_config, local_scores_warning=local)
-    click.echo("\nBLADE demo finished in {:.0f} s".format(result["stage_seconds"]["total_s"]))
+    click.echo("\nBLADE demo finished in {:.0f} s".format(result["this_run_seconds"]))
     click.echo(f"  KIT data kept: {result['kit']['kept']} / {result['kit']['total']}")
     click.echo(f"  BPO best dev accuracy: {result['bpo']['best_dev_accuracy']:.3f} "
                f"({result['bpo']['evaluations']} evaluations)")
@@ -48,4 +48,4 @@ def demo(workdir, dp_steps, kit_steps, bpo_init, bpo_iterations, max_new_tokens,
     click.echo("Artifacts:")
     for name, path in result["artifacts"].items():
         click.echo(f"  {name:>16}: {path}")
-    click.echo(f"  {'summary':>16}: {Path(workdir) / 'demo_summary.json'}")
+    click.echo(f"  {'summary':>16}: {(Path(workdir) / 'demo_summary.json').resolve()}")
