@@ -26,6 +26,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from blade_plugin.default_model import materialize_default_model
+from blade_plugin.defaults import GENERATION_BATCH_SIZE
 from blade_plugin.knowledge_answering import accuracy, answer_items
 from blade_plugin.llm_client import LLMClient, LLMConfig
 from blade_plugin.paths import bundled_data_dir
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32, help="dev questions")
     parser.add_argument("--latency", type=float, default=0.5, help="LLM latency per request (s)")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=32, help="small-LM generation batch size (ours)")
+    parser.add_argument("--batch-size", type=int, default=GENERATION_BATCH_SIZE, help="small-LM generation batch size (ours)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

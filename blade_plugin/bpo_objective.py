@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .bpo_run import TrialResult
+from .defaults import GENERATION_BATCH_SIZE
 from .knowledge_answering import accuracy, answer_items
 from .prompts import PromptSet
 from .qa_data import QAItem
@@ -24,7 +25,7 @@ class KnowledgeObjective:
     client: object  # LLMClient
     generator: object  # SoftPromptGenerator
     space: object  # SoftPromptSpace
-    batch_size: int = 32
+    batch_size: int = GENERATION_BATCH_SIZE
 
     def __call__(self, z) -> TrialResult:
         soft_prompt = self.space.to_soft_prompt(z)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .defaults import GENERATION_BATCH_SIZE
 from .errors import LLMError
 from .io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from .knowledge_answering import answer_items
@@ -31,7 +32,7 @@ class EvalConfig:
     out_dir: Path
     modes: tuple[str, ...]
     chunk_size: int = 32
-    batch_size: int = 32
+    batch_size: int = GENERATION_BATCH_SIZE
     bootstrap: int = 2000
     seed: int = 0
     restart: bool = False

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from .answer_parsing import score_answer
+from .defaults import GENERATION_BATCH_SIZE
 from .prompts import PromptSet
 from .qa_data import QAItem
 
@@ -44,7 +45,7 @@ async def answer_items(
     client,
     generator=None,
     soft_prompt=None,
-    batch_size: int = 32,
+    batch_size: int = GENERATION_BATCH_SIZE,
     progress=None,
 ) -> tuple[list[AnswerRecord], AnswerTimings]:
     """Knowledge (if `generator`) then LLM answers for `items`, in input order.

@@ -166,7 +166,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
 
     t = timer()
     generator = SoftPromptGenerator(str(dp_dir), adapter_name_or_path=str(kit_dir), template="blade_chatml",
-                                    max_new_tokens=config.max_new_tokens, batch_size=32)
+                                    max_new_tokens=config.max_new_tokens)
     space = SoftPromptSpace.for_generator(generator, n_tokens=config.n_tokens, d=config.d, seed=config.seed)
     bpo_dir = work / "runs" / "bpo"
     dev = load_qa(data / "demo_qa_dev.jsonl", limit=config.limit_dev)

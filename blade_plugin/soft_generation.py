@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .defaults import GENERATION_BATCH_SIZE
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +26,7 @@ class SoftPromptGenerator:
         adapter_name_or_path: str | None = None,
         template: str = "blade_chatml",
         max_new_tokens: int = 128,
-        batch_size: int = 32,
+        batch_size: int = GENERATION_BATCH_SIZE,
         infer_dtype: str = "auto",
         decoder: str = "fast",
     ):

@@ -6,6 +6,8 @@ import functools
 
 import click
 
+from ..defaults import GENERATION_BATCH_SIZE
+
 QA_FORMATS = click.Choice(["auto", "generic", "jecqa", "mlecqa"])
 
 
@@ -39,7 +41,7 @@ def small_model_options(func):
                   help="LLaMA-Factory chat template (default: blade_qwen for Qwen models, else blade_chatml).")
     @click.option("--max-new-tokens", type=int, default=128, show_default=True,
                   help="Length of the knowledge the small LM writes.")
-    @click.option("--batch-size", type=int, default=32, show_default=True,
+    @click.option("--batch-size", type=int, default=GENERATION_BATCH_SIZE, show_default=True,
                   help="Small-LM generation batch size (on CPU larger is faster; lower it if memory is short).")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
