@@ -25,15 +25,15 @@ os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")  # before LLaMA-Factory 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from blade_plugin.default_model import materialize_default_model
+from blade_plugin.small_lm.default_model import materialize_default_model
 from blade_plugin.defaults import GENERATION_BATCH_SIZE
 from blade_plugin.knowledge_answering import accuracy, answer_items
-from blade_plugin.llm_client import LLMClient, LLMConfig
+from blade_plugin.llm.client import LLMClient, LLMConfig
 from blade_plugin.paths import bundled_data_dir
-from blade_plugin.prompts import load_prompts
-from blade_plugin.qa_data import load_qa
-from blade_plugin.soft_generation import SoftPromptGenerator
-from blade_plugin.soft_prompt import SoftPromptSpace
+from blade_plugin.qa.prompts import load_prompts
+from blade_plugin.qa.data import load_qa
+from blade_plugin.small_lm.hf_backend import SoftPromptGenerator
+from blade_plugin.small_lm.soft_prompt import SoftPromptSpace
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from blade_plugin.testing.scripted_llm import QAOracle
 
@@ -101,7 +101,7 @@ def main() -> None:
 
 
 async def naive_seq(items, prompts, client, generator, soft_prompt) -> float:
-    from blade_plugin.answer_parsing import score_answer
+    from blade_plugin.qa.answers import score_answer
 
     correct = 0
     for item in items:

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from blade_plugin.llm_client import LLMClient, LLMConfig
+from blade_plugin.llm.client import LLMClient, LLMConfig
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 
 

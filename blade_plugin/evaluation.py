@@ -16,10 +16,10 @@ from .defaults import GENERATION_BATCH_SIZE
 from .errors import LLMError
 from .io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from .knowledge_answering import answer_items
-from .metrics import accuracy_summary, paired_comparison
+from .qa.metrics import accuracy_summary, paired_comparison
 from .progress_log import ProgressLog
-from .prompts import PromptSet
-from .qa_data import QAItem
+from .qa.prompts import PromptSet
+from .qa.data import QAItem
 
 logger = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .answer_parsing import score_answer
+from .qa.answers import score_answer
 from .errors import LLMError
 from .io_utils import atomic_write_json, atomic_write_jsonl
 from .progress_log import ProgressLog
-from .prompts import PromptSet
-from .qa_data import QAItem
+from .qa.prompts import PromptSet
+from .qa.data import QAItem
 
 logger = logging.getLogger(__name__)
 

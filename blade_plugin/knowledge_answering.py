@@ -12,10 +12,10 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from .answer_parsing import score_answer
+from .qa.answers import score_answer
 from .defaults import GENERATION_BATCH_SIZE
-from .prompts import PromptSet
-from .qa_data import QAItem
+from .qa.prompts import PromptSet
+from .qa.data import QAItem
 
 
 @dataclass

@@ -99,13 +99,13 @@ def _mark(path: Path, info: dict) -> None:
 
 def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict:
     """Run all stages and return a summary naming every artifact."""
-    from .dataset_info import register_dataset
-    from .default_model import materialize_default_model
+    from .lf.dataset_info import register_dataset
+    from .small_lm.default_model import materialize_default_model
     from .evaluation import EvalConfig, run_evaluation
     from .kit_generator import generate_kit_data
-    from .llm_client import LLMClient
-    from .prompts import load_prompts
-    from .qa_data import load_qa
+    from .llm.client import LLMClient
+    from .qa.prompts import load_prompts
+    from .qa.data import load_qa
     from .workspace import init_workspace
 
     work = config.workdir.resolve()
@@ -159,10 +159,10 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     config.stage_times["kit_train_s"] = round(timer() - t, 1)
 
     # 4. BPO
-    from .bpo_objective import KnowledgeObjective
-    from .bpo_run import BPORunConfig, run_bpo
-    from .soft_generation import SoftPromptGenerator
-    from .soft_prompt import SoftPromptSpace
+    from .bpo.objective import KnowledgeObjective
+    from .bpo.run import BPORunConfig, run_bpo
+    from .small_lm.hf_backend import SoftPromptGenerator
+    from .small_lm.soft_prompt import SoftPromptSpace
 
     t = timer()
     generator = SoftPromptGenerator(str(dp_dir), adapter_name_or_path=str(kit_dir), template="blade_chatml",
@@ -183,7 +183,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     config.stage_times["bpo_s"] = round(timer() - t, 1)
 
     # 5. Evaluate
-    from .soft_prompt import load_soft_prompt
+    from .small_lm.soft_prompt import load_soft_prompt
 
     t = timer()
     soft_prompt, _ = load_soft_prompt(bpo_dir / "soft_prompt.safetensors", expected_hidden=generator.hidden_size)

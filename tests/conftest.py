@@ -16,7 +16,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct as an HF directory, materialised once per machine (~20 s)."""
-    from blade_plugin.default_model import materialize_default_model
+    from blade_plugin.small_lm.default_model import materialize_default_model
 
     return materialize_default_model()
 
@@ -24,7 +24,7 @@ def default_model_dir() -> Path:
 @pytest.fixture()
 def isolated_home(tmp_path, monkeypatch) -> Path:
     """A private BLADE_HOME/cache so tests never share LLM cache rows, while keeping the shared model."""
-    from blade_plugin.default_model import default_model_dir as shared_model_dir
+    from blade_plugin.small_lm.default_model import default_model_dir as shared_model_dir
 
     monkeypatch.setenv("BLADE_DEFAULT_MODEL_DIR", str(shared_model_dir()))
     home = tmp_path / "blade_home"
@@ -51,7 +51,7 @@ def demo_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def prompts():
-    from blade_plugin.prompts import load_prompts
+    from blade_plugin.qa.prompts import load_prompts
 
     return load_prompts()
 
@@ -59,14 +59,14 @@ def prompts():
 @pytest.fixture(scope="session")
 def generator(default_model_dir):
     """One SoftPromptGenerator on the embedded model for the whole session (loading costs seconds)."""
-    from blade_plugin.soft_generation import SoftPromptGenerator
+    from blade_plugin.small_lm.hf_backend import SoftPromptGenerator
 
     return SoftPromptGenerator(str(default_model_dir), template="blade_chatml", max_new_tokens=12, batch_size=8)
 
 
 def llm_config(server, tmp_path: Path, **overrides):
     """LLMConfig for the stub server with a private cache and fast backoff."""
-    from blade_plugin.llm_client import LLMConfig
+    from blade_plugin.llm.client import LLMConfig
 
     values = dict(base_url=server.base_url, model="stub-model", cache_db=tmp_path / "cache.sqlite3",
                   backoff_base=0.01, backoff_max=0.05, max_retries=3)

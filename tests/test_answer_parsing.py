@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from blade_plugin.answer_parsing import normalize_answer, parse_choices, score_answer, token_f1
-from blade_plugin.qa_data import QAItem
+from blade_plugin.qa.answers import normalize_answer, parse_choices, score_answer, token_f1
+from blade_plugin.qa.data import QAItem
 
 ABCD = "ABCD"
 

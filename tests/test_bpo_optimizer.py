@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from blade_plugin.bpo_optimizer import BayesianOptimizer, propose, sobol_points, standardize_scores
+from blade_plugin.bpo.optimizer import BayesianOptimizer, propose, sobol_points, standardize_scores
 
 
 def test_standardize_never_divides_by_zero():

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from blade_plugin.bpo_run import BPORunConfig, TrialResult, run_bpo
+from blade_plugin.bpo.run import BPORunConfig, TrialResult, run_bpo
 from blade_plugin.errors import BladeError
-from blade_plugin.soft_prompt import load_soft_prompt
+from blade_plugin.small_lm.soft_prompt import load_soft_prompt
 from helpers import sigkill_when
 
 TARGET = torch.tensor([0.5, -0.5, 0.25], dtype=torch.float64)
@@ -73,7 +73,7 @@ import json, sys, time, torch
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_bpo_run import cfg, make_prompt, TARGET
-from blade_plugin.bpo_run import TrialResult, run_bpo
+from blade_plugin.bpo.run import TrialResult, run_bpo
 log = Path({log!r})
 def slow_objective(z):
     with open(log, "a") as f:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from blade_plugin.dataset_info import load_dataset_info, register_dataset
+from blade_plugin.lf.dataset_info import load_dataset_info, register_dataset
 from blade_plugin.errors import BladeInputError
 
 

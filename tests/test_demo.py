@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from blade_plugin.qa_data import load_qa
+from blade_plugin.qa.data import load_qa
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from blade_plugin.testing.scripted_llm import QAOracle
 from helpers import run_cli
@@ -49,7 +49,7 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
 
 
 def test_without_endpoint_the_local_stand_in_is_used_and_flagged(default_model_dir, monkeypatch, caplog):
-    from blade_plugin.llm_options import config_from_options
+    from blade_plugin.llm.options import config_from_options
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("BLADE_DEFAULT_MODEL_DIR", str(default_model_dir))

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from blade_plugin.evaluation import compute_metrics
-from blade_plugin.metrics import mcnemar_exact_p
-from blade_plugin.qa_data import load_qa
-from blade_plugin.soft_prompt import SoftPromptSpace, save_soft_prompt
+from blade_plugin.qa.metrics import mcnemar_exact_p
+from blade_plugin.qa.data import load_qa
+from blade_plugin.small_lm.soft_prompt import SoftPromptSpace, save_soft_prompt
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from blade_plugin.testing.scripted_llm import QAOracle
 from helpers import run_cli

@@ -6,7 +6,7 @@ import json
 import sysconfig
 from pathlib import Path
 
-from blade_plugin.lf_hook import PTH_LINE, PTH_NAME
+from blade_plugin.lf.hook import PTH_LINE, PTH_NAME
 from helpers import python_in_subprocess
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from blade_plugin.llm_client import LLMClient, LLMConfig
+from blade_plugin.llm.client import LLMClient, LLMConfig
 
 
 def _free_port() -> int:

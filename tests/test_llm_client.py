@@ -8,7 +8,7 @@ import time
 import pytest
 
 from blade_plugin.errors import LLMError
-from blade_plugin.llm_client import LLMClient, LLMConfig
+from blade_plugin.llm.client import LLMClient, LLMConfig
 from conftest import llm_config
 
 MSG = [{"role": "user", "content": "Which enzyme does aspirin inhibit?"}]
@@ -146,10 +146,10 @@ def test_cache_is_safe_across_processes(tmp_path):
     import subprocess
     import sys
 
-    from blade_plugin.response_cache import ResponseCache
+    from blade_plugin.llm.cache import ResponseCache
 
     db, rows = tmp_path / "shared.sqlite3", 150
-    code = ("import sys\nfrom blade_plugin.response_cache import ResponseCache\n"
+    code = ("import sys\nfrom blade_plugin.llm.cache import ResponseCache\n"
             "cache = ResponseCache(sys.argv[1])\n"
             f"for i in range({rows}):\n"
             "    cache.put(f'{sys.argv[2]}-{i}', 'u', 'm', [{'role': 'user', 'content': str(i)}], {}, str(i), 1, 1)\n"
@@ -164,7 +164,7 @@ def test_cache_is_safe_across_processes(tmp_path):
 
 
 def test_max_tokens_default_depends_on_backend_and_explicit_value_wins(default_model_dir, monkeypatch):
-    from blade_plugin.llm_options import LOCAL_MAX_TOKENS, OPENAI_MAX_TOKENS, config_from_options
+    from blade_plugin.llm.options import LOCAL_MAX_TOKENS, OPENAI_MAX_TOKENS, config_from_options
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     local = str(default_model_dir)

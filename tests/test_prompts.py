@@ -6,8 +6,8 @@ import pytest
 
 from blade_plugin.errors import BladeInputError
 from blade_plugin.paths import templates_dir
-from blade_plugin.prompts import load_prompts
-from blade_plugin.qa_data import QAItem
+from blade_plugin.qa.prompts import load_prompts
+from blade_plugin.qa.data import QAItem
 
 ITEM = QAItem("1", "Which enzyme does aspirin inhibit?", {"A": "COX-1", "B": "ACE"}, ("A",), {})
 FREE = QAItem("2", "Capital of France?", None, "Paris", {})

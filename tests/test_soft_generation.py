@@ -63,7 +63,7 @@ def test_lora_adapter_is_merged_by_llamafactory_loader(default_model_dir, tmp_pa
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from blade_plugin.soft_generation import SoftPromptGenerator
+    from blade_plugin.small_lm.hf_backend import SoftPromptGenerator
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(default_model_dir)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from blade_plugin.errors import BladeError
-from blade_plugin.soft_prompt import SoftPromptSpace, load_soft_prompt, save_soft_prompt
+from blade_plugin.small_lm.soft_prompt import SoftPromptSpace, load_soft_prompt, save_soft_prompt
 
 
 def test_projection_is_deterministic_from_the_seed():

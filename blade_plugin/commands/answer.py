@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..llm_options import llm_options
+from ..llm.options import llm_options
 from .common import load_generator, load_prompt_set, prompt_options, small_model_options
 
 
@@ -31,12 +31,12 @@ def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, t
            templates_dir, variant, **llm_kwargs) -> None:
     """Print the small LM's knowledge and the LLM's answer (JSONL in -> JSONL out in batch mode)."""
 
-    from ..answer_parsing import parse_choices
+    from ..qa.answers import parse_choices
     from ..errors import BladeInputError
     from ..knowledge_answering import answer_items
-    from ..llm_client import LLMClient
-    from ..llm_options import config_from_options
-    from ..qa_data import QAItem, item_from_record
+    from ..llm.client import LLMClient
+    from ..llm.options import config_from_options
+    from ..qa.data import QAItem, item_from_record
 
     if question is not None:
         opts = dict(_parse_option(o) for o in options) or None
@@ -61,7 +61,7 @@ def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, t
     if not no_knowledge:
         generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
         if soft_prompt:
-            from ..soft_prompt import load_soft_prompt
+            from ..small_lm.soft_prompt import load_soft_prompt
 
             prompt_tensor, _ = load_soft_prompt(soft_prompt, expected_hidden=generator.hidden_size)
     with LLMClient(config_from_options(**llm_kwargs)) as client:

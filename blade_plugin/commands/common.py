@@ -25,7 +25,7 @@ def prompt_options(func):
 
 
 def load_prompt_set(templates_dir: str | None, variant: str | None):
-    from ..prompts import load_prompts
+    from ..qa.prompts import load_prompts
 
     return load_prompts(templates_dir, variant=variant)
 
@@ -57,7 +57,7 @@ def resolve_small_model(small_model: str | None) -> str:
     from ..errors import BladeError
 
     if small_model is None:
-        from ..default_model import materialize_default_model
+        from ..small_lm.default_model import materialize_default_model
 
         return str(materialize_default_model())
     path = Path(small_model)
@@ -83,7 +83,7 @@ def load_generator(small_model, adapter, template, max_new_tokens, batch_size):
     from pathlib import Path
 
     from ..errors import BladeError
-    from ..soft_generation import SoftPromptGenerator
+    from ..small_lm.hf_backend import SoftPromptGenerator
 
     model_dir = resolve_small_model(small_model)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():

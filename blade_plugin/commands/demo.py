@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..llm_options import llm_options
+from ..llm.options import llm_options
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 @llm_options
 def demo(workdir, dp_steps, kit_steps, bpo_init, bpo_iterations, max_new_tokens, limit, **llm_kwargs) -> None:
     """DP -> KIT data -> KIT training -> BPO -> evaluate, with a short budget (about 5-10 min on 2 CPU cores)."""
-    from ..llm_options import config_from_options
+    from ..llm.options import config_from_options
     from ..pipeline import DemoConfig, run_demo
 
     llm_config = config_from_options(**llm_kwargs)

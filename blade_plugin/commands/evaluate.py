@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..llm_options import llm_options
+from ..llm.options import llm_options
 from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options, small_model_options
 
 
@@ -31,9 +31,9 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
     """Score the black-box LLM on a test set in each mode and compare them on the same items."""
     from ..errors import BladeError
     from ..evaluation import MODES, EvalConfig, file_digest, run_evaluation
-    from ..llm_client import LLMClient
-    from ..llm_options import config_from_options
-    from ..qa_data import load_qa
+    from ..llm.client import LLMClient
+    from ..llm.options import config_from_options
+    from ..qa.data import load_qa
 
     chosen = tuple(m.strip() for m in modes.split(",")) if modes else \
         (("llm", "knowledge", "blade") if soft_prompt else ("llm", "knowledge"))
@@ -49,7 +49,7 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
     if any(m != "llm" for m in chosen):
         generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
         if soft_prompt:
-            from ..soft_prompt import check_compatible, load_soft_prompt
+            from ..small_lm.soft_prompt import check_compatible, load_soft_prompt
 
             prompt_tensor, metadata = load_soft_prompt(soft_prompt, expected_hidden=generator.hidden_size)
             check_compatible(metadata, generator)

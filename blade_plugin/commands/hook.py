@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..lf_hook import PTH_LINE, PTH_NAME
+from ..lf.hook import PTH_LINE, PTH_NAME
 
 
 def _pth_path() -> Path:

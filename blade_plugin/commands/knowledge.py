@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..llm_options import llm_options
+from ..llm.options import llm_options
 from .common import QA_FORMATS, load_prompt_set, prompt_options
 
 logger = logging.getLogger(__name__)
@@ -31,11 +31,11 @@ logger = logging.getLogger(__name__)
 def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk_size, restart,
               templates_dir, variant, **llm_kwargs) -> None:
     """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right."""
-    from ..dataset_info import register_dataset
+    from ..lf.dataset_info import register_dataset
     from ..kit_generator import generate_kit_data
-    from ..llm_client import LLMClient
-    from ..llm_options import config_from_options
-    from ..qa_data import load_qa
+    from ..llm.client import LLMClient
+    from ..llm.options import config_from_options
+    from ..qa.data import load_qa
 
     items = load_qa(train_path, fmt=fmt, limit=limit)
     prompts = load_prompt_set(templates_dir, variant)

@@ -16,6 +16,6 @@ def model() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if the directory is already complete.")
 def default(dest: str | None, force: bool) -> None:
     """Materialise the embedded model as an HF directory and print its path (instant when cached)."""
-    from ..default_model import materialize_default_model
+    from ..small_lm.default_model import materialize_default_model
 
     click.echo(str(materialize_default_model(dest, force=force)))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..llm_options import llm_options
+from ..llm.options import llm_options
 from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options, small_model_options
 
 
@@ -35,13 +35,13 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
              init_mode, seed, limit, resume, small_model, adapter, template, max_new_tokens, batch_size,
              templates_dir, variant, **llm_kwargs) -> None:
     """Tune n soft tokens p = A z by Bayesian optimisation so the LLM scores best on the dev set."""
-    from ..bpo_objective import KnowledgeObjective
-    from ..bpo_run import BPORunConfig, run_bpo
+    from ..bpo.objective import KnowledgeObjective
+    from ..bpo.run import BPORunConfig, run_bpo
     from ..evaluation import file_digest
-    from ..llm_client import LLMClient
-    from ..llm_options import config_from_options
-    from ..qa_data import load_qa
-    from ..soft_prompt import SoftPromptSpace
+    from ..llm.client import LLMClient
+    from ..llm.options import config_from_options
+    from ..qa.data import load_qa
+    from ..small_lm.soft_prompt import SoftPromptSpace
 
     items = load_qa(dev_path, fmt=fmt, limit=limit)
     prompts = load_prompt_set(templates_dir, variant)

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import BladeError, LLMError
-from .paths import default_cache_db
-from .response_cache import ResponseCache, cache_key
+from ..errors import BladeError, LLMError
+from ..paths import default_cache_db
+from .cache import ResponseCache, cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ class LLMClient:
 
     async def _local_many(self, batch: list[list[dict]]) -> list[str]:
         if self._local is None:
-            from .local_backend import LocalChatBackend
+            from .local import LocalChatBackend
 
             self._local = LocalChatBackend(self.config.local_model_dir, self.config.max_tokens,
                                            self.config.local_batch_size)

@@ -1,4 +1,4 @@
-"""What blade-plugin adds to LLaMA-Factory, applied by `lf_hook` right after each target module executes.
+"""What blade-plugin adds to LLaMA-Factory, applied by `lf.hook` right after each target module executes.
 
 - chat templates `blade_chatml` and `blade_qwen` (registered in `llamafactory.data.template`);
 - bundled datasets (`blade_demo_corpus`, `blade_demo_kit`) that resolve from any working directory, while a
@@ -16,7 +16,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from .paths import bundled_data_dir, recipes_dir
+from ..paths import bundled_data_dir, recipes_dir
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def merge_bundled_datasets(dataset_names, dataset_dir, config_name: str = "datas
 
 def resolve_placeholder(name: str) -> str:
     if name == "default_model":
-        from .default_model import materialize_default_model
+        from ..small_lm.default_model import materialize_default_model
 
         return str(materialize_default_model())
     if name == "recipes":

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import BladeInputError
-from .io_utils import iter_jsonl
+from ..errors import BladeInputError
+from ..io_utils import iter_jsonl
 
 Format = Literal["auto", "generic", "jecqa", "mlecqa"]
 

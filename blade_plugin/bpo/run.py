@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .bpo_optimizer import BayesianOptimizer
-from .errors import BladeError
-from .io_utils import append_jsonl, atomic_write_json, iter_jsonl
+from .optimizer import BayesianOptimizer
+from ..errors import BladeError
+from ..io_utils import append_jsonl, atomic_write_json, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def run_bpo(
     progress: bool = True,
 ) -> BPOSummary:
     """Optimise z; `objective(z: Tensor[d]) -> TrialResult`, `make_soft_prompt(z) -> Tensor[n_tokens, hidden]`."""
-    from .soft_prompt import save_soft_prompt
+    from ..small_lm.soft_prompt import save_soft_prompt
 
     started = time.perf_counter()
     out = Path(config.out_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .defaults import GENERATION_BATCH_SIZE
+from ..defaults import GENERATION_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
 

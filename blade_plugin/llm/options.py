@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .llm_client import LLMConfig
+from .client import LLMConfig
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def config_from_options(llm_base_url=None, llm_model=None, llm_api_key_env="OPEN
     """Build the LLMConfig; with no endpoint anywhere, fall back to the local backend on the embedded model."""
     backend = llm_backend or ("openai" if (llm_base_url or os.environ.get("OPENAI_BASE_URL")) else "local")
     if backend == "local" and local_llm_model_dir is None:
-        from .default_model import materialize_default_model
+        from ..small_lm.default_model import materialize_default_model
 
         local_llm_model_dir = str(materialize_default_model())
         logger.warning("No LLM endpoint configured: using the embedded small model as a local stand-in LLM; "

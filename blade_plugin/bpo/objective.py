@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .bpo_run import TrialResult
-from .defaults import GENERATION_BATCH_SIZE
-from .knowledge_answering import accuracy, answer_items
-from .prompts import PromptSet
-from .qa_data import QAItem
+from .run import TrialResult
+from ..defaults import GENERATION_BATCH_SIZE
+from ..knowledge_answering import accuracy, answer_items
+from ..qa.prompts import PromptSet
+from ..qa.data import QAItem
 
 
 def usage_delta(before: dict, after: dict) -> dict:

@@ -13,9 +13,9 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from .errors import BladeInputError
-from .paths import templates_dir as bundled_templates_dir
-from .qa_data import QAItem
+from ..errors import BladeInputError
+from ..paths import templates_dir as bundled_templates_dir
+from .data import QAItem
 
 ALLOWED_VARIABLES = {
     "knowledge_generation.j2": {"question", "options", "answer"},
