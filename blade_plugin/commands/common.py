@@ -79,18 +79,17 @@ def guess_template(model_dir: str, template: str | None) -> str:
 
 
 def load_generator(small_model, adapter, template, max_new_tokens, batch_size):
-    """A SoftPromptGenerator over LLaMA-Factory's loaders, with argument errors turned into one line."""
+    """The small LM's KnowledgeWriter (the seam in `small_lm/backend.py`); argument errors become one line."""
     from pathlib import Path
 
     from ..errors import BladeError
-    from ..small_lm.hf_backend import SoftPromptGenerator
+    from ..small_lm.backend import SmallBackendConfig, load_knowledge_writer
 
     model_dir = resolve_small_model(small_model)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise BladeError(f"--adapter {adapter}: not a LoRA adapter directory (no adapter_config.json)")
     template = guess_template(model_dir, template)
     try:
-        return SoftPromptGenerator(model_dir, adapter_name_or_path=adapter, template=template,
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
+        return load_knowledge_writer(SmallBackendConfig(model_dir, adapter, template, max_new_tokens, batch_size))
     except ValueError as err:  # LLaMA-Factory reports unknown templates and bad arguments this way
         raise BladeError(f"cannot load small model {model_dir} (template {template}): {err}") from err

@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 class SoftPromptGenerator:
+    """The ``hf`` KnowledgeWriter (see `backend.py`): transformers in this process."""
+
+    backend = "hf"
+
     def __init__(
         self,
         model_name_or_path: str,

@@ -1,0 +1,109 @@
+"""What a resumable job's results depend on, as named parts, so that a resume can say what changed.
+
+Every resumable command (`knowledge`, `optimize`, `evaluate`) builds one `JobFingerprint` from the same
+helpers: the full items (options and answers included), the source text of every template, the small model
+and adapter (config digests plus weight-file sizes and mtimes: hashing gigabytes of weights on every start
+would cost more than the check saves), the soft prompt's digest, the LLM's identity and any command-specific
+settings. The saved fingerprint is compared part by part; a mismatch names the parts that differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+# Files whose content decides a model's behaviour: digested fully (they are small).
+_SMALL_MODEL_FILES = ("config.json", "generation_config.json", "adapter_config.json", "tokenizer_config.json",
+                      "tokenizer.json", "special_tokens_map.json", "chat_template.jinja")
+# Weight files: identified by name, size and mtime (see the module docstring).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def digest_json(obj: Any) -> str:
+    """sha256 (16 hex) of a canonical JSON encoding; dataclasses are encoded as dicts."""
+    def default(o):
+        if is_dataclass(o):
+            return asdict(o)
+        if isinstance(o, Path):
+            return str(o)
+        if isinstance(o, (set, frozenset, tuple)):
+            return sorted(o) if isinstance(o, (set, frozenset)) else list(o)
+        return str(o)
+
+    canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=default)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def digest_file(path: str | Path | None) -> str | None:
+    """sha256 (16 hex) of a file's bytes, or None for no file."""
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def digest_items(items: Iterable[Any]) -> str:
+    """Digest of every field of every item (id, question, options, answer, ...), in order."""
+    return digest_json([asdict(item) if is_dataclass(item) else item for item in items])
+
+
+def digest_texts(texts: dict[str, str]) -> str:
+    """Digest of named texts, e.g. {template file name: its source}."""
+    return digest_json(dict(texts))
+
+
+def model_identity(model_dir: str | Path | None) -> dict | None:
+    """Identity of an HF model or adapter directory: small files digested, weights by size and mtime."""
+    if model_dir is None:
+        return None
+    root = Path(model_dir)
+    if not root.is_dir():
+        return {"path": str(model_dir)}
+    small = {name: digest_file(root / name) for name in _SMALL_MODEL_FILES if (root / name).is_file()}
+    weights = {}
+    for path in sorted(root.iterdir()):
+        if path.is_file() and path.name.endswith(_WEIGHT_SUFFIXES):
+            stat = path.stat()
+            weights[path.name] = [stat.st_size, stat.st_mtime_ns]
+    return {"path": str(root.resolve()), "files": small, "weights": weights}
+
+
+class JobFingerprint:
+    """Named parts (each JSON-able) that together identify a job's results."""
+
+    def __init__(self, **parts: Any):
+        self.parts: dict[str, Any] = {}
+        for name, value in parts.items():
+            self.add(name, value)
+
+    def add(self, name: str, value: Any) -> JobFingerprint:
+        """Add or replace one part; values are stored in canonical JSON form (compared after a reload)."""
+        self.parts[name] = json.loads(json.dumps(value, sort_keys=True, ensure_ascii=False,
+                                                 default=lambda o: asdict(o) if is_dataclass(o) else str(o)))
+        return self
+
+    def to_json(self) -> dict:
+        return {"digest": digest_json(self.parts), "parts": self.parts}
+
+    def differences(self, saved: dict | None) -> list[str]:
+        """Names of the parts that differ from a saved `to_json()` (all parts for a missing/legacy one)."""
+        saved_parts = (saved or {}).get("parts")
+        if not isinstance(saved_parts, dict):
+            return sorted(self.parts) or ["fingerprint"]
+        names = set(self.parts) | set(saved_parts)
+        return sorted(n for n in names if self.parts.get(n) != saved_parts.get(n))
+
+    def mismatch_message(self, saved: dict | None, where: str, restart_hint: str = "--restart") -> str | None:
+        """One line naming what changed since `saved`, or None if nothing did."""
+        changed = self.differences(saved)
+        if not changed:
+            return None
+        return (f"{where}: saved progress belongs to a different job ({', '.join(changed)} changed); "
+                f"re-run with the original inputs to resume, or add {restart_hint} to start over")
