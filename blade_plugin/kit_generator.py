@@ -31,6 +31,7 @@ class KitStats:
     total: int = 0
     kept: int = 0
     dropped: int = 0
+    unparseable: int = 0  # consistency-check replies with no readable answer (their knowledge is dropped)
     resumed: int = 0  # items found finished in the progress file
     seconds: float = 0.0
     usage: dict = field(default_factory=dict)
@@ -61,7 +62,7 @@ async def _process_chunk(chunk: list[QAItem], prompts: PromptSet, client) -> lis
         score = score_answer(item, raw)
         parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
         rows.append({"type": "item", "id": item.id, "knowledge": k.strip(), "llm_answer": raw,
-                     "parsed": parsed, "kept": bool(score.correct and k.strip())})
+                     "parsed": parsed, "unparseable": score.unparseable, "kept": bool(score.correct and k.strip())})
     return rows
 
 
@@ -117,6 +118,8 @@ def generate_kit_data(
     atomic_write_jsonl(out_path, kept_rows)
     stats.kept = len(kept_rows)
     stats.dropped = len(items) - stats.kept
+    stats.unparseable = sum(1 for item in items
+                            if done[item.id].get("unparseable", done[item.id].get("parsed") in (None, "")))
     stats.seconds = round(time.perf_counter() - started, 3)
     stats.usage = client.usage.as_dict()
     atomic_write_json(out_path.with_name(out_path.name + ".stats.json"), stats.as_dict())

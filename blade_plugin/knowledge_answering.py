@@ -26,6 +26,7 @@ class AnswerRecord:
     parsed: list[str] | str | None
     correct: bool
     f1: float | None = None
+    unparseable: bool = False  # no readable answer in `raw` (scored wrong, counted in metrics)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -89,7 +90,7 @@ async def answer_items(
         for item, k, raw in zip(chunk, knowledge, raws):
             score = score_answer(item, raw)
             parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
-            records.append(AnswerRecord(item.id, k, raw, parsed, bool(score.correct), score.f1))
+            records.append(AnswerRecord(item.id, k, raw, parsed, bool(score.correct), score.f1, score.unparseable))
     timings.total_s = time.perf_counter() - started
     return records, timings
 
