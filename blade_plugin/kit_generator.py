@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .qa.answers import score_answer
+from .qa.answers import answer_response_format, score_answer
 from .errors import LLMError
 from .io_utils import atomic_write_json, atomic_write_jsonl
 from .progress_log import ProgressLog
@@ -56,7 +56,8 @@ def run_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict)
 
 async def _process_chunk(chunk: list[QAItem], prompts: PromptSet, client) -> list[dict]:
     knowledge = await client.acomplete_many([prompts.knowledge_generation(item) for item in chunk])
-    answers = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)])
+    answers = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)],
+                                          response_formats=[answer_response_format(item.options) for item in chunk])
     rows = []
     for item, k, raw in zip(chunk, knowledge, answers):
         score = score_answer(item, raw)

@@ -12,7 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from .qa.answers import score_answer
+from .qa.answers import answer_response_format, score_answer
 from .defaults import GENERATION_BATCH_SIZE
 from .qa.prompts import PromptSet
 from .qa.data import QAItem
@@ -59,7 +59,8 @@ async def answer_items(
     pending: list[tuple[list[QAItem], list[str], asyncio.Task]] = []
 
     async def ask(chunk: list[QAItem], knowledge: list[str]) -> list[str]:
-        raws = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)])
+        raws = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)],
+                                           response_formats=[answer_response_format(item.options) for item in chunk])
         if progress is not None:
             progress.update(len(chunk))
         return raws

@@ -4,6 +4,7 @@ free-text answers.
 Real LLMs explain before and after they answer ("答案：B。解析：选项A……", "Answer: C. Option D is a
 distractor."), so the letters the model *commits to* are told apart from letters it merely *mentions*:
 
+0. a JSON object with an `answer` (the reply format `--answer-format json` asks for), the last one;
 1. explicit commitments ("Answer: X", "the answer is X", "Final answer: X", "答案：X", "正确答案是X", "故选X",
    `{"answer": ["A", "C"]}`, `\\boxed{B}`, "I'd go with C"); among them the last one wins, and one inside an
    "if ..." sentence only counts when no unconditional one exists (and all such agree);
@@ -25,6 +26,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..llm.structured import ResponseFormat
 
 # --- text preparation -----------------------------------------------------------------------------
 _LATEX_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{([^{}]*)\}")
@@ -228,12 +231,26 @@ def _decide(runs: list[_Run]) -> tuple[str, ...] | None:
     return runs[0].letters
 
 
+def _json_letters(text: str, valid: str) -> tuple[str, ...] | None:
+    """Letters from a JSON `answer` ("B", "A, C", ["A", "C"], ["C. Heparin"]), or None if there is none."""
+    value = json_answer(text)
+    values = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    runs = [_run_at(_prepare(v), 0, valid) for v in values if isinstance(v, str)]
+    runs = [r for r in runs if r is not None]
+    if not runs or any(r.hedged for r in runs):
+        return None
+    return tuple(sorted({c for r in runs for c in r.letters}))
+
+
 def parse_choices(text: str, letters: Sequence[str]) -> tuple[str, ...] | None:
     """The option letters `text` commits to, sorted and deduplicated, or None if it commits to none or
     hedges (see the module docstring for the order of evidence)."""
     if not text or not text.strip():
         return None
     valid = "".join(sorted({str(c).upper() for c in letters}))
+    from_json = _json_letters(text, valid)
+    if from_json is not None:
+        return from_json
     prepared = _prepare(text)
     commitments = _commitments(prepared, valid)
     firm = [run for run, conditional in commitments if not conditional]
@@ -316,6 +333,22 @@ def json_answer(text: str) -> str | list | None:
                 if key in value:
                     return value[key]
     return None
+
+
+def answer_response_format(letters: Sequence[str] | None) -> ResponseFormat:
+    """The JSON reply an answer request asks for in `--answer-format json`: `{"answer": ["B"]}` (letters
+    restricted to the item's options) for multiple choice, `{"answer": "..."}` for free text."""
+    if letters:
+        letters = sorted(str(c).upper() for c in letters)
+        answer = {"type": "array", "items": {"type": "string", "enum": letters}}
+        instruction = ('Reply with JSON only: {"answer": ["B"]}, listing every correct option letter '
+                       f"({', '.join(letters)}).")
+    else:
+        answer = {"type": "string"}
+        instruction = 'Reply with JSON only: {"answer": "..."}, with a short answer.'
+    schema = {"type": "object", "properties": {"answer": answer}, "required": ["answer"],
+              "additionalProperties": False}
+    return ResponseFormat(schema=schema, instruction=instruction)
 
 
 def free_text_answer(text: str) -> str:
