@@ -48,11 +48,13 @@ def _prepare(text: str) -> str:
 # --- letter runs: "B", "A, C", "(A) and (C)", "ACD", "B和D", "C项、D项", '["A", "C"]' ----------------------
 # Before the first letter: spaces and line breaks ("the answer is:\n\nB"), brackets, quotes, a colon, a word
 # naming the letter ("option B", "选项B").
-_LEAD = re.compile(r"(?:[\s\"'“”‘’(\[{<（【:=\-–—]|\b(?:options?|choices?|letters?)\b|选项)*", re.IGNORECASE)
+_LEAD = re.compile(r"(?:[\s\"'“”‘’(\[{<（【:=\-–—•]|\b(?:options?|choices?|letters?|both|all\s+of)\b|选项)*",
+                   re.IGNORECASE)
 # Between letters on the same line: punctuation and "and"/"和"; "or"/"或" joins them too but makes a hedge.
 _SEP = re.compile(r"(?:[ \t,，、;；&+\"'“”‘’()\[\]（）【】]|\band\b|以及|和|与|及|\bor\b|或者|或|/)*", re.IGNORECASE)
 _HEDGE_SEP = re.compile(r"\bor\b|或|/", re.IGNORECASE)
 _CN_LETTER_SUFFIX = re.compile(r"选项|项")  # "C项、D项均正确", "A选项正确"
+_BULLET_LETTER = re.compile(r"[ \t.]*\n[ \t]*[-•+][ \t]*")  # the next line of "Answer:\n- A\n- C"
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,14 @@ def _run_at(text: str, pos: int, valid: str, lead: bool = True) -> _Run | None:
         hedged = hedged or bool(_HEDGE_SEP.search(text, pos, sep.end()))
         letters.extend(nxt[0])
         pos = nxt[1]
+    # a bulleted list of letters, each alone on its line, continues the run
+    while re.match(r"[ \t.]*(?:\n|$)", text[pos:]) and re.search(r"(?:^|\n)[ \t]*[-•+][ \t]*$", text[:start]):
+        bullet = _BULLET_LETTER.match(text, pos)
+        nxt = _letter_at(text, bullet.end(), valid) if bullet else None
+        if nxt is None or not re.match(r"[ \t.]*(?:\n|$)", text[nxt[1]:]):
+            break
+        letters.extend(nxt[0])
+        pos = nxt[1]
     if re.search(r"\beither\s*$", text[max(0, start - 12):start], re.IGNORECASE):
         hedged = True
     return _Run(tuple(sorted(set(letters))), hedged, start, pos)
@@ -129,12 +139,13 @@ _COMMITMENT = re.compile(
     r"|\bmy\s+(?:choice|pick|selection)\s*(?:is\b|:)"
     # "答案：B", "答案是B", "正确答案为A、C", "【答案】ACD", "答：C", "最终答案：D"
     r"|答案?\s*(?:应该|应当|应|就)?\s*(?:是|为|选)?\s*[:】\]]?"
-    # "正确选项为ACD", "正确的答案是"
-    r"|正确的?(?:选项|答案)\s*(?:应该|应当|应)?\s*(?:是|为|有)?\s*:?"
+    # "正确选项为ACD", "正确的答案是", "正确的是A和D" (not "不正确的是")
+    r"|(?<!不)正确的?(?:(?:选项|答案)\s*(?:应该|应当|应)?\s*(?:是|为|有)?|\s*(?:是|为|有))\s*:?"
     # "故选C", "应选D", "该题选B", "选择D" (not "选项", "多选题", "不选")
     r"|(?<!不)选择?(?!项|题)\s*:?",
     re.IGNORECASE,
 )
+_SHORT_COMMITMENT = re.compile(r"\b(?:it|that)(?:'s|\s+is|\s+must\s+be|\s+should\s+be)\b", re.IGNORECASE)
 _CONDITION = re.compile(r"\b(?:if|unless|suppose|assuming)\b|如果|若|假如|倘若|要是|假设", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?。！？;；\n](?=\s|$)|[。！？；\n]")
 
@@ -149,6 +160,8 @@ def _is_conditional(text: str, pos: int) -> bool:
 _VERDICT_AFTER = re.compile(
     r"\s*(?:的?(?:说法|表述|观点|内容))?\s*(?:是|均|都|皆|也)?\s*正确"
     r"|\s+(?:is|are)\s+(?:both\s+|all\s+|also\s+)?(?:the\s+)?(?:correct|right|true)\b"
+    r"|\s+(?:is|are)\s+(?:the|my)\s+(?:(?:correct|right|best|final)\s+)?answers?\b"
+    r"|\s+(?:is|are)\s+(?:the\s+)?(?:correct|right|best)\s+(?:options?|choices?)\b"
     r"|\s*[.:、]\s*(?:correct|true|正确)\b",
     re.IGNORECASE,
 )
@@ -179,8 +192,13 @@ def _commitments(text: str, valid: str) -> list[tuple[_Run, bool]]:
     for m in _COMMITMENT.finditer(text):
         run = _run_at(text, m.end(), valid)
         if run is not None:
-            found.append((run, _is_conditional(text, m.start())))
-    return found
+            found.append((m.start(), run, _is_conditional(text, m.start())))
+    # "It's B." / "I believe it's C.": a commitment only when the letter ends the sentence
+    for m in _SHORT_COMMITMENT.finditer(text):
+        run = _run_at(text, m.end(), valid)
+        if run is not None and re.match(r"[ \t]*(?:[.!。]|$|\n)", text[run.end:]):
+            found.append((m.start(), run, _is_conditional(text, m.start())))
+    return [(run, conditional) for _, run, conditional in sorted(found, key=lambda f: f[0])]
 
 
 def _verdicts(text: str, valid: str) -> list[_Run]:
