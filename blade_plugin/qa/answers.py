@@ -132,6 +132,8 @@ _COMMITMENT = re.compile(
     r"(?:\s*(?:is|are|would\s+be|will\s+be|should\s+be|must\s+be)\b" + _ADVERB + r"\s*[:=]?|\s*[:=\-–—])"
     # "correct option: C", "the correct choices are A and D", "correct statements: A and C"
     r"|\b(?:correct|right|best)\s+(?:options?|choices?|responses?|statements?|selections?)\s*(?:is|are|[:=\-])"
+    # "Correct: B, D" / "正确：B" as a label at the start of a line (not "Incorrect: A, C", "... are correct: A")
+    r"|(?m:^)[ \t]*(?:correct|正确)\s*:"
     # "the most likely diagnosis is B", "the most appropriate next step in management is (C)"
     r"|\b(?:most\s+(?:likely|appropriate|accurate|probable|correct)|best|correct)\s+(?:[a-z-]+\s+){0,4}?(?:is|are)\b"
     # "I'd go with C", "I would pick D", "Selecting B:", "my choice: D"
