@@ -119,7 +119,7 @@ def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resam
     metrics: dict = {"modes": {}, "paired": {}}
     for mode in modes:
         rows = [by_key[(mode, item.id)] for item in items]
-        summary = accuracy_summary([r["correct"] for r in rows], n_resamples, seed)
+        summary = accuracy_summary([r["correct"] for r in rows], n_resamples, seed, [_unparseable(r) for r in rows])
         if any(item.is_multiple_choice for item in items):
             single = [r["correct"] for r, item in zip(rows, items) if item.is_multiple_choice and not item.is_multi_answer]
             multi = [r["correct"] for r, item in zip(rows, items) if item.is_multi_answer]
@@ -146,11 +146,16 @@ def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resam
     return metrics
 
 
+def _unparseable(row: dict) -> bool:
+    """Rows saved before the flag existed: no parsed answer means unparseable."""
+    return bool(row.get("unparseable", row.get("parsed") in (None, "")))
+
+
 def render_report(metrics: dict) -> str:
-    lines = ["# BLADE evaluation", "", "| mode | n | accuracy | 95% CI |", "|---|---|---|---|"]
+    lines = ["# BLADE evaluation", "", "| mode | n | accuracy | 95% CI | unparseable |", "|---|---|---|---|---|"]
     for mode, m in metrics["modes"].items():
         lines.append(f"| {MODE_TITLES.get(mode, mode)} | {m['n']} | {m['accuracy']:.3f} | "
-                     f"[{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] |")
+                     f"[{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] | {m.get('unparseable', 0)} |")
     extra = [(mode, m) for mode, m in metrics["modes"].items() if "single_answer" in m]
     if extra:
         lines += ["", "| mode | single-answer acc. | multi-answer acc. |", "|---|---|---|"]

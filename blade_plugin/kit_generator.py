@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .qa.answers import score_answer
+from .qa.answers import answer_response_format, score_answer
 from .errors import LLMError
 from .io_utils import atomic_write_json, atomic_write_jsonl
 from .progress_log import ProgressLog
@@ -31,6 +31,7 @@ class KitStats:
     total: int = 0
     kept: int = 0
     dropped: int = 0
+    unparseable: int = 0  # consistency-check replies with no readable answer (their knowledge is dropped)
     resumed: int = 0  # items found finished in the progress file
     seconds: float = 0.0
     usage: dict = field(default_factory=dict)
@@ -55,13 +56,14 @@ def run_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict)
 
 async def _process_chunk(chunk: list[QAItem], prompts: PromptSet, client) -> list[dict]:
     knowledge = await client.acomplete_many([prompts.knowledge_generation(item) for item in chunk])
-    answers = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)])
+    answers = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)],
+                                          response_formats=[answer_response_format(item.options) for item in chunk])
     rows = []
     for item, k, raw in zip(chunk, knowledge, answers):
         score = score_answer(item, raw)
         parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
         rows.append({"type": "item", "id": item.id, "knowledge": k.strip(), "llm_answer": raw,
-                     "parsed": parsed, "kept": bool(score.correct and k.strip())})
+                     "parsed": parsed, "unparseable": score.unparseable, "kept": bool(score.correct and k.strip())})
     return rows
 
 
@@ -117,6 +119,8 @@ def generate_kit_data(
     atomic_write_jsonl(out_path, kept_rows)
     stats.kept = len(kept_rows)
     stats.dropped = len(items) - stats.kept
+    stats.unparseable = sum(1 for item in items
+                            if done[item.id].get("unparseable", done[item.id].get("parsed") in (None, "")))
     stats.seconds = round(time.perf_counter() - started, 3)
     stats.usage = client.usage.as_dict()
     atomic_write_json(out_path.with_name(out_path.name + ".stats.json"), stats.as_dict())

@@ -12,7 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from .qa.answers import score_answer
+from .qa.answers import answer_response_format, score_answer
 from .defaults import GENERATION_BATCH_SIZE
 from .qa.prompts import PromptSet
 from .qa.data import QAItem
@@ -26,6 +26,7 @@ class AnswerRecord:
     parsed: list[str] | str | None
     correct: bool
     f1: float | None = None
+    unparseable: bool = False  # no readable answer in `raw` (scored wrong, counted in metrics)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -58,7 +59,8 @@ async def answer_items(
     pending: list[tuple[list[QAItem], list[str], asyncio.Task]] = []
 
     async def ask(chunk: list[QAItem], knowledge: list[str]) -> list[str]:
-        raws = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)])
+        raws = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)],
+                                           response_formats=[answer_response_format(item.options) for item in chunk])
         if progress is not None:
             progress.update(len(chunk))
         return raws
@@ -89,7 +91,7 @@ async def answer_items(
         for item, k, raw in zip(chunk, knowledge, raws):
             score = score_answer(item, raw)
             parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
-            records.append(AnswerRecord(item.id, k, raw, parsed, bool(score.correct), score.f1))
+            records.append(AnswerRecord(item.id, k, raw, parsed, bool(score.correct), score.f1, score.unparseable))
     timings.total_s = time.perf_counter() - started
     return records, timings
 

@@ -19,6 +19,7 @@ from typing import Literal
 from ..errors import BladeError, LLMError
 from ..paths import default_cache_db
 from .cache import ResponseCache, cache_key
+from .structured import ResponseFormat, rejects_response_format, with_instruction
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class LLMConfig:
     backend: Literal["openai", "local"] = "openai"
     local_model_dir: str | None = None
     local_batch_size: int = 8
+    answer_format: Literal["text", "json"] = "text"  # json: answer requests ask for {"answer": [...]}
 
     def resolved_base_url(self) -> str:
         if self.backend == "local":
@@ -104,11 +106,16 @@ class LLMClient:
         self.usage = Usage()
         self._state: _LoopState | None = None
         self._local = None
+        self._response_format_ok: bool | None = None  # learnt from the first structured answer request
+        self._probe: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     # --- identity and lifecycle -------------------------------------------------------------------
     def identity(self) -> dict:
         """What a result depends on (for progress fingerprints); never includes the key."""
-        return {"backend": self.config.backend, "base_url": self.base_url, "model": self.model, **self.params}
+        identity = {"backend": self.config.backend, "base_url": self.base_url, "model": self.model, **self.params}
+        if self.config.answer_format != "text":
+            identity["answer_format"] = self.config.answer_format
+        return identity
 
     def __enter__(self) -> LLMClient:
         return self
@@ -134,8 +141,8 @@ class LLMClient:
             self._state = _LoopState(loop, client, asyncio.Semaphore(max(1, self.config.concurrency)))
         return self._state
 
-    def _key(self, messages: list[dict]) -> str:
-        return cache_key(self.base_url, self.model, messages, self.params)
+    def _key(self, messages: list[dict], extra: dict | None = None) -> str:
+        return cache_key(self.base_url, self.model, messages, {**self.params, **extra} if extra else self.params)
 
     def _cached(self, key: str) -> str | None:
         if self.cache is None:
@@ -145,10 +152,10 @@ class LLMClient:
             self.usage.cache_hits += 1
         return hit
 
-    def _store(self, key, messages, text, prompt_tokens, completion_tokens) -> None:
+    def _store(self, key, messages, text, prompt_tokens, completion_tokens, extra: dict | None = None) -> None:
         if self.cache is not None:
-            self.cache.put(key, self.base_url, self.model, messages, self.params, text, prompt_tokens,
-                           completion_tokens)
+            self.cache.put(key, self.base_url, self.model, messages, {**self.params, **(extra or {})}, text,
+                           prompt_tokens, completion_tokens)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -156,7 +163,7 @@ class LLMClient:
         delay = min(self.config.backoff_max, self.config.backoff_base * 2**attempt)
         return delay * (0.5 + random.random() / 2)  # jitter: retries from many tasks do not arrive together
 
-    async def _request(self, messages: list[dict]) -> tuple[str, int | None, int | None]:
+    async def _request(self, messages: list[dict], extra: dict | None = None) -> tuple[str, int | None, int | None]:
         import openai
 
         state = self._loop_state()
@@ -168,7 +175,7 @@ class LLMClient:
             try:
                 self.usage.calls += 1
                 response = await state.client.chat.completions.create(model=self.model, messages=messages,
-                                                                      **self.params)
+                                                                      **self.params, **(extra or {}))
                 self.usage.seconds += time.perf_counter() - started
                 if not response.choices:
                     self.usage.failures += 1
@@ -206,11 +213,55 @@ class LLMClient:
         raise LLMError(f"LLM request to {self.base_url} (model {self.model}) failed after {attempts} attempts; "
                        f"last error: {last}")
 
+    # --- structured answers (--answer-format json) ----------------------------------------------------
+    def _probe_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._probe is None or self._probe[0] is not loop:
+            self._probe = (loop, asyncio.Lock())
+        return self._probe[1]
+
+    async def _acomplete_structured(self, messages: list[dict], response_format: ResponseFormat) -> str:
+        """An answer request in json mode: `response_format` while the endpoint takes it; after its first
+        refusal (400/422 naming response_format) this client asks in the prompt instead, for good."""
+        extra = {"response_format": response_format.payload()}
+        if self._response_format_ok is None:
+            # The first structured request is a probe: the others wait for its verdict rather than all
+            # collecting the same 400 at once.
+            async with self._probe_lock():
+                if self._response_format_ok is None:
+                    try:
+                        text = await self._acomplete(messages, extra)
+                    except LLMError as err:
+                        if not rejects_response_format(err):
+                            raise
+                        self._response_format_ok = False
+                        logger.warning("%s (model %s) refuses response_format with a JSON schema; asking for "
+                                       "JSON in the prompt instead", self.base_url, self.model)
+                    else:
+                        self._response_format_ok = True
+                        return text
+        if self._response_format_ok:
+            return await self._acomplete(messages, extra)
+        return await self._acomplete(with_instruction(messages, response_format.instruction))
+
+    def _local_messages(self, batch: list[list[dict]], response_formats) -> list[list[dict]]:
+        """The local backend has no response_format: in json mode its answer prompts carry the instruction."""
+        if self.config.answer_format != "json" or response_formats is None:
+            return batch
+        return [with_instruction(m, f.instruction) if f is not None else m for m, f in zip(batch, response_formats)]
+
     # --- public API -------------------------------------------------------------------------------
-    async def acomplete(self, messages: list[dict]) -> str:
+    async def acomplete(self, messages: list[dict], response_format: ResponseFormat | None = None) -> str:
+        """One completion. `response_format` marks an answer request: in `answer_format="json"` it asks for
+        that JSON reply; in text mode it is ignored."""
         if self.config.backend == "local":
-            return (await self.acomplete_many([messages]))[0]
-        key = self._key(messages)
+            return (await self.acomplete_many([messages], response_formats=[response_format]))[0]
+        if response_format is not None and self.config.answer_format == "json":
+            return await self._acomplete_structured(messages, response_format)
+        return await self._acomplete(messages)
+
+    async def _acomplete(self, messages: list[dict], extra: dict | None = None) -> str:
+        key = self._key(messages, extra)
         hit = self._cached(key)
         if hit is not None:
             return hit
@@ -221,8 +272,8 @@ class LLMClient:
         state.inflight[key] = future
         try:
             async with state.semaphore:
-                text, prompt_tokens, completion_tokens = await self._request(messages)
-            self._store(key, messages, text, prompt_tokens, completion_tokens)
+                text, prompt_tokens, completion_tokens = await self._request(messages, extra)
+            self._store(key, messages, text, prompt_tokens, completion_tokens, extra)
             future.set_result(text)
             return text
         except BaseException as err:
@@ -232,10 +283,12 @@ class LLMClient:
         finally:
             state.inflight.pop(key, None)
 
-    async def acomplete_many(self, batch: list[list[dict]], desc: str | None = None) -> list[str]:
-        """Completions in input order; the first failure cancels the rest and is raised."""
+    async def acomplete_many(self, batch: list[list[dict]], desc: str | None = None,
+                             response_formats: list[ResponseFormat | None] | None = None) -> list[str]:
+        """Completions in input order; the first failure cancels the rest and is raised.
+        `response_formats` (one per request, or None) marks answer requests, as in `acomplete`."""
         if self.config.backend == "local":
-            return await self._local_many(batch)
+            return await self._local_many(self._local_messages(batch, response_formats))
         bar = None
         if desc:
             from tqdm.auto import tqdm
@@ -243,13 +296,14 @@ class LLMClient:
             # disable=None: no bar unless stderr is a terminal, so CI logs get no carriage-return spam
             bar = tqdm(total=len(batch), desc=desc, unit="req", leave=False, disable=None)
 
-        async def one(messages):
-            text = await self.acomplete(messages)
+        async def one(messages, response_format):
+            text = await self.acomplete(messages, response_format)
             if bar is not None:
                 bar.update(1)
             return text
 
-        tasks = [asyncio.ensure_future(one(m)) for m in batch]
+        formats = response_formats if response_formats is not None else [None] * len(batch)
+        tasks = [asyncio.ensure_future(one(m, f)) for m, f in zip(batch, formats)]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:

@@ -40,6 +40,9 @@ def llm_options(func):
         click.option("--cache-db", type=click.Path(dir_okay=False), default=None,
                      help="SQLite response cache (default: $BLADE_CACHE_DB or ~/.cache/blade-plugin/llm_cache.sqlite3)."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache."),
+        click.option("--answer-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                     help="json: answer requests ask for {\"answer\": [...]} (response_format with a JSON schema, or "
+                          "an instruction in the prompt where the endpoint refuses it); replies are parsed either way."),
     ]
 
     @functools.wraps(func)
@@ -53,7 +56,7 @@ def llm_options(func):
 
 def config_from_options(llm_base_url=None, llm_model=None, llm_api_key_env="OPENAI_API_KEY", llm_backend=None,
                         local_llm_model_dir=None, concurrency=8, temperature=0.0, max_tokens=None, max_retries=5,
-                        cache_db=None, no_cache=False) -> LLMConfig:
+                        cache_db=None, no_cache=False, answer_format="text") -> LLMConfig:
     """Build the LLMConfig; with no endpoint anywhere, fall back to the local backend on the embedded model."""
     backend = llm_backend or ("openai" if (llm_base_url or os.environ.get("OPENAI_BASE_URL")) else "local")
     if backend == "local" and local_llm_model_dir is None:
@@ -68,4 +71,4 @@ def config_from_options(llm_base_url=None, llm_model=None, llm_api_key_env="OPEN
     return LLMConfig(base_url=llm_base_url, model=llm_model, api_key_env=llm_api_key_env, temperature=temperature,
                      max_tokens=max_tokens, concurrency=concurrency, max_retries=max_retries,
                      cache_db=Path(cache_db) if cache_db else None, use_cache=not no_cache, backend=backend,
-                     local_model_dir=local_llm_model_dir, local_batch_size=16)
+                     local_model_dir=local_llm_model_dir, local_batch_size=16, answer_format=answer_format)

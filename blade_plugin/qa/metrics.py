@@ -29,15 +29,22 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def accuracy_summary(correct: Sequence[bool], n_resamples: int = 2000, seed: int = 0) -> dict:
+def accuracy_summary(correct: Sequence[bool], n_resamples: int = 2000, seed: int = 0,
+                     unparseable: Sequence[bool] | None = None) -> dict:
+    """Accuracy and its bootstrap CI; with `unparseable` (one flag per item) also how many replies had no
+    readable answer (already counted as wrong in `correct`)."""
     values = [1.0 if c else 0.0 for c in correct]
     n = len(values)
-    return {
+    summary = {
         "n": n,
         "correct": int(sum(values)),
         "accuracy": round(sum(values) / n, 4) if n else 0.0,
         "ci95": bootstrap_ci(values, n_resamples, seed),
     }
+    if unparseable is not None:
+        assert len(unparseable) == n, "one unparseable flag per item"
+        summary["unparseable"] = sum(1 for u in unparseable if u)
+    return summary
 
 
 def paired_comparison(a: Sequence[bool], b: Sequence[bool], n_resamples: int = 2000, seed: int = 0) -> dict:

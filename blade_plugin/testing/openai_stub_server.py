@@ -59,6 +59,12 @@ class _Handler(BaseHTTPRequestHandler):
         fault = stub._record(body)
         if stub.latency:
             time.sleep(stub.latency)
+        if fault is None and stub.reject_response_format and "response_format" in body:
+            # as OpenAI answers for models without structured outputs (vLLM/old servers answer much alike)
+            self._send(400, {"error": {"message": "Invalid parameter: 'response_format' of type 'json_schema' is "
+                                                  "not supported with this model.",
+                                       "type": "invalid_request_error", "param": "response_format", "code": None}})
+            return
         if fault is not None:
             headers = {"Retry-After": "0"} if fault == 429 else {}
             self._send(fault, {"error": {"message": f"injected fault {fault}", "type": "server_error",
@@ -102,13 +108,15 @@ class _Server(ThreadingHTTPServer):
 class StubOpenAIServer:
     """Context manager; `.base_url` is `http://127.0.0.1:PORT/v1`. Thread-safe counters and records."""
 
-    def __init__(self, responder: Responder | None = None, latency: float = 0.0, port: int = 0):
+    def __init__(self, responder: Responder | None = None, latency: float = 0.0, port: int = 0,
+                 reject_response_format: bool = False):
         self.responder = responder or default_responder
         self.latency = latency
+        self.reject_response_format = reject_response_format  # 400 for any request with response_format
         self._lock = threading.Lock()
         self._faults: deque[int] = deque()
         self._fail_always: int | None = None
-        self.requests: list[dict] = []
+        self.requests: list[dict] = []  # every request body as received, in arrival order
         self.request_count = 0
         self.fault_count = 0
         self._server = _Server(("127.0.0.1", port), self)
@@ -166,8 +174,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible server on 127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--reject-response-format", action="store_true",
+                        help="Answer 400 to requests with response_format, as endpoints without structured outputs do.")
     args = parser.parse_args()
-    with StubOpenAIServer(latency=args.latency, port=args.port) as server:
+    with StubOpenAIServer(latency=args.latency, port=args.port,
+                          reject_response_format=args.reject_response_format) as server:
         print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)
         try:
             while True:
