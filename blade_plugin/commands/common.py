@@ -39,9 +39,9 @@ def small_model_options(func):
                   help="LoRA adapter directory from the KIT recipe (merged at load).")
     @click.option("--template", default=None,
                   help="LLaMA-Factory chat template (default: blade_qwen for Qwen models, else blade_chatml).")
-    @click.option("--max-new-tokens", type=int, default=128, show_default=True,
+    @click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True,
                   help="Length of the knowledge the small LM writes.")
-    @click.option("--batch-size", type=int, default=GENERATION_BATCH_SIZE, show_default=True,
+    @click.option("--batch-size", type=click.IntRange(min=1), default=GENERATION_BATCH_SIZE, show_default=True,
                   help="Small-LM generation batch size (on CPU larger is faster; lower it if memory is short).")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

@@ -19,9 +19,9 @@ from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options,
               help="soft_prompt.safetensors from `blade-bpo optimize` (enables the blade mode).")
 @click.option("--modes", default=None,
               help="Comma-separated subset of llm,knowledge,blade (default: all that the inputs allow).")
-@click.option("--limit", type=int, default=None, help="Use only the first N items.")
-@click.option("--bootstrap", type=int, default=2000, show_default=True, help="Bootstrap resamples for the CIs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items.")
+@click.option("--bootstrap", type=click.IntRange(min=1), default=2000, show_default=True, help="Bootstrap resamples for the CIs.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--restart", is_flag=True, help="Ignore saved progress in --out.")
 @small_model_options
 @prompt_options

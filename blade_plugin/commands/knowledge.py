@@ -22,8 +22,8 @@ logger = logging.getLogger(__name__)
 @click.option("--dataset-dir", type=click.Path(file_okay=False), default=None,
               help="Register the output in this directory's dataset_info.json (for the KIT recipe).")
 @click.option("--dataset-name", default=None, help="Name of the dataset entry (default: the output file stem).")
-@click.option("--limit", type=int, default=None, help="Use only the first N items.")
-@click.option("--chunk-size", type=int, default=32, show_default=True,
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Items per checkpoint: progress is saved after each chunk.")
 @click.option("--restart", is_flag=True, help="Ignore saved progress and start over (the LLM cache still applies).")
 @prompt_options

@@ -16,17 +16,17 @@ from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options,
 @click.option("--format", "fmt", type=QA_FORMATS, default="auto", show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory: trials.jsonl, soft_prompt.safetensors, summary.json, convergence.png.")
-@click.option("--n-tokens", type=int, default=5, show_default=True, help="Soft tokens prepended to the input.")
-@click.option("--d", "dim", type=int, default=10, show_default=True, help="Dimension of the search space z.")
-@click.option("--n-init", type=int, default=5, show_default=True, help="Scrambled Sobol initial points.")
-@click.option("--q", type=int, default=1, show_default=True, help="Proposals per BO round (qLogEI when > 1).")
-@click.option("--iterations", type=int, default=10, show_default=True, help="BO rounds after the initial points.")
-@click.option("--max-evaluations", type=int, default=None, help="Stop after this many objective evaluations.")
-@click.option("--max-llm-calls", type=int, default=None, help="Stop once this many LLM API calls were made.")
+@click.option("--n-tokens", type=click.IntRange(min=1), default=5, show_default=True, help="Soft tokens prepended to the input.")
+@click.option("--d", "dim", type=click.IntRange(min=1), default=10, show_default=True, help="Dimension of the search space z.")
+@click.option("--n-init", type=click.IntRange(min=1), default=5, show_default=True, help="Scrambled Sobol initial points.")
+@click.option("--q", type=click.IntRange(min=1), default=1, show_default=True, help="Proposals per BO round (qLogEI when > 1).")
+@click.option("--iterations", type=click.IntRange(min=0), default=10, show_default=True, help="BO rounds after the initial points.")
+@click.option("--max-evaluations", type=click.IntRange(min=1), default=None, help="Stop after this many objective evaluations.")
+@click.option("--max-llm-calls", type=click.IntRange(min=1), default=None, help="Stop once this many LLM API calls were made.")
 @click.option("--init", "init_mode", type=click.Choice(["random", "vocab"]), default="random", show_default=True,
               help="Search around the origin (random) or around real token embeddings (vocab).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the projection A and the optimiser.")
-@click.option("--limit", type=int, default=None, help="Use only the first N dev items.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds the projection A and the optimiser.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N dev items.")
 @click.option("--resume", is_flag=True, help="Continue a killed run in --out without re-evaluating finished trials.")
 @small_model_options
 @prompt_options
