@@ -76,7 +76,8 @@ def _check_writable(output: Output) -> None:
 
 
 def check_outputs(outputs: Iterable[Output], inputs: Iterable[tuple[str, str | os.PathLike | None]],
-                  progress: str | os.PathLike | None = None) -> None:
+                  progress: str | os.PathLike | None = None,
+                  resume_hint: str = "re-run the same command to resume") -> None:
     """Refuse, before any work or request, outputs that are an input, clash with each other, or cannot be
     written. `inputs` are (option, path) pairs; None paths (options not given) are ignored."""
     global _resume_note
@@ -97,4 +98,4 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[tuple[str, str | o
         seen[real_out] = output
     for output in outputs:
         _check_writable(output)
-    _resume_note = ResumeNote(Path(progress)) if progress is not None else None
+    _resume_note = ResumeNote(Path(progress), resume_hint) if progress is not None else None

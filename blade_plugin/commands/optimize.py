@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..llm.options import llm_options
-from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options, small_model_options
+from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options, report_skipped,
+                     skip_invalid_option, small_model_options)
 
 
 @click.command()
@@ -28,11 +29,12 @@ from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options,
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds the projection A and the optimiser.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N dev items.")
 @click.option("--resume", is_flag=True, help="Continue a killed run in --out without re-evaluating finished trials.")
+@skip_invalid_option
 @small_model_options
 @prompt_options
 @llm_options
 def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_evaluations, max_llm_calls,
-             init_mode, seed, limit, resume, small_model, adapter, template, max_new_tokens, batch_size,
+             init_mode, seed, limit, resume, skip_invalid, small_model, adapter, template, max_new_tokens, batch_size,
              templates_dir, variant, **llm_kwargs) -> None:
     """Tune n soft tokens p = A z by Bayesian optimisation so the LLM scores best on the dev set."""
     from ..bpo.objective import KnowledgeObjective
@@ -40,10 +42,16 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
     from ..evaluation import file_digest
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
+    from ..output_paths import Output, check_outputs
     from ..qa.data import load_qa
     from ..small_lm.soft_prompt import SoftPromptSpace
 
-    items = load_qa(dev_path, fmt=fmt, limit=limit)
+    out = Path(out_dir)
+    check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
+                   ("trials.jsonl", "config.json", "soft_prompt.safetensors", "summary.json", "convergence.png")],
+                  [("--dev", dev_path), ("--cache-db", llm_kwargs.get("cache_db"))],
+                  progress=out / "trials.jsonl", resume_hint="re-run the same command with --resume")
+    items = load_qa(dev_path, fmt=fmt, limit=limit, skip_invalid=skip_invalid)
     prompts = load_prompt_set(templates_dir, variant)
     generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
     space = SoftPromptSpace.for_generator(generator, n_tokens=n_tokens, d=dim, seed=seed, init=init_mode)
@@ -61,5 +69,6 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
     with LLMClient(config_from_options(**llm_kwargs)) as client:
         objective = KnowledgeObjective(items, prompts, client, generator, space, batch_size=batch_size)
         summary = run_bpo(config, objective, space.to_soft_prompt, metadata)
+    report_skipped(items, out / "summary.json")
     click.echo(f"best dev accuracy {summary.best_score:.3f} after {summary.n_evaluations} evaluations "
                f"({summary.stop_reason}); soft prompt: {Path(out_dir) / 'soft_prompt.safetensors'}")
