@@ -64,4 +64,5 @@ def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk
         name = dataset_name or out.stem
         register_dataset(name, out, dataset_dir, formatting="alpaca")
         click.echo(f"registered dataset '{name}' in {Path(dataset_dir) / 'dataset_info.json'} "
-                   f"(llamafactory-cli train recipes/blade_kit_lora.yaml dataset={name} dataset_dir={dataset_dir})")
+                   f"(next, as in the README: llamafactory-cli train recipes/blade_kit_lora.yaml dataset={name} "
+                   f"dataset_dir={dataset_dir} model_name_or_path=saves/dp output_dir=saves/kit)")
