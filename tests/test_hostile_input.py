@@ -177,3 +177,13 @@ def test_binary_dataset_info_fails_before_any_request(tmp_path, demo_data_dir):
         assert server.request_count == 0
     assert line.startswith(f"Error: {data_dir / 'dataset_info.json'}:1: binary data")
     assert (data_dir / "dataset_info.json").read_bytes() == binary
+
+
+def test_unicode_line_separator_inside_a_string_is_not_a_line_break(tmp_path):
+    # U+2028 is legal unescaped in JSON strings (json.dumps(ensure_ascii=False) writes it raw); only "\n"
+    # (and "\r\n") end a JSONL record
+    path = tmp_path / "qa.jsonl"
+    record = {"id": "q1", "question": "第一款\u2028第二款", "options": {"A": "是", "B": "否"}, "answer": "Ａ"}
+    path.write_bytes((json.dumps(record, ensure_ascii=False) + "\r\n").encode("utf-8"))
+    [item] = load_qa(path)
+    assert (item.question, item.answer) == ("第一款\u2028第二款", ("A",))

@@ -25,8 +25,11 @@ logger = logging.getLogger(__name__)
 def demo(workdir, dp_steps, kit_steps, bpo_init, bpo_iterations, max_new_tokens, limit, **llm_kwargs) -> None:
     """DP -> KIT data -> KIT training -> BPO -> evaluate, with a short budget (about 5-10 min on 2 CPU cores)."""
     from ..llm.options import config_from_options
+    from ..output_paths import Output, check_outputs
     from ..pipeline import DemoConfig, run_demo
 
+    check_outputs([Output("--workdir", Path(workdir), is_dir=True)], [("--cache-db", llm_kwargs.get("cache_db"))],
+                  progress=Path(workdir), resume_hint="re-run `blade-bpo demo` with the same --workdir to resume")
     llm_config = config_from_options(**llm_kwargs)
     local = llm_config.backend == "local"
     if local:

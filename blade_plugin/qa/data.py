@@ -173,7 +173,9 @@ def _records(path: Path) -> list[tuple[int, dict, bool]]:
             rows.append((index, record, True))
         return rows
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines would also break inside strings holding U+2028 and the like
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         try:
