@@ -52,15 +52,29 @@ def cli(verbose: int) -> None:
         os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        for noisy in ("httpx", "openai", "transformers", "llamafactory", "datasets", "urllib3"):
+        # openai 3.x logs every request through `httpx2`, older versions through `httpx`
+        for noisy in ("httpx", "httpx2", "openai", "transformers", "llamafactory", "datasets", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def interrupted_message() -> str:
+    """What Ctrl-C leaves behind: the progress file of the running command and how to resume from it."""
+    from .output_paths import resume_note
+
+    note = resume_note()
+    if note is None:
+        return "Interrupted."
+    if note.progress.exists():
+        return f"Interrupted: finished work is saved in {note.progress}; {note.hint}."
+    return "Interrupted before any work was saved."
 
 
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+        # click turns Ctrl-C (KeyboardInterrupt) into Abort when standalone_mode is off
+        click.echo(interrupted_message(), err=True)
         sys.exit(130)
     except click.ClickException as err:
         err.show()
@@ -71,7 +85,7 @@ def main() -> None:
         click.echo(f"Error: {err}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("Interrupted; progress so far is saved, re-run the same command to resume.", err=True)
+        click.echo(interrupted_message(), err=True)
         sys.exit(130)
 
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from .progress_bar import tqdm
 
 from .defaults import GENERATION_BATCH_SIZE
 from .errors import LLMError

@@ -1,9 +1,12 @@
-"""Atomic writes and line-numbered JSONL reading shared by every command."""
+"""Atomic writes, text decoding and line-numbered JSONL reading shared by every command."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -12,17 +15,85 @@ from typing import Any
 
 from .errors import BladeInputError
 
+logger = logging.getLogger(__name__)
+
+# C0 control characters other than tab, newline, form feed and carriage return: their presence means a
+# binary file, even when its bytes happen to decode (GB18030 maps almost every byte pair to something).
+_BINARY_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")
+
+
+def decode_text(data: bytes, path: str | os.PathLike) -> str:
+    """Text of a user file: UTF-8 (a BOM is dropped), else GB18030 when the bytes decode cleanly as it.
+
+    GB18030 is a superset of GBK and GB2312, the encodings Chinese datasets are most often saved in. Anything
+    else is a BladeInputError naming the byte offset and line of the first undecodable byte.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        try:
+            text = data.decode("gb18030")
+        except UnicodeDecodeError:
+            text = None
+        if text is None or _BINARY_CHARS.search(text):
+            line = data.count(b"\n", 0, err.start) + 1
+            raise BladeInputError(path, f"not UTF-8 or GB18030 text: byte 0x{data[err.start]:02x} at offset "
+                                        f"{err.start} cannot be decoded (save the file as UTF-8)", line=line) from None
+        logger.info("%s is not UTF-8: read it as GB18030 (GBK)", path)
+    match = _BINARY_CHARS.search(text)
+    if match:
+        line = text.count("\n", 0, match.start()) + 1
+        raise BladeInputError(path, f"binary data (control character {match.group()!r}), not a text file", line=line)
+    return text
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """`decode_text` of a file; a missing file is a BladeInputError too."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BladeInputError(path, "file not found") from None
+    except IsADirectoryError:
+        raise BladeInputError(path, "is a directory, expected a file") from None
+    except PermissionError:
+        raise BladeInputError(path, "permission denied") from None
+    return decode_text(data, path)
+
+
+def _current_umask() -> int:
+    """The process umask without changing it (Linux exposes it in /proc); else the classic set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
     """Write to a temp file beside `path` and rename it over `path` only if the block succeeds.
 
-    A crash mid-write leaves the previous file intact, never a half-written one.
+    A crash mid-write leaves the previous file intact, never a half-written one. A symlink is written through
+    (its target is replaced and the link stays); an existing file keeps its permission bits, a new one gets
+    the umask's (as `open()` would), not mkstemp's 0600.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        file_mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        file_mode = 0o666 & ~_current_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()
@@ -91,6 +162,6 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise BladeInputError(path, "file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text_file(path))
     except json.JSONDecodeError as err:
         raise BladeInputError(path, f"invalid JSON ({err.msg} at column {err.colno})", line=err.lineno) from None

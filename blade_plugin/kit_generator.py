@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from .progress_bar import tqdm
 
 from .qa.answers import answer_response_format, score_answer
 from .errors import LLMError

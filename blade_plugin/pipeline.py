@@ -46,7 +46,7 @@ def _llamafactory_cli() -> str:
 def run_llamafactory_train(recipe: Path, overrides: dict, cwd: Path, log_path: Path, desc: str = "train") -> None:
     """`llamafactory-cli train recipe key=value ...`, logged to a file, with a progress bar fed from the
     trainer_log.jsonl LLaMA-Factory writes; a failure names the log and quotes its last line."""
-    from tqdm.auto import tqdm
+    from .progress_bar import tqdm
 
     args = [_llamafactory_cli(), "train", str(recipe), *[f"{k}={v}" for k, v in overrides.items()]]
     logger.info("$ %s", " ".join(args))

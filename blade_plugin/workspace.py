@@ -11,18 +11,26 @@ from .paths import bundled_data_dir, recipes_dir, templates_dir
 
 WORKSPACE_README = """# BLADE workspace
 
-Run everything from this directory (the recipes use `dataset_dir: data`).
+Run everything from this directory (the recipes use `dataset_dir: data`), with the blade-plugin venv active
+(`source <repo>/.venv/bin/activate`). These are the README's Quickstart steps on the demo data:
 
-    llamafactory-cli train recipes/blade_dp_full.yaml            # DP on data/demo_corpus.jsonl
-    blade-bpo knowledge --train data/demo_qa_train.jsonl --out data/kit_knowledge.jsonl \\
+    # 1. DP: continued pre-training on the corpus
+    llamafactory-cli train recipes/blade_dp_full.yaml dataset=blade_demo_corpus output_dir=saves/dp
+    # 2. KIT: knowledge from the LLM, consistency-filtered, registered in data/dataset_info.json
+    blade-bpo knowledge --train data/demo_qa_train.jsonl --out data/kit.jsonl \\
         --dataset-dir data --dataset-name my_kit --templates-dir templates
-    llamafactory-cli train recipes/blade_kit_full.yaml dataset=my_kit model_name_or_path=saves/blade_dp_full
-    blade-bpo optimize --small-model saves/blade_kit_full --dev data/demo_qa_dev.jsonl --out runs/bpo
-    blade-bpo evaluate --small-model saves/blade_kit_full --soft-prompt runs/bpo/soft_prompt.safetensors \\
-        --test data/demo_qa_test.jsonl --out runs/eval
+    llamafactory-cli train recipes/blade_kit_lora.yaml dataset=my_kit dataset_dir=data model_name_or_path=saves/dp \\
+        output_dir=saves/kit
+    # 3. BPO: tune the soft prompt against the dev set
+    blade-bpo optimize --small-model saves/dp --adapter saves/kit --dev data/demo_qa_dev.jsonl --out runs/bpo \\
+        --templates-dir templates
+    # 4. Evaluate: LLM alone vs + knowledge vs + BLADE soft prompt
+    blade-bpo evaluate --small-model saves/dp --adapter saves/kit --soft-prompt runs/bpo/soft_prompt.safetensors \\
+        --test data/demo_qa_test.jsonl --out runs/eval --templates-dir templates
 
 Edit `templates/*.j2` to change every prompt; replace the demo files in `data/` with your own and
-register them in `data/dataset_info.json` (LLaMA-Factory's schema).
+register them in `data/dataset_info.json` (LLaMA-Factory's schema). Raw public datasets with a few unusable
+records (e.g. JEC-QA): add `--skip-invalid`.
 """
 
 

@@ -43,7 +43,7 @@ def test_free_text_and_missing_id(tmp_path):
 
 @pytest.mark.parametrize("name, line, field, text", [
     ("bad_json_line2.jsonl", 2, None, "invalid JSON"),
-    ("bad_answer_line3.jsonl", 3, "answer", "E is not among the options A, B"),
+    ("bad_answer_line3.jsonl", 3, "answer", "answer 'E' is not an option letter (A-B)"),
     ("missing_question.jsonl", 1, "question", "missing"),
 ])
 def test_malformed_lines_name_file_line_and_field(name, line, field, text):

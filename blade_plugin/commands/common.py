@@ -39,9 +39,9 @@ def small_model_options(func):
                   help="LoRA adapter directory from the KIT recipe (merged at load).")
     @click.option("--template", default=None,
                   help="LLaMA-Factory chat template (default: blade_qwen for Qwen models, else blade_chatml).")
-    @click.option("--max-new-tokens", type=int, default=128, show_default=True,
+    @click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True,
                   help="Length of the knowledge the small LM writes.")
-    @click.option("--batch-size", type=int, default=GENERATION_BATCH_SIZE, show_default=True,
+    @click.option("--batch-size", type=click.IntRange(min=1), default=GENERATION_BATCH_SIZE, show_default=True,
                   help="Small-LM generation batch size (on CPU larger is faster; lower it if memory is short).")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -93,3 +93,34 @@ def load_generator(small_model, adapter, template, max_new_tokens, batch_size):
         return load_knowledge_writer(SmallBackendConfig(model_dir, adapter, template, max_new_tokens, batch_size))
     except ValueError as err:  # LLaMA-Factory reports unknown templates and bad arguments this way
         raise BladeError(f"cannot load small model {model_dir} (template {template}): {err}") from err
+
+
+def skip_invalid_option(func):
+    """--skip-invalid: leave out unusable records of a public dataset (listed in the run's stats)."""
+
+    @click.option("--skip-invalid", is_flag=True,
+                  help="Skip records that cannot be used (e.g. an empty answer list in raw JEC-QA) instead of "
+                       "stopping; they are counted and listed (file:line: reason) in the stats/metrics JSON.")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def report_skipped(items, report_path) -> None:
+    """Add the records `load_qa(skip_invalid=True)` left out to the run's JSON report and say so."""
+    import logging
+    from pathlib import Path
+
+    from ..io_utils import atomic_write_json, read_json
+
+    skipped = getattr(items, "skipped", [])
+    if not skipped:
+        return
+    report_path = Path(report_path)
+    report = read_json(report_path) if report_path.is_file() else {}
+    report["skipped_invalid"] = {"count": len(skipped), "records": skipped}
+    atomic_write_json(report_path, report)
+    logging.getLogger(__name__).warning("skipped %d invalid record(s), listed in %s (first: %s)", len(skipped),
+                                        report_path, skipped[0])

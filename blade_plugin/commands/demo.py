@@ -15,18 +15,21 @@ logger = logging.getLogger(__name__)
 @click.command()
 @click.option("--workdir", type=click.Path(file_okay=False), default="blade_demo", show_default=True,
               help="Where every artifact goes; re-running resumes finished stages.")
-@click.option("--dp-steps", type=int, default=20, show_default=True, help="DP (continued pre-training) steps.")
-@click.option("--kit-steps", type=int, default=30, show_default=True, help="KIT (instruction tuning) steps.")
-@click.option("--bpo-init", type=int, default=3, show_default=True, help="Sobol initial BPO evaluations.")
-@click.option("--bpo-iterations", type=int, default=3, show_default=True, help="BO rounds after them.")
-@click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Knowledge length (small LM).")
-@click.option("--limit", type=int, default=None, help="Use only the first N items of each demo QA split.")
+@click.option("--dp-steps", type=click.IntRange(min=1), default=20, show_default=True, help="DP (continued pre-training) steps.")
+@click.option("--kit-steps", type=click.IntRange(min=1), default=30, show_default=True, help="KIT (instruction tuning) steps.")
+@click.option("--bpo-init", type=click.IntRange(min=1), default=3, show_default=True, help="Sobol initial BPO evaluations.")
+@click.option("--bpo-iterations", type=click.IntRange(min=0), default=3, show_default=True, help="BO rounds after them.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Knowledge length (small LM).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items of each demo QA split.")
 @llm_options
 def demo(workdir, dp_steps, kit_steps, bpo_init, bpo_iterations, max_new_tokens, limit, **llm_kwargs) -> None:
     """DP -> KIT data -> KIT training -> BPO -> evaluate, with a short budget (about 5-10 min on 2 CPU cores)."""
     from ..llm.options import config_from_options
+    from ..output_paths import Output, check_outputs
     from ..pipeline import DemoConfig, run_demo
 
+    check_outputs([Output("--workdir", Path(workdir), is_dir=True)], [("--cache-db", llm_kwargs.get("cache_db"))],
+                  progress=Path(workdir), resume_hint="re-run `blade-bpo demo` with the same --workdir to resume")
     llm_config = config_from_options(**llm_kwargs)
     local = llm_config.backend == "local"
     if local:

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..llm.options import llm_options
-from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options, small_model_options
+from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options, report_skipped,
+                     skip_invalid_option, small_model_options)
 
 
 @click.command()
@@ -19,20 +20,22 @@ from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options,
               help="soft_prompt.safetensors from `blade-bpo optimize` (enables the blade mode).")
 @click.option("--modes", default=None,
               help="Comma-separated subset of llm,knowledge,blade (default: all that the inputs allow).")
-@click.option("--limit", type=int, default=None, help="Use only the first N items.")
-@click.option("--bootstrap", type=int, default=2000, show_default=True, help="Bootstrap resamples for the CIs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items.")
+@click.option("--bootstrap", type=click.IntRange(min=1), default=2000, show_default=True, help="Bootstrap resamples for the CIs.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--restart", is_flag=True, help="Ignore saved progress in --out.")
+@skip_invalid_option
 @small_model_options
 @prompt_options
 @llm_options
-def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed, restart, small_model, adapter,
-             template, max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
+def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed, restart, skip_invalid, small_model,
+             adapter, template, max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
     """Score the black-box LLM on a test set in each mode and compare them on the same items."""
     from ..errors import BladeError
     from ..evaluation import MODES, EvalConfig, file_digest, run_evaluation
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
+    from ..output_paths import Output, check_outputs
     from ..qa.data import load_qa
 
     chosen = tuple(m.strip() for m in modes.split(",")) if modes else \
@@ -43,7 +46,12 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
     if "blade" in chosen and not soft_prompt:
         raise BladeError("--modes includes blade but no --soft-prompt was given")
 
-    items = load_qa(test_path, fmt=fmt, limit=limit)
+    out = Path(out_dir)
+    check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
+                   ("predictions.jsonl", "predictions.progress.jsonl", "metrics.json", "report.md")],
+                  [("--test", test_path), ("--soft-prompt", soft_prompt), ("--cache-db", llm_kwargs.get("cache_db"))],
+                  progress=out / "predictions.progress.jsonl")
+    items = load_qa(test_path, fmt=fmt, limit=limit, skip_invalid=skip_invalid)
     prompts = load_prompt_set(templates_dir, variant)
     generator = prompt_tensor = None
     if any(m != "llm" for m in chosen):
@@ -60,6 +68,7 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
     )
     with LLMClient(config_from_options(**llm_kwargs)) as client:
         metrics = run_evaluation(items, prompts, client, config, generator, prompt_tensor)
+    report_skipped(items, out / "metrics.json")
     for mode, m in metrics["modes"].items():
         click.echo(f"{mode:>9}: accuracy {m['accuracy']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]  "
                    f"(n={m['n']})")

@@ -16,7 +16,7 @@ def _pth_path() -> Path:
 
 @click.group()
 def hook() -> None:
-    """Inspect or (re)install the LLaMA-Factory hook (needed by hand only after `pip install -e .`)."""
+    """Inspect or (re)install the LLaMA-Factory hook (`pip install .` and `-e .` install it already)."""
 
 
 @hook.command()
@@ -36,7 +36,7 @@ def status() -> None:
 
 @hook.command()
 def install() -> None:
-    """Write the .pth into this environment's site-packages (editable installs do not get it)."""
+    """Write the .pth into this environment's site-packages (for installs made without hatchling)."""
     pth = _pth_path()
     pth.write_text(PTH_LINE, encoding="utf-8")
     click.echo(f"installed {pth}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..llm.options import llm_options
-from .common import QA_FORMATS, load_prompt_set, prompt_options
+from .common import QA_FORMATS, load_prompt_set, prompt_options, report_skipped, skip_invalid_option
 
 logger = logging.getLogger(__name__)
 
@@ -22,27 +22,39 @@ logger = logging.getLogger(__name__)
 @click.option("--dataset-dir", type=click.Path(file_okay=False), default=None,
               help="Register the output in this directory's dataset_info.json (for the KIT recipe).")
 @click.option("--dataset-name", default=None, help="Name of the dataset entry (default: the output file stem).")
-@click.option("--limit", type=int, default=None, help="Use only the first N items.")
-@click.option("--chunk-size", type=int, default=32, show_default=True,
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Items per checkpoint: progress is saved after each chunk.")
 @click.option("--restart", is_flag=True, help="Ignore saved progress and start over (the LLM cache still applies).")
+@skip_invalid_option
 @prompt_options
 @llm_options
-def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk_size, restart,
+def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk_size, restart, skip_invalid,
               templates_dir, variant, **llm_kwargs) -> None:
     """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right."""
-    from ..lf.dataset_info import register_dataset
-    from ..kit_generator import generate_kit_data
+    from ..lf.dataset_info import DATA_CONFIG, check_dataset_name, load_dataset_info, register_dataset
+    from ..kit_generator import generate_kit_data, progress_path_for
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
+    from ..output_paths import Output, check_outputs
     from ..qa.data import load_qa
 
-    items = load_qa(train_path, fmt=fmt, limit=limit)
+    # Every output is checked before the first request: not an input, writable, a valid dataset entry.
+    out = Path(out_path)
+    stats_path = out.with_name(out.name + ".stats.json")
+    outputs = [Output("--out", out), Output("--out", progress_path_for(out)), Output("--out", stats_path)]
+    if dataset_dir:
+        check_dataset_name(dataset_name or out.stem, dataset_dir)
+        load_dataset_info(dataset_dir)  # a malformed one fails now, not after every request was paid for
+        outputs.append(Output("--dataset-dir", Path(dataset_dir) / DATA_CONFIG))
+    check_outputs(outputs, [("--train", train_path), ("--cache-db", llm_kwargs.get("cache_db"))],
+                  progress=progress_path_for(out))
+    items = load_qa(train_path, fmt=fmt, limit=limit, skip_invalid=skip_invalid)
     prompts = load_prompt_set(templates_dir, variant)
     config = config_from_options(**llm_kwargs)
-    out = Path(out_path)
     with LLMClient(config) as client:
         stats = generate_kit_data(items, prompts, client, out, chunk_size=chunk_size, restart=restart)
+    report_skipped(items, stats_path)
     click.echo(f"kept {stats.kept} / {stats.total} items (dropped {stats.dropped} whose knowledge led to a wrong "
                f"answer); wrote {out}")
     usage = stats.usage
@@ -52,4 +64,5 @@ def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk
         name = dataset_name or out.stem
         register_dataset(name, out, dataset_dir, formatting="alpaca")
         click.echo(f"registered dataset '{name}' in {Path(dataset_dir) / 'dataset_info.json'} "
-                   f"(llamafactory-cli train blade_kit_full.yaml dataset={name} dataset_dir={dataset_dir})")
+                   f"(next, as in the README: llamafactory-cli train recipes/blade_kit_lora.yaml dataset={name} "
+                   f"dataset_dir={dataset_dir} model_name_or_path=saves/dp output_dir=saves/kit)")

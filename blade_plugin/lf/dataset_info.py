@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import BladeInputError
-from ..io_utils import atomic_write_json
+from ..io_utils import atomic_write_json, read_text_file
 
 DATA_CONFIG = "dataset_info.json"
 
@@ -22,7 +22,7 @@ def load_dataset_info(dataset_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(dataset_dir) / DATA_CONFIG
     if not path.exists():
         return {}
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path)  # a binary or non-UTF-8/GB18030 file: one line with the byte offset
     if not text.strip():
         return {}
     try:
@@ -33,6 +33,13 @@ def load_dataset_info(dataset_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise BladeInputError(path, f"expected a JSON object of dataset entries, got {type(info).__name__}")
     return info
+
+
+def check_dataset_name(name: str, dataset_dir: str | os.PathLike) -> None:
+    """A name LLaMA-Factory can look up: `dataset=a,b` splits on commas, and YAML trims spaces."""
+    if not name or any(c.isspace() for c in name) or "," in name:
+        raise BladeInputError(Path(dataset_dir) / DATA_CONFIG, f"invalid dataset name {name!r} (no spaces or "
+                                                              "commas)", field="name")
 
 
 def register_dataset(
@@ -49,8 +56,7 @@ def register_dataset(
     stored relative to `dataset_dir` when it lies inside it (how LLaMA-Factory's own examples do it), else
     absolute. Other entries, and their key order, are kept as they were.
     """
-    if not name or any(c.isspace() for c in name) or "," in name:
-        raise BladeInputError(Path(dataset_dir) / DATA_CONFIG, f"invalid dataset name {name!r}", field="name")
+    check_dataset_name(name, dataset_dir)
     dataset_dir = Path(dataset_dir)
     info = load_dataset_info(dataset_dir)
     if name in info and not overwrite:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -25,6 +28,12 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
+def normalize_base_url(url: str) -> str:
+    """One spelling per endpoint: ".../v1/" and ".../v1" are the same endpoint (the openai SDK appends the
+    slash itself), so they must share cache entries and job fingerprints."""
+    return url.strip().rstrip("/")
+
+
 def cache_key(base_url: str, model: str, messages: list[dict], params: dict) -> str:
     canonical = json.dumps([base_url, model, messages, params], sort_keys=True, ensure_ascii=False,
                            separators=(",", ":"))
@@ -38,10 +47,31 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(SCHEMA)
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as err:
+            # A corrupt cache must not break every command: keep it for inspection, start an empty one.
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            self.path.rename(aside)
+            for suffix in ("-wal", "-shm"):
+                sidecar = self.path.with_name(self.path.name + suffix)
+                if sidecar.exists():
+                    sidecar.rename(aside.with_name(aside.name + suffix))
+            logger.warning("LLM cache %s is not a usable SQLite database (%s): moved it to %s and started a "
+                           "new one", self.path, err, aside)
+            self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+            conn.execute("SELECT COUNT(*) FROM responses WHERE key = ''").fetchone()
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
 
     def get(self, key: str) -> str | None:
         with self._lock:

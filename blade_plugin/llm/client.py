@@ -18,7 +18,7 @@ from typing import Literal
 
 from ..errors import BladeError, LLMError
 from ..paths import default_cache_db
-from .cache import ResponseCache, cache_key
+from .cache import ResponseCache, cache_key, normalize_base_url
 from .structured import ResponseFormat, rejects_response_format, with_instruction
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class LLMConfig:
         if self.backend == "local":
             return "local:" + str(Path(self.local_model_dir or "").resolve())
         url = self.base_url or os.environ.get("OPENAI_BASE_URL")
-        return url or "https://api.openai.com/v1"
+        return normalize_base_url(url or "https://api.openai.com/v1")
 
     def resolved_model(self) -> str:
         if self.backend == "local":

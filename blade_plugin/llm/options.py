@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -15,6 +16,16 @@ logger = logging.getLogger(__name__)
 
 OPENAI_MAX_TOKENS = 512
 LOCAL_MAX_TOKENS = 48  # a 135M model on CPU: its answers carry no signal, keep smoke runs short
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (FloatRange's comparisons let nan through)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def llm_options(func):
@@ -30,13 +41,18 @@ def llm_options(func):
                           "is configured, else local)."),
         click.option("--local-llm-model-dir", type=click.Path(file_okay=False), default=None,
                      help="HF model directory for --llm-backend local (default: the embedded model)."),
-        click.option("--concurrency", type=int, default=8, show_default=True, help="Concurrent LLM requests."),
-        click.option("--temperature", type=float, default=0.0, show_default=True),
-        click.option("--max-tokens", type=int, default=None,
+        click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Concurrent LLM requests."),
+        click.option("--temperature", type=FiniteFloatRange(0.0, 2.0), default=0.0, show_default=True,
+                     help="LLM sampling temperature (0 to 2, the OpenAI API's range)."),
+        click.option("--max-tokens", type=click.IntRange(min=1), default=None,
                      help=f"LLM completion limit (default: {OPENAI_MAX_TOKENS}; {LOCAL_MAX_TOKENS} for the "
                           "local backend)."),
-        click.option("--max-retries", type=int, default=5, show_default=True,
+        click.option("--max-retries", type=click.IntRange(min=0), default=5, show_default=True,
                      help="Retries on 429/5xx/timeouts (exponential backoff) before failing."),
+        click.option("--timeout", type=FiniteFloatRange(min=0.0, min_open=True), default=60.0, show_default=True,
+                     envvar="BLADE_LLM_TIMEOUT", show_envvar=True,
+                     help="Seconds one LLM request may take before it counts as timed out (and is retried)."),
         click.option("--cache-db", type=click.Path(dir_okay=False), default=None,
                      help="SQLite response cache (default: $BLADE_CACHE_DB or ~/.cache/blade-plugin/llm_cache.sqlite3)."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache."),
@@ -56,7 +72,7 @@ def llm_options(func):
 
 def config_from_options(llm_base_url=None, llm_model=None, llm_api_key_env="OPENAI_API_KEY", llm_backend=None,
                         local_llm_model_dir=None, concurrency=8, temperature=0.0, max_tokens=None, max_retries=5,
-                        cache_db=None, no_cache=False, answer_format="text") -> LLMConfig:
+                        cache_db=None, no_cache=False, answer_format="text", timeout=60.0) -> LLMConfig:
     """Build the LLMConfig; with no endpoint anywhere, fall back to the local backend on the embedded model."""
     backend = llm_backend or ("openai" if (llm_base_url or os.environ.get("OPENAI_BASE_URL")) else "local")
     if backend == "local" and local_llm_model_dir is None:
@@ -69,6 +85,6 @@ def config_from_options(llm_base_url=None, llm_model=None, llm_api_key_env="OPEN
         # a 135M model on CPU: keep smoke runs short (an explicit --max-tokens is always honoured)
         max_tokens = LOCAL_MAX_TOKENS if backend == "local" else OPENAI_MAX_TOKENS
     return LLMConfig(base_url=llm_base_url, model=llm_model, api_key_env=llm_api_key_env, temperature=temperature,
-                     max_tokens=max_tokens, concurrency=concurrency, max_retries=max_retries,
+                     max_tokens=max_tokens, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
                      cache_db=Path(cache_db) if cache_db else None, use_cache=not no_cache, backend=backend,
                      local_model_dir=local_llm_model_dir, local_batch_size=16, answer_format=answer_format)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import BladeInputError
-from ..io_utils import iter_jsonl
+from ..io_utils import read_text_file
 
 Format = Literal["auto", "generic", "jecqa", "mlecqa"]
 
@@ -37,6 +39,18 @@ class QAItem:
         return ", ".join(self.answer) if isinstance(self.answer, tuple) else str(self.answer)
 
 
+class QAItems(list):
+    """The items of a file (a plain list of QAItem) plus the records `skip_invalid` left out, each as
+    "file:line: reason"."""
+
+    def __init__(self, items=(), skipped: list[str] | None = None):
+        super().__init__(items)
+        self.skipped: list[str] = list(skipped or [])
+
+
+SKIP_HINT = "pass --skip-invalid to skip such records and list them in the stats"
+
+
 def _fail(path, line, message, field_name=None, index_note=False):
     raise BladeInputError(path, message + (" (JSON array element)" if index_note else ""), line=line,
                           field=field_name)
@@ -49,7 +63,7 @@ def _options(raw: Any, path, line, key: str) -> dict[str, str]:
         _fail(path, line, "expected a non-empty object of options like {\"A\": \"...\"}", key)
     options = {}
     for letter, text in raw.items():
-        letter_s = str(letter).strip().upper()
+        letter_s = unicodedata.normalize("NFKC", str(letter)).strip().upper()  # "Ａ" (full-width) -> "A"
         if len(letter_s) != 1 or not letter_s.isalpha():
             _fail(path, line, f"option key {letter!r} is not a single letter", key)
         if not isinstance(text, (str, int, float)) or not str(text).strip():
@@ -58,18 +72,35 @@ def _options(raw: Any, path, line, key: str) -> dict[str, str]:
     return dict(sorted(options.items()))
 
 
+# Between letters of one answer: spaces, commas, semicolons, slashes (after NFKC, so full-width ones too).
+_SEPARATORS = re.compile(r"[\s,;/|、]+")
+
+
 def _letters(raw: Any, options: dict[str, str], path, line, key: str) -> tuple[str, ...]:
+    """Answer letters from "B", "AB", "A, C", ["A", "C"] or full-width "ＡＢ"; anything else (a word such as
+    "Paris", a letter that is not an option) is refused with the answer quoted as given."""
     if isinstance(raw, str):
-        letters = [c for c in raw.upper() if c.isalpha()]
+        parts = [raw]
     elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
-        letters = [c for x in raw for c in x.upper() if c.isalpha()]
+        parts = raw
     else:
         _fail(path, line, "expected an option letter or a list of letters", key)
+    span = f"{next(iter(options))}-{next(reversed(options))}" if len(options) > 1 else next(iter(options))
+    letters: list[str] = []
+    for part in parts:
+        text = unicodedata.normalize("NFKC", part).strip()
+        for token in _SEPARATORS.split(text):
+            token = token.strip(".()[]")
+            if not token:
+                continue
+            # "AB" is two answers; a lone "b" is one; "Paris" or "Ab" is not letters at all.
+            valid = token.isascii() and token.isalpha() and (token.isupper() or len(token) == 1) \
+                and all(c in options for c in token.upper())
+            if not valid:
+                _fail(path, line, f"answer {part.strip()!r} is not an option letter ({span})", key)
+            letters.extend(token.upper())
     if not letters:
-        _fail(path, line, "no answer letter given", key)
-    unknown = sorted(set(letters) - set(options))
-    if unknown:
-        _fail(path, line, f"answer {', '.join(unknown)} is not among the options {', '.join(options)}", key)
+        _fail(path, line, "empty answer (no option letter given)", key)
     return tuple(sorted(set(letters)))
 
 
@@ -127,12 +158,12 @@ def detect_format(record: dict) -> str:
 
 
 def _records(path: Path) -> list[tuple[int, dict, bool]]:
-    """(line or element number, record, is_array_element) for a JSONL file or a JSON array file."""
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
-    if head.startswith("["):
+    """(line or element number, record, is_array_element) for a JSONL file or a JSON array file, read as
+    UTF-8 (BOM or not) or GB18030 (`io_utils.decode_text`)."""
+    text = read_text_file(path)
+    if text.lstrip().startswith("["):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as err:
             raise BladeInputError(path, f"invalid JSON ({err.msg} at column {err.colno})", line=err.lineno) from None
         rows = []
@@ -141,11 +172,30 @@ def _records(path: Path) -> list[tuple[int, dict, bool]]:
                 _fail(path, index, f"expected a JSON object, got {type(record).__name__}", None, True)
             rows.append((index, record, True))
         return rows
-    return [(line, record, False) for line, record in iter_jsonl(path)]
+    rows = []
+    # split on "\n" only: str.splitlines would also break inside strings holding U+2028 and the like
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BladeInputError(path, f"invalid JSON ({err.msg} at column {err.colno})", line=number) from None
+        if not isinstance(record, dict):
+            raise BladeInputError(path, f"expected a JSON object, got {type(record).__name__}", line=number)
+        rows.append((number, record, False))
+    return rows
 
 
-def load_qa(path: str | Path, fmt: Format = "auto", limit: int | None = None) -> list[QAItem]:
-    """Load QA items; every problem is a BladeInputError naming the file, line (or array element) and field."""
+def load_qa(path: str | Path, fmt: Format = "auto", limit: int | None = None,
+            skip_invalid: bool = False) -> QAItems:
+    """Load QA items; every problem is a BladeInputError naming the file, line (or array element) and field.
+
+    Public datasets hold a few unusable records (raw JEC-QA has some with an empty answer list): with
+    `skip_invalid` such records are left out and listed in the result's `skipped`; without it the first one
+    stops the load with a message naming the flag. `limit` counts the items kept.
+    """
     path = Path(path)
     if not path.is_file():
         raise BladeInputError(path, "file not found")
@@ -153,17 +203,28 @@ def load_qa(path: str | Path, fmt: Format = "auto", limit: int | None = None) ->
     if not records:
         raise BladeInputError(path, "no QA items in file")
     file_fmt = detect_format(records[0][1]) if fmt == "auto" else fmt
-    items: list[QAItem] = []
+    items = QAItems()
     seen: dict[str, int] = {}
-    for line, record, in_array in records[: limit if limit else None]:
+    for line, record, in_array in records:
+        if limit and len(items) >= limit:
+            break
         try:
-            item = item_from_record(record, path, line, file_fmt)
+            try:
+                item = item_from_record(record, path, line, file_fmt)
+            except BladeInputError as err:
+                if in_array:
+                    raise BladeInputError(path, f"{str(err).split(': ', 1)[1]} (JSON array element {line})") from None
+                raise
+            if item.id in seen:
+                _fail(path, line, f"duplicate id {item.id!r} (first on line {seen[item.id]})", "id", in_array)
         except BladeInputError as err:
-            if in_array:
-                raise BladeInputError(path, f"{str(err).split(': ', 1)[1]} (JSON array element {line})") from None
-            raise
-        if item.id in seen:
-            _fail(path, line, f"duplicate id {item.id!r} (first on line {seen[item.id]})", "id", in_array)
+            if not skip_invalid:
+                err.args = (f"{err.args[0]}; {SKIP_HINT}",)
+                raise
+            items.skipped.append(str(err))
+            continue
         seen[item.id] = line
         items.append(item)
+    if not items:
+        raise BladeInputError(path, f"no valid QA items ({len(items.skipped)} invalid records skipped)")
     return items

@@ -14,6 +14,7 @@ from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import BladeInputError
+from ..io_utils import read_text_file
 from ..paths import templates_dir as bundled_templates_dir
 from .data import QAItem
 
@@ -32,7 +33,7 @@ def _environment() -> SandboxedEnvironment:
 
 
 def _load(env: SandboxedEnvironment, path: Path):
-    source = path.read_text(encoding="utf-8")
+    source = read_text_file(path)  # UTF-8 (BOM dropped) or GB18030; else one line naming the byte offset
     try:
         parsed = env.parse(source, name=path.name, filename=str(path))
     except TemplateSyntaxError as err:

@@ -109,6 +109,11 @@ def load_soft_prompt(path: str | Path, expected_hidden: int | None = None) -> tu
             metadata[key] = value
     if tensor.dim() != 2:
         raise BladeError(f"{path}: soft prompt must be [n_tokens, hidden], got shape {tuple(tensor.shape)}")
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        # NaN/inf embeddings make the small LM emit nothing: refuse rather than yield silently empty knowledge
+        raise BladeError(f"{path}: soft prompt holds {int((~finite).sum())} NaN/infinite value(s) of "
+                         f"{tensor.numel()}; re-run `blade-bpo optimize` to make a new one")
     if expected_hidden is not None and tensor.shape[1] != expected_hidden:
         raise BladeError(f"soft prompt {path} has hidden size {tensor.shape[1]} but the model has {expected_hidden} "
                          f"(it was tuned for {metadata.get('base_model', 'another model')})")
