@@ -73,7 +73,7 @@ def test_init_cli_reports_conflict_in_one_line(tmp_path):
 def test_missing_model_package_gives_install_hint(monkeypatch):
     import importlib.util
 
-    from blade_plugin import default_model
+    from blade_plugin.small_lm import default_model
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
