@@ -148,12 +148,6 @@ def _masked_ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def kit_knowledge(question: str, answers: list[str]) -> str:
-    """The knowledge text the offline reader writes for a KIT prompt: the question restated with the
-    correct option(s) (see blade_plugin/llm/reader.py)."""
-    return f"Relevant knowledge: {question} {' and '.join(answers)}."
-
-
 # --- generation -------------------------------------------------------------------------------------------
 def _options(rng: random.Random, correct: list[str], pool: list[str],
              position: int | None = None) -> tuple[dict[str, str], list[str]]:
@@ -224,6 +218,7 @@ def build(seed: int = SEED) -> dict[str, list[dict]]:
 
 def kit_rows(train: list[dict]) -> list[dict]:
     """Alpaca rows (small-model query -> knowledge), as `blade-bpo knowledge` with the reader produces them."""
+    from blade_plugin.llm.reader import write_knowledge
     from blade_plugin.qa.data import item_from_record
     from blade_plugin.qa.prompts import load_prompts
 
@@ -233,7 +228,7 @@ def kit_rows(train: list[dict]) -> list[dict]:
         item = item_from_record(record, "demo_qa_train.jsonl", line)
         answers = [item.options[letter] for letter in item.answer]
         rows.append({"instruction": prompts.small_model_query(item), "input": "",
-                     "output": kit_knowledge(item.question, answers)})
+                     "output": write_knowledge(item.question, answers)})
     return rows
 
 
