@@ -8,7 +8,7 @@ import json
 from blade_plugin.evaluation import EvalConfig, run_evaluation
 from blade_plugin.kit_generator import generate_kit_data
 from blade_plugin.llm.client import LLMClient
-from blade_plugin.qa.data import load_qa
+from blade_plugin.qa.data import QAItem
 from blade_plugin.qa.metrics import accuracy_summary
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from conftest import llm_config
@@ -33,11 +33,20 @@ def _responder(messages, body):
 
 QUESTIONS: dict[str, str] = {}
 
+# The three questions, written here so the test does not depend on the bundled demo domain.
+_ITEMS = [
+    QAItem("ph006", "Which drug is contraindicated in severe renal failure because of lactic acidosis?",
+           {"A": "Metformin", "B": "Insulin glargine", "C": "Sitagliptin", "D": "Glipizide"}, ("A",)),
+    QAItem("ph007", "Which antibiotic class inhibits bacterial DNA gyrase?",
+           {"A": "Macrolides", "B": "Penicillins", "C": "Fluoroquinolones", "D": "Tetracyclines"}, ("C",)),
+    QAItem("ph013", "华法林通过抑制哪种酶发挥抗凝作用？",
+           {"A": "环氧合酶", "B": "维生素K环氧化物还原酶", "C": "凝血酶", "D": "Xa因子"}, ("B",)),
+]
 
-def _items(demo_data_dir):
-    items = [it for it in load_qa(demo_data_dir / "demo_qa_test.jsonl") if it.id in REPLIES]
-    QUESTIONS.update({it.id: it.question for it in items})
-    return items
+
+def _items(demo_data_dir=None):
+    QUESTIONS.update({it.id: it.question for it in _ITEMS})
+    return list(_ITEMS)
 
 
 def test_accuracy_summary_counts_unparseable():

@@ -43,7 +43,7 @@ class LLMConfig:
     timeout: float = 60.0
     cache_db: Path | None = None  # default: paths.default_cache_db()
     use_cache: bool = True
-    backend: Literal["openai", "local"] = "openai"
+    backend: Literal["openai", "local", "reader"] = "openai"  # reader: the offline evidence reader (llm/reader.py)
     local_model_dir: str | None = None
     local_batch_size: int = 8
     answer_format: Literal["text", "json"] = "text"  # json: answer requests ask for {"answer": [...]}
@@ -51,12 +51,18 @@ class LLMConfig:
     def resolved_base_url(self) -> str:
         if self.backend == "local":
             return "local:" + str(Path(self.local_model_dir or "").resolve())
+        if self.backend == "reader":
+            from .reader import READER_VERSION
+
+            return "reader:" + READER_VERSION
         url = self.base_url or os.environ.get("OPENAI_BASE_URL")
         return normalize_base_url(url or "https://api.openai.com/v1")
 
     def resolved_model(self) -> str:
         if self.backend == "local":
             return Path(self.local_model_dir or "local").name
+        if self.backend == "reader":
+            return "evidence-reader"
         model = self.model or os.environ.get("BLADE_LLM_MODEL")
         if not model:
             raise BladeError("no LLM model given: pass --llm-model or set BLADE_LLM_MODEL")
@@ -254,7 +260,7 @@ class LLMClient:
     async def acomplete(self, messages: list[dict], response_format: ResponseFormat | None = None) -> str:
         """One completion. `response_format` marks an answer request: in `answer_format="json"` it asks for
         that JSON reply; in text mode it is ignored."""
-        if self.config.backend == "local":
+        if self.config.backend in ("local", "reader"):
             return (await self.acomplete_many([messages], response_formats=[response_format]))[0]
         if response_format is not None and self.config.answer_format == "json":
             return await self._acomplete_structured(messages, response_format)
@@ -287,7 +293,7 @@ class LLMClient:
                              response_formats: list[ResponseFormat | None] | None = None) -> list[str]:
         """Completions in input order; the first failure cancels the rest and is raised.
         `response_formats` (one per request, or None) marks answer requests, as in `acomplete`."""
-        if self.config.backend == "local":
+        if self.config.backend in ("local", "reader"):
             return await self._local_many(self._local_messages(batch, response_formats))
         bar = None
         if desc:
@@ -337,6 +343,10 @@ class LLMClient:
             await state.client.close()
 
     async def _local_many(self, batch: list[list[dict]]) -> list[str]:
+        if self._local is None and self.config.backend == "reader":
+            from .reader import EvidenceReader
+
+            self._local = EvidenceReader()
         if self._local is None:
             from .local import LocalChatBackend
 
