@@ -206,6 +206,7 @@ def _spawn(out: Path, salt: int) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_resumes_to_the_uninterrupted_result(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     reference = _spawn(whole, 0)

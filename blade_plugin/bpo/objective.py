@@ -37,13 +37,15 @@ class KnowledgeObjective:
         # answer_items versions have no such field and raise instead
         errors = [r.id for r in records if getattr(r, "error", None)]
         correct = [bool(r.correct) and not getattr(r, "error", None) for r in records]
+        usage = usage_delta(before, self.client.usage.as_dict())
+        request_s = usage.pop("seconds", None)  # a timing, not a count: kept apart so usage is reproducible
         return TrialResult(
             score=sum(correct) / len(correct) if correct else 0.0,
             details={"correct": [r.id for r in records if r.correct],
                      "knowledge_chars": sum(len(r.knowledge) for r in records),
                      "errors": len(errors), "error_ids": errors},
-            usage=usage_delta(before, self.client.usage.as_dict()),
+            usage=usage,
             timings={"generate_s": round(timings.generate_s, 3), "llm_wait_s": round(timings.llm_wait_s, 3),
-                     "total_s": round(timings.total_s, 3)},
+                     "total_s": round(timings.total_s, 3), "llm_request_s": request_s},
             correct=correct,
         )
