@@ -28,7 +28,7 @@ import torch
 
 from .optimizer import BayesianOptimizer
 from ..errors import BladeError
-from ..io_utils import append_jsonl, atomic_write_json, iter_jsonl
+from ..io_utils import append_jsonl, atomic_write_json, iter_jsonl, read_json
 from ..job_fingerprint import JobFingerprint
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _prepare_out_dir(config: BPORunConfig, fingerprint: JobFingerprint) -> list[
     if trials:
         saved = None
         if config_path.exists():
-            saved = json.loads(config_path.read_text(encoding="utf-8")).get("fingerprint")
+            saved = (read_json(config_path) or {}).get("fingerprint")
         message = fingerprint.mismatch_message(saved, str(out))
         if message:
             raise BladeError(message)
