@@ -215,7 +215,7 @@ def test_sigkill_at_several_points_resumes_to_the_uninterrupted_result(tmp_path)
     # after the baseline; inside the Sobol points; inside a q=2 BO round; during re-scoring
     for salt, kill_at in enumerate((1, 3, 7, 9), start=1):
         proc = _spawn(killed, salt)
-        sigkill_when(proc, lambda: (killed / "trials.jsonl").exists() and len(_trials(killed)) >= kill_at,
+        sigkill_when(proc, lambda k=kill_at: (killed / "trials.jsonl").exists() and len(_trials(killed)) >= k,
                      timeout=600, what=f"run killed at {kill_at}")
         assert kill_at <= len(_trials(killed)) < 12
     final = _spawn(killed, 99)

@@ -75,8 +75,8 @@ def test_mcnemar_hand_computed(b, c, expected):
 
 
 def test_mcnemar_agrees_with_scipy_binomtest_and_the_binomial_sum():
-    for b in range(0, 16):
-        for c in range(0, 16):
+    for b in range(16):
+        for c in range(16):
             p = mcnemar_exact_p(b, c)
             assert p == pytest.approx(_mcnemar_by_hand(b, c), abs=1e-12)
             if b + c:

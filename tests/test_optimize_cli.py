@@ -85,7 +85,7 @@ def test_run_then_killed_run_resumes_to_the_same_files(dev_setup, default_model_
     for kill_at in (2, 7):
         proc = subprocess.Popen([str(BIN / "blade-bpo"), *_args(server, dev_file, out, tmp_path, "--no-cache")],
                                 cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        sigkill_when(proc, lambda: (out / "trials.jsonl").exists() and len(_trials(out)) >= kill_at, timeout=400,
+        sigkill_when(proc, lambda k=kill_at: (out / "trials.jsonl").exists() and len(_trials(out)) >= k, timeout=400,
                      what="optimize")
         assert kill_at <= len(_trials(out)) < 10
     before = _trials(out)

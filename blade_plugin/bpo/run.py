@@ -239,8 +239,9 @@ def _statistics(trials: list[dict], choice: dict | None, seed: int) -> dict:
         selection["expected_optimism"] = round(dev_best["score"] - rescored[dev_best["trial"]]["score"], 4)
         if baseline is not None and base_rescore is not None:
             # gains over the baseline cancel a difference in difficulty between the two question sets
-            selection["optimism_vs_baseline"] = round((dev_best["score"] - baseline["score"])
-                                                      - (rescored[dev_best["trial"]]["score"] - base_rescore["score"]), 4)
+            dev_gain = dev_best["score"] - baseline["score"]
+            rescore_gain = rescored[dev_best["trial"]]["score"] - base_rescore["score"]
+            selection["optimism_vs_baseline"] = round(dev_gain - rescore_gain, 4)
     stats["selection"] = selection
     masks = [_mask(t) for t in search]
     if all(m is not None for m in masks) and masks and len(masks[0]):

@@ -21,8 +21,10 @@ from .common import QA_FORMATS, load_generator, load_prompt_set, prompt_options,
 @click.option("--n-init", type=int, default=5, show_default=True, help="Scrambled Sobol initial points.")
 @click.option("--q", type=int, default=1, show_default=True, help="Proposals per BO round (qLogEI when > 1).")
 @click.option("--iterations", type=int, default=10, show_default=True, help="BO rounds after the initial points.")
-@click.option("--max-evaluations", type=int, default=None, help="Stop after this many search evaluations (the baseline and re-scoring come on top).")
-@click.option("--max-llm-calls", type=int, default=None, help="Stop once this many LLM API calls were made (all of them).")
+@click.option("--max-evaluations", type=int, default=None,
+              help="Stop after this many search evaluations (the baseline and re-scoring come on top).")
+@click.option("--max-llm-calls", type=int, default=None,
+              help="Stop once this many LLM API calls were made (all of them).")
 @click.option("--init", "init_mode", type=click.Choice(["random", "vocab"]), default="random", show_default=True,
               help="Search around the origin (random) or around real token embeddings (vocab).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the projection A and the optimiser.")
