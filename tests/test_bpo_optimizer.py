@@ -2,14 +2,26 @@ from __future__ import annotations
 
 import torch
 
-from blade_plugin.bpo.optimizer import BayesianOptimizer, propose, sobol_points, standardize_scores
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+
+from blade_plugin.bpo.optimizer import BayesianOptimizer, fit_gp, propose, sobol_points
 
 
-def test_standardize_never_divides_by_zero():
-    assert torch.equal(standardize_scores(torch.tensor([0.5, 0.5, 0.5])), torch.zeros(3, dtype=torch.float64))
-    assert torch.equal(standardize_scores(torch.tensor([0.3])), torch.zeros(1, dtype=torch.float64))
-    s = standardize_scores(torch.tensor([0.0, 1.0, 2.0]))
-    assert abs(float(s.mean())) < 1e-9 and abs(float(s.std()) - 1) < 1e-9
+def test_gp_standardises_once_and_predicts_in_score_units():
+    # scores on an offset scale: a second (manual) standardisation, or none, would put the posterior mean
+    # in the wrong units; botorch's Standardize alone maps it back to the scores it was fitted on
+    X = sobol_points(12, 2, seed=0)
+    y = 40.0 + 3.0 * X[:, 0] - 2.0 * X[:, 1]
+    model = fit_gp(X, y)
+    assert type(model.outcome_transform).__name__ == "Standardize"
+    mean = model.posterior(X).mean.squeeze(-1).detach()
+    assert torch.allclose(mean, y, atol=0.15)  # spread of y is 6; a manually standardised y would give ~0
+    train_targets = model.train_targets  # what the GP sees: standardised exactly once
+    assert abs(float(train_targets.mean())) < 1e-6 and abs(float(train_targets.std()) - 1) < 1e-6
 
 
 def test_sobol_points_in_box_deterministic_and_continuable():
@@ -29,13 +41,36 @@ def test_proposals_in_bounds_and_not_repeating_evaluated_points():
     assert (distances[:, : len(X)] > 1e-6).all()
 
 
-def test_flat_objective_keeps_exploring_without_crash():
+def test_flat_objective_keeps_exploring_along_the_sobol_sequence():
+    # all scores equal: nothing to model, so the next points are the Sobol sequence's continuation
     opt = BayesianOptimizer(d=4, n_init=3, seed=0, num_restarts=2, raw_samples=32)
-    for _ in range(6):
+    for _ in range(4):
         for z in opt.ask():
             opt.tell(z, 0.25)
-    assert len(opt.y) >= 6
-    assert len({tuple(x.tolist()) for x in opt.X}) == len(opt.X)
+    assert opt.X.shape == (6, 4)
+    assert torch.equal(opt.X, sobol_points(6, 4, seed=0))
+
+
+def test_proposals_leave_the_global_random_state_alone_and_ignore_it():
+    X = sobol_points(6, 3, seed=0)
+    y = -(X ** 2).sum(-1)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = propose(X, y, q=2, seed=5, num_restarts=2, raw_samples=32)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(17)  # a different global state must not change the proposal
+    assert torch.equal(propose(X, y, q=2, seed=5, num_restarts=2, raw_samples=32), first)
+
+
+def test_no_blanket_warning_suppression():
+    # a warning raised by our own code path during a BO round still reaches the caller's filters
+    X = sobol_points(6, 3, seed=0)
+    y = -(X ** 2).sum(-1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("sentinel", UserWarning)
+        propose(X, y, q=1, seed=0, num_restarts=2, raw_samples=32)
+    assert any(str(w.message) == "sentinel" for w in caught)
 
 
 def test_finds_better_point_than_the_initial_design():
@@ -60,3 +95,32 @@ def test_rebuilding_from_history_gives_the_same_next_proposal():
     again = BayesianOptimizer.from_history([(x.tolist(), float(v)) for x, v in zip(opt.X, opt.y)], d=3, n_init=4,
                                            seed=2, num_restarts=2, raw_samples=32).ask()
     assert torch.allclose(first, again)
+
+
+_CHILD = textwrap.dedent("""
+    import json, sys, torch
+    from blade_plugin.bpo.optimizer import BayesianOptimizer
+    target = torch.tensor([0.3, -0.6, 0.1], dtype=torch.float64)
+    history, stop, noise = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "noise"
+    if noise:  # a resumed process whose global RNG is in another state
+        torch.manual_seed(999); torch.rand(1000)
+    opt = BayesianOptimizer.from_history(history, d=3, n_init=3, q=2, seed=4, num_restarts=2, raw_samples=32)
+    while len(opt.y) < stop:
+        for z in opt.ask()[: stop - len(opt.y)]:
+            opt.tell(z, float(-((z - target) ** 2).sum()))
+    print(json.dumps([[x.tolist(), float(v)] for x, v in zip(opt.X, opt.y)]))
+""")
+
+
+def _child(history: list, stop: int, noise: bool = False) -> list:
+    result = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(history), str(stop), "noise" if noise else "-"],
+                            capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(result.stdout)
+
+
+def test_resumed_process_proposes_exactly_what_one_process_would():
+    whole = _child([], 7)
+    first = _child([], 4)  # stops inside the first q=2 BO round (3 Sobol points + 1 of 2 proposals)
+    resumed = _child(first, 7, noise=True)
+    assert resumed[:4] == first == whole[:4]
+    assert resumed == whole  # bit-identical z and scores, JSON round-trip included

@@ -1,4 +1,4 @@
-"""The BPO run loop with synthetic objectives: artifacts, budgets, resume after a real SIGKILL."""
+"""The BPO run loop with synthetic objectives: baseline, re-scoring, artifacts, budgets, resume after SIGKILL."""
 
 from __future__ import annotations
 
@@ -11,16 +11,30 @@ from pathlib import Path
 import pytest
 import torch
 
-from blade_plugin.bpo.run import BPORunConfig, TrialResult, run_bpo
+from blade_plugin.bpo.run import (TIMING_FIELDS, BPORunConfig, TrialResult, min_detectable_difference, run_bpo,
+                                  select, split_half_optimism)
 from blade_plugin.errors import BladeError
-from blade_plugin.small_lm.soft_prompt import load_soft_prompt
+from blade_plugin.job_fingerprint import JobFingerprint
+from blade_plugin.small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
 from helpers import sigkill_when
 
 TARGET = torch.tensor([0.5, -0.5, 0.25], dtype=torch.float64)
+N_DEV = 20
 
 
-def objective(z):
-    return TrialResult(score=float(1 - ((z - TARGET) ** 2).sum() / 4), usage={"calls": 4}, timings={})
+def quality(z) -> float:
+    """In [0, 1]; the baseline (z=None) sits at 0.5."""
+    return 0.5 if z is None else float(1 - ((torch.as_tensor(z) - TARGET) ** 2).sum() / 12)
+
+
+def objective(z, shift: float = 0.0) -> TrialResult:
+    # question i is answered correctly when the prompt's quality clears its difficulty
+    correct = [quality(z) > (i + 0.5) / N_DEV + shift for i in range(N_DEV)]
+    return TrialResult(score=sum(correct) / N_DEV, usage={"calls": 4}, timings={}, correct=correct)
+
+
+def rescore_objective(z) -> TrialResult:
+    return objective(z, shift=0.1)  # a harder second slice
 
 
 def make_prompt(z):
@@ -37,72 +51,179 @@ def _trials(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines() if line.strip()]
 
 
-def test_short_run_writes_all_artifacts(tmp_path):
+def test_run_writes_baseline_search_rescore_and_consistent_artifacts(tmp_path):
     out = tmp_path / "run"
-    summary = run_bpo(cfg(out), objective, make_prompt, {"base_model": "synthetic"}, progress=False)
+    summary = run_bpo(cfg(out), objective, make_prompt, {"base_model": "synthetic"}, progress=False,
+                      rescore=rescore_objective)
     trials = _trials(out)
-    assert len(trials) == 6 and [t["phase"] for t in trials] == ["init"] * 3 + ["bo"] * 3
-    assert summary.best_score == max(t["score"] for t in trials)
+    assert [t["phase"] for t in trials] == ["baseline"] + ["init"] * 3 + ["bo"] * 3 + ["rescore"] * 4
+    assert [t["trial"] for t in trials] == list(range(11))
+    assert trials[0]["z"] is None and trials[0]["score"] == 0.5
+    search = trials[1:7]
+    top3 = sorted(search, key=lambda t: (-t["score"], t["trial"]))[:3]
+    assert [t["of_trial"] for t in trials[7:]] == [t["trial"] for t in top3] + [0]
+    for t in trials:  # each row carries its per-question correctness and a bootstrap CI around its score
+        assert len(t["correct_mask"]) == N_DEV and t["correct_mask"].count("1") / N_DEV == t["score"]
+        lo, hi = t["ci95"]
+        assert 0 <= lo <= hi <= 1
+        if 0 < t["score"] < 1:
+            assert lo < t["score"] < hi
+
+    rescored = {t["of_trial"]: t["score"] for t in trials[7:]}
+    chosen = max(top3, key=lambda t: (rescored[t["trial"]], t["score"], -t["trial"]))
+    assert summary.best_trial == chosen["trial"] and summary.selection["selected_by"] == "rescore"
+    assert summary.baseline["score"] == 0.5 and summary.baseline["rescore_score"] == rescored[0]
+    assert summary.beat_baseline == (rescored[chosen["trial"]] > rescored[0])
+    dev_best = top3[0]
+    assert summary.selection["expected_optimism"] == round(dev_best["score"] - rescored[dev_best["trial"]], 4)
+    assert summary.n_evaluations == 6 and summary.llm_calls == 4 * 11
+
     saved = json.loads((out / "summary.json").read_text())
-    assert saved["best_score"] == summary.best_score and saved["stop_reason"] == "budget: iterations done"
+    assert saved["status"] == "done" and saved["best_trial"] == chosen["trial"]
+    assert saved["stop_reason"] == "budget: iterations done"
     prompt, meta = load_soft_prompt(out / "soft_prompt.safetensors")
-    assert torch.equal(prompt, make_prompt(torch.tensor(summary.best_z)))
-    assert meta["score"] == summary.best_score and meta["base_model"] == "synthetic" and meta["d"] == 3
+    assert torch.equal(prompt, make_prompt(torch.tensor(chosen["z"])))
+    assert meta["trial"] == chosen["trial"] and meta["z"] == chosen["z"] and meta["base_model"] == "synthetic"
     assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((out / "config.json").read_text())["seed"] == 0
 
 
-def test_budgets_stop_the_run_with_the_right_reason(tmp_path):
+def test_selection_prefers_the_rescored_candidate_over_the_dev_best():
+    def row(trial, phase, score, **kw):
+        return {"trial": trial, "phase": phase, "score": score, "z": [float(trial)], **kw}
+
+    trials = [row(0, "baseline", 0.40), row(1, "init", 0.44), row(2, "init", 0.38), row(3, "bo", 0.42),
+              row(4, "bo", 0.42), row(5, "bo", 0.30)]
+    # before re-scoring: the dev best
+    assert select(trials, 3)["row"]["trial"] == 1
+    trials += [row(6, "rescore", 0.25, of_trial=1), row(7, "rescore", 0.40, of_trial=3),
+               row(8, "rescore", 0.40, of_trial=4), row(9, "rescore", 0.35, of_trial=0)]
+    choice = select(trials, 3)
+    # 3 and 4 tie on re-score and on dev: the earlier one wins; the dev best (a lucky start) is dropped
+    assert choice["row"]["trial"] == 3 and choice["selected_by"] == "rescore"
+    assert [c["trial"] for c in choice["candidates"]] == [1, 3, 4]
+    assert select(trials, 0)["selected_by"] == "dev"
+
+
+def test_noise_figures_against_hand_values():
+    # (z_0.975 + z_0.8) * sqrt(2 * 0.25 / 16) = (1.959964 + 0.841621) * 0.1767767
+    assert min_detectable_difference(0.5, 16) == pytest.approx(0.495259, abs=1e-5)
+    assert min_detectable_difference(0.5, 400) == pytest.approx(0.495259 / 5, abs=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    noise = (torch.rand(20, 40, generator=gen) < 0.5).tolist()  # 20 prompts that are all equally good
+    same = [noise[0]] * 20  # 20 identical prompts: nothing to select
+    assert split_half_optimism(noise, seed=0) > 0.05
+    assert abs(split_half_optimism(same, seed=0)) < 0.02
+
+
+def test_budgets_count_search_trials_and_all_llm_calls(tmp_path):
     s = run_bpo(cfg(tmp_path / "a", max_evaluations=4), objective, make_prompt, {}, progress=False)
     assert s.n_evaluations == 4 and s.stop_reason == "budget: max_evaluations"
+    assert [t["phase"] for t in _trials(tmp_path / "a")] == ["baseline", "init", "init", "init", "bo"]
+    # 4 calls per evaluation: baseline 4, two init trials reach 12 >= 10
     s = run_bpo(cfg(tmp_path / "b", max_llm_calls=10), objective, make_prompt, {}, progress=False)
-    assert s.n_evaluations == 3 and s.llm_calls == 12 and s.stop_reason == "budget: max_llm_calls"
+    assert s.n_evaluations == 2 and s.llm_calls == 12 and s.stop_reason == "budget: max_llm_calls"
 
 
-def test_existing_run_needs_resume_and_matching_settings(tmp_path):
+def test_resume_is_the_default_and_a_changed_job_refuses_with_one_line(tmp_path):
     out = tmp_path / "run"
-    run_bpo(cfg(out, iterations=0), objective, make_prompt, {}, progress=False)
-    with pytest.raises(BladeError, match="pass --resume"):
-        run_bpo(cfg(out, iterations=0), objective, make_prompt, {}, progress=False)
-    with pytest.raises(BladeError, match="seed: saved 0 vs now 1"):
-        run_bpo(cfg(out, seed=1, resume=True), objective, make_prompt, {}, progress=False)
+    fp = JobFingerprint(dev_items="abc", llm={"model": "m1"})
+    run_bpo(cfg(out, iterations=0), objective, make_prompt, {}, progress=False, fingerprint=fp)
+    calls = []
+    again = run_bpo(cfg(out, iterations=0), lambda z: calls.append(z) or objective(z), make_prompt, {},
+                    progress=False, fingerprint=fp)
+    assert calls == [] and again.n_evaluations == 3
+    with pytest.raises(BladeError, match=r"seed changed.*--restart"):
+        run_bpo(cfg(out, seed=1), objective, make_prompt, {}, progress=False, fingerprint=fp)
+    with pytest.raises(BladeError, match=r"\(dev_items, llm changed\)") as err:
+        run_bpo(cfg(out), objective, make_prompt, {}, progress=False,
+                fingerprint=JobFingerprint(dev_items="abd", llm={"model": "m2"}))
+    assert "\n" not in str(err.value)
+    restarted = run_bpo(cfg(out, seed=1, iterations=0, restart=True), objective, make_prompt, {}, progress=False,
+                        fingerprint=fp)
+    assert restarted.n_evaluations == 3 and len(_trials(out)) == 4
+
+
+def test_a_foreign_soft_prompt_in_out_is_never_overwritten(tmp_path):
+    out = tmp_path / "run"
+    save_soft_prompt(out / "soft_prompt.safetensors", torch.ones(2, 12), {"mine": True})
+    before = (out / "soft_prompt.safetensors").read_bytes()
+    for restart in (False, True):
+        with pytest.raises(BladeError, match="choose another --out"):
+            run_bpo(cfg(out, restart=restart), objective, make_prompt, {}, progress=False)
+    assert (out / "soft_prompt.safetensors").read_bytes() == before
+
+
+def _without_timings(trials: list[dict], summary: dict) -> tuple[list[dict], dict]:
+    trials = [{k: v for k, v in t.items() if k not in TIMING_FIELDS["trial"]} for t in trials]
+    summary = {k: v for k, v in summary.items() if k not in TIMING_FIELDS["summary"]}
+    return trials, summary
+
+
+def _final_state(out: Path):
+    prompt, meta = load_soft_prompt(out / "soft_prompt.safetensors")
+    return (*_without_timings(_trials(out), json.loads((out / "summary.json").read_text())), prompt, meta)
+
+
+def test_stale_soft_prompt_and_torn_trial_line_are_repaired_on_resume(tmp_path):
+    out = tmp_path / "run"
+    run_bpo(cfg(out), objective, make_prompt, {}, progress=False, rescore=rescore_objective)
+    reference = _final_state(out)
+    # what a kill leaves: a soft prompt and summary from an earlier best, and half a row being appended
+    save_soft_prompt(out / "soft_prompt.safetensors", make_prompt(torch.zeros(3)), {"trial": 1})
+    (out / "summary.json").write_text('{"status": "running"}')
+    with open(out / "trials.jsonl", "a") as f:
+        f.write('{"trial": 11, "phase": "resc')
+    calls = []
+    run_bpo(cfg(out), lambda z: calls.append(z) or objective(z), make_prompt, {}, progress=False,
+            rescore=rescore_objective)
+    assert calls == []
+    state = _final_state(out)
+    assert state[:2] == reference[:2] and torch.equal(state[2], reference[2]) and state[3] == reference[3]
 
 
 CHILD = """
 import json, sys, time, torch
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from test_bpo_run import cfg, make_prompt, TARGET
-from blade_plugin.bpo.run import TrialResult, run_bpo
-log = Path({log!r})
+from test_bpo_run import cfg, make_prompt, objective, rescore_objective
+from blade_plugin.bpo.run import run_bpo
+torch.manual_seed(int(sys.argv[1]))  # a different global RNG state in every process
+torch.rand(100)
 def slow_objective(z):
-    with open(log, "a") as f:
-        f.write(json.dumps([float(v) for v in z]) + "\\n")
-    time.sleep(0.6)
-    return TrialResult(score=float(1 - ((z - TARGET) ** 2).sum() / 4), usage={{"calls": 1}})
-run_bpo(cfg(Path({out!r}), iterations=4), slow_objective, make_prompt, {{}}, progress=False)
+    time.sleep(0.3)
+    return objective(z)
+def slow_prompt(z):
+    time.sleep(0.4)  # widens the window between appending a trial and rewriting the soft prompt
+    return make_prompt(z)
+run_bpo(cfg(Path({out!r}), iterations=2, q=2), slow_objective, slow_prompt, {{}}, progress=False,
+        rescore=rescore_objective)
 """
 
 
-def test_resume_after_sigkill_reevaluates_nothing(tmp_path):
-    out, log = tmp_path / "run", tmp_path / "calls.jsonl"
-    code = CHILD.format(tests=str(Path(__file__).parent), log=str(log), out=str(out))
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    sigkill_when(proc, lambda: (out / "trials.jsonl").exists() and len(_trials(out)) >= 4, timeout=120)
-    finished = _trials(out)
-    assert 4 <= len(finished) < 7
+def _spawn(out: Path, salt: int) -> subprocess.Popen:
+    code = CHILD.format(tests=str(Path(__file__).parent), out=str(out))
+    return subprocess.Popen([sys.executable, "-c", code, str(salt)], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    calls_after_kill = []
 
-    def recording_objective(z):
-        calls_after_kill.append([float(v) for v in z])
-        return objective(z)
+@pytest.mark.slow
+def test_sigkill_at_several_points_resumes_to_the_uninterrupted_result(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    reference = _spawn(whole, 0)
+    assert reference.wait(timeout=600) == 0, reference.stderr.read().decode()[-3000:]
 
-    summary = run_bpo(cfg(out, iterations=4, resume=True), recording_objective, make_prompt, {}, progress=False)
-    trials = _trials(out)
-    assert summary.n_evaluations == len(trials) == 7
-    done_before = {tuple(t["z"]) for t in finished}
-    assert all(tuple(z) not in done_before for z in calls_after_kill)
-    assert len(calls_after_kill) == 7 - len(finished)
-    assert [t["trial"] for t in trials] == list(range(7))
-    assert summary.best_score == max(t["score"] for t in trials)
+    # after the baseline; inside the Sobol points; inside a q=2 BO round; during re-scoring
+    for salt, kill_at in enumerate((1, 3, 7, 9), start=1):
+        proc = _spawn(killed, salt)
+        sigkill_when(proc, lambda k=kill_at: (killed / "trials.jsonl").exists() and len(_trials(killed)) >= k,
+                     timeout=600, what=f"run killed at {kill_at}")
+        assert kill_at <= len(_trials(killed)) < 12
+    final = _spawn(killed, 99)
+    assert final.wait(timeout=600) == 0, final.stderr.read().decode()[-3000:]
+
+    trials, summary, prompt, meta = _final_state(killed)
+    ref_trials, ref_summary, ref_prompt, ref_meta = _final_state(whole)
+    assert len(trials) == 12 and [t["trial"] for t in trials] == list(range(12))
+    assert trials == ref_trials  # same z, scores, CIs, usage: nothing evaluated twice or differently
+    assert summary == ref_summary
+    assert torch.equal(prompt, ref_prompt) and meta == ref_meta

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from scipy.stats import binom
 
 from blade_plugin.evaluation import compute_metrics
 from blade_plugin.qa.metrics import mcnemar_exact_p
@@ -55,8 +56,11 @@ def test_all_modes_and_metrics_follow_from_predictions(setup, default_model_dir)
     for mode in ("llm", "knowledge", "blade"):
         rows = [p for p in predictions if p["mode"] == mode]
         assert metrics["modes"][mode]["accuracy"] == round(sum(p["correct"] for p in rows) / len(rows), 4)
-        lo, hi = metrics["modes"][mode]["ci95"]
-        assert lo <= metrics["modes"][mode]["accuracy"] <= hi
+        # percentile bootstrap of 0/1 data: a resample's mean is exactly Binomial(n, k/n) / n (within one step)
+        k, n = sum(p["correct"] for p in rows), len(rows)
+        exact = binom(n, k / n)
+        for bound, q in zip(metrics["modes"][mode]["ci95"], (0.025, 0.975)):
+            assert abs(bound - exact.ppf(q) / n) <= 1 / n + 1e-9
     assert metrics == {**compute_metrics(items, predictions, ("llm", "knowledge", "blade"), 500, 0),
                        "seconds": metrics["seconds"], "llm_usage": metrics["llm_usage"], "inputs": metrics["inputs"]}
     paired = metrics["paired"]["blade_vs_llm"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .run import TrialResult
 from ..defaults import GENERATION_BATCH_SIZE
-from ..knowledge_answering import accuracy, answer_items
+from ..knowledge_answering import answer_items
 from ..qa.prompts import PromptSet
 from ..qa.data import QAItem
 
@@ -18,7 +18,7 @@ def usage_delta(before: dict, after: dict) -> dict:
 
 @dataclass
 class KnowledgeObjective:
-    """Callable `z: Tensor[d] -> TrialResult`; the LLM cache makes repeated (question, knowledge) free."""
+    """Callable `z: Tensor[d] | None -> TrialResult`; the LLM cache makes repeated (question, knowledge) free."""
 
     items: list[QAItem]
     prompts: PromptSet
@@ -28,15 +28,24 @@ class KnowledgeObjective:
     batch_size: int = GENERATION_BATCH_SIZE
 
     def __call__(self, z) -> TrialResult:
-        soft_prompt = self.space.to_soft_prompt(z)
+        """Score the soft prompt A z (z: Tensor[d]); z=None scores the small LM without soft tokens (baseline)."""
+        soft_prompt = None if z is None else self.space.to_soft_prompt(z)
         before = self.client.usage.as_dict()
         records, timings = self.client.run(answer_items(self.items, self.prompts, self.client, self.generator,
                                                     soft_prompt, batch_size=self.batch_size))
+        # a request that failed for good marks its record (AnswerRecord.error) and scores it wrong; older
+        # answer_items versions have no such field and raise instead
+        errors = [r.id for r in records if getattr(r, "error", None)]
+        correct = [bool(r.correct) and not getattr(r, "error", None) for r in records]
+        usage = usage_delta(before, self.client.usage.as_dict())
+        request_s = usage.pop("seconds", None)  # a timing, not a count: kept apart so usage is reproducible
         return TrialResult(
-            score=accuracy(records),
+            score=sum(correct) / len(correct) if correct else 0.0,
             details={"correct": [r.id for r in records if r.correct],
-                     "knowledge_chars": sum(len(r.knowledge) for r in records)},
-            usage=usage_delta(before, self.client.usage.as_dict()),
+                     "knowledge_chars": sum(len(r.knowledge) for r in records),
+                     "errors": len(errors), "error_ids": errors},
+            usage=usage,
             timings={"generate_s": round(timings.generate_s, 3), "llm_wait_s": round(timings.llm_wait_s, 3),
-                     "total_s": round(timings.total_s, 3)},
+                     "total_s": round(timings.total_s, 3), "llm_request_s": request_s},
+            correct=correct,
         )

@@ -1,13 +1,13 @@
-"""Bayesian optimisation over z in [-1, 1]^d with botorch: scrambled Sobol start, then a SingleTaskGP on
-standardised scores and (q)LogExpectedImprovement maximised with optimize_acqf.
+"""Bayesian optimisation over z in [-1, 1]^d with botorch: scrambled Sobol start, then a SingleTaskGP
+(Standardize outcome transform) and (q)LogExpectedImprovement maximised with optimize_acqf.
 
-Everything is deterministic given (seed, history), so a resumed run proposes what the original would have.
+Everything is deterministic given (seed, history), also across processes, so a resumed run proposes what
+the original would have: Sobol draws are seeded, and each BO round runs under its own `botorch.manual_seed`.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 
 import torch
 
@@ -28,32 +28,32 @@ def sobol_points(n: int, d: int, seed: int, skip: int = 0) -> torch.Tensor:
     return engine.draw(n, dtype=DTYPE) * 2 - 1
 
 
-def standardize_scores(y: torch.Tensor) -> torch.Tensor:
-    """Tensor[n] -> zero mean, unit variance; all-equal scores give zeros instead of dividing by zero."""
-    y = y.to(DTYPE)
-    if y.numel() < 2:
-        return torch.zeros_like(y)
-    std = y.std()
-    if not torch.isfinite(std) or std < 1e-9:
-        return torch.zeros_like(y)
-    return (y - y.mean()) / std
+def round_seed(seed: int, n_evaluated: int) -> int:
+    """The seed of the BO round that follows `n_evaluated` points: a pure function of (seed, history size),
+    so a run resumed in a new process draws exactly what the uninterrupted run drew."""
+    return (seed * 1_000_003 + n_evaluated) % (2**31 - 1)
 
 
 def fit_gp(X: torch.Tensor, y: torch.Tensor):
-    """SingleTaskGP on X: Tensor[n, d] in [-1, 1] (normalised to the unit cube) and standardised y: Tensor[n]."""
+    """SingleTaskGP on X: Tensor[n, d] in [-1, 1] (normalised to the unit cube) and raw scores y: Tensor[n].
+
+    botorch's `Standardize` outcome transform is the only standardisation (it guards a zero spread itself);
+    the posterior is back in score units.
+    """
+    from botorch.exceptions.errors import ModelFittingError
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.input import Normalize
+    from botorch.models.transforms.outcome import Standardize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    model = SingleTaskGP(X.to(DTYPE), y.to(DTYPE).unsqueeze(-1), input_transform=Normalize(d=X.shape[-1],
-                                                                                        bounds=bounds(X.shape[-1])))
+    model = SingleTaskGP(X.to(DTYPE), y.to(DTYPE).unsqueeze(-1),
+                         input_transform=Normalize(d=X.shape[-1], bounds=bounds(X.shape[-1])),
+                         outcome_transform=Standardize(m=1))
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit_gpytorch_mll(mll)
-    except Exception as err:  # keep optimising with default hyperparameters rather than abort a paid run
+        fit_gpytorch_mll(mll)
+    except ModelFittingError as err:  # keep optimising with default hyperparameters rather than abort a paid run
         logger.warning("GP hyperparameter fit failed (%s); using default hyperparameters", err)
     return model.eval()
 
@@ -72,21 +72,26 @@ def _dedupe(candidates: torch.Tensor, X: torch.Tensor, seed: int, tol: float = 1
 
 def propose(X: torch.Tensor, y: torch.Tensor, q: int = 1, seed: int = 0, num_restarts: int = 10,
             raw_samples: int = 256) -> torch.Tensor:
-    """Tensor[q, d] of next points: maximise LogEI (q=1) or qLogEI (q>1) of a GP fitted to (X, y)."""
+    """Tensor[q, d] of next points: maximise LogEI (q=1) or qLogEI (q>1) of a GP fitted to (X, y).
+
+    Every random draw (the fit's restarts, the raw samples and restarts of optimize_acqf, qLogEI's QMC base
+    samples) happens inside `botorch.manual_seed(round_seed(seed, len(X)))`, which also restores the global
+    RNG afterwards: the proposal depends on (seed, X, y) only, in this process or a resumed one.
+    """
     d = X.shape[-1]
-    y_std = standardize_scores(y)
-    if len(X) < 2 or torch.all(y_std == 0):
+    y = y.to(DTYPE)
+    if len(X) < 2 or float(y.max() - y.min()) == 0.0:
         # Nothing to model yet (or a flat objective): keep exploring along the Sobol sequence.
         return sobol_points(q, d, seed=seed, skip=len(X))
+    from botorch import manual_seed
     from botorch.acquisition import LogExpectedImprovement, qLogExpectedImprovement
     from botorch.optim import optimize_acqf
 
-    model = fit_gp(X, y_std)
-    best_f = y_std.max()
-    acqf = LogExpectedImprovement(model, best_f=best_f) if q == 1 else qLogExpectedImprovement(model, best_f=best_f)
-    torch.manual_seed(seed + len(X))  # optimize_acqf's random restarts: deterministic given the history
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with manual_seed(round_seed(seed, len(X))):
+        model = fit_gp(X, y)
+        best_f = y.max()  # raw units: the outcome transform maps the posterior back to them
+        acqf = (LogExpectedImprovement(model, best_f=best_f) if q == 1
+                else qLogExpectedImprovement(model, best_f=best_f))
         candidates, _ = optimize_acqf(acqf, bounds=bounds(d), q=q, num_restarts=num_restarts,
                                       raw_samples=raw_samples)
     return _dedupe(candidates.detach().reshape(q, d).clamp(-1, 1), X.to(DTYPE), seed)
@@ -114,10 +119,19 @@ class BayesianOptimizer:
         return len(self.X) < self.n_init
 
     def ask(self) -> torch.Tensor:
-        """Tensor[k, d]: the remaining initial Sobol points (k <= n_init), or q GP proposals."""
+        """Tensor[k, d]: the remaining initial Sobol points (k <= n_init), or the rest of the current round of
+        q GP proposals.
+
+        Rounds start at n_init, n_init + q, ...; a history that ends inside a round (a run killed between
+        two evaluations of one q-batch) re-derives that round from the history at its start, so the resumed
+        run evaluates exactly the points the uninterrupted one would have.
+        """
+        n = len(self.X)
         if self.in_init_phase:
-            return sobol_points(self.n_init, self.d, self.seed)[len(self.X):]
-        return propose(self.X, self.y, self.q, self.seed, self.num_restarts, self.raw_samples)
+            return sobol_points(self.n_init, self.d, self.seed)[n:]
+        start = self.n_init + (n - self.n_init) // self.q * self.q
+        batch = propose(self.X[:start], self.y[:start], self.q, self.seed, self.num_restarts, self.raw_samples)
+        return batch[n - start:]
 
     def tell(self, z: torch.Tensor, score: float) -> None:
         self.X = torch.cat([self.X, torch.as_tensor(z, dtype=DTYPE).reshape(1, self.d)])

@@ -22,24 +22,42 @@ from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options
 @click.option("--n-init", type=click.IntRange(min=1), default=5, show_default=True, help="Scrambled Sobol initial points.")
 @click.option("--q", type=click.IntRange(min=1), default=1, show_default=True, help="Proposals per BO round (qLogEI when > 1).")
 @click.option("--iterations", type=click.IntRange(min=0), default=10, show_default=True, help="BO rounds after the initial points.")
-@click.option("--max-evaluations", type=click.IntRange(min=1), default=None, help="Stop after this many objective evaluations.")
-@click.option("--max-llm-calls", type=click.IntRange(min=1), default=None, help="Stop once this many LLM API calls were made.")
+@click.option("--max-evaluations", type=click.IntRange(min=1), default=None,
+              help="Stop after this many search evaluations (the baseline and re-scoring come on top).")
+@click.option("--max-llm-calls", type=click.IntRange(min=1), default=None,
+              help="Stop once this many LLM API calls were made (all of them).")
 @click.option("--init", "init_mode", type=click.Choice(["random", "vocab"]), default="random", show_default=True,
               help="Search around the origin (random) or around real token embeddings (vocab).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds the projection A and the optimiser.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N dev items.")
-@click.option("--resume", is_flag=True, help="Continue a killed run in --out without re-evaluating finished trials.")
+@click.option("--restart", is_flag=True,
+              help="Start over in --out (removes its trials, soft prompt and summary); by default a run resumes.")
+@click.option("--resume", is_flag=True, hidden=True,
+              help="Accepted for one release and ignored: resuming is the default now.")
+@click.option("--rescore-dev", "rescore_path", default=None, type=click.Path(dir_okay=False),
+              help="Second dev set: the top candidates and the baseline are re-scored on it before choosing.")
+@click.option("--holdout", type=click.FloatRange(0.0, 0.8), default=None,
+              help="Without --rescore-dev: the fraction of --dev held out of the search to re-score the top "
+                   "candidates on (default 0.25; 0 chooses on the search scores alone).")
+@click.option("--top-k", type=click.IntRange(1), default=3, show_default=True,
+              help="Search candidates re-scored (plus the baseline) before the soft prompt is chosen.")
 @skip_invalid_option
 @small_model_options
 @prompt_options
 @llm_options
 def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_evaluations, max_llm_calls,
-             init_mode, seed, limit, resume, skip_invalid, small_model, adapter, template, max_new_tokens, batch_size,
-             templates_dir, variant, **llm_kwargs) -> None:
-    """Tune n soft tokens p = A z by Bayesian optimisation so the LLM scores best on the dev set."""
+             init_mode, seed, limit, restart, resume, rescore_path, holdout, top_k, skip_invalid, small_model, adapter, template,
+             max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
+    """Tune n soft tokens p = A z by Bayesian optimisation so the LLM scores best on the dev set.
+
+    Trial 0 is a baseline without soft tokens; the best candidates are re-scored on questions the search
+    did not see before the soft prompt is chosen. Re-running the same command resumes.
+    """
+    import logging
+
     from ..bpo.objective import KnowledgeObjective
     from ..bpo.run import BPORunConfig, run_bpo
-    from ..evaluation import file_digest
+    from ..job_fingerprint import JobFingerprint, digest_file, digest_items, digest_texts, model_identity
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
     from ..output_paths import Output, check_outputs
@@ -49,26 +67,110 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
     out = Path(out_dir)
     check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
                    ("trials.jsonl", "config.json", "soft_prompt.safetensors", "summary.json", "convergence.png")],
-                  [("--dev", dev_path), ("--cache-db", llm_kwargs.get("cache_db"))],
-                  progress=out / "trials.jsonl", resume_hint="re-run the same command with --resume")
+                  [("--dev", dev_path), ("--rescore-dev", rescore_path), ("--cache-db", llm_kwargs.get("cache_db"))],
+                  progress=out / "trials.jsonl", resume_hint="re-run the same command to resume")
+    if resume:
+        logging.getLogger(__name__).warning("--resume is the default now and will be removed; drop it")
     items = load_qa(dev_path, fmt=fmt, limit=limit, skip_invalid=skip_invalid)
+    search_items, rescore_items, rescore_source = split_dev(items, dev_path, rescore_path, holdout, fmt, seed)
     prompts = load_prompt_set(templates_dir, variant)
     generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
     space = SoftPromptSpace.for_generator(generator, n_tokens=n_tokens, d=dim, seed=seed, init=init_mode)
     config = BPORunConfig(out_dir=Path(out_dir), d=dim, n_tokens=n_tokens, n_init=n_init, q=q, iterations=iterations,
-                          max_evaluations=max_evaluations, max_llm_calls=max_llm_calls, seed=seed, resume=resume)
+                          max_evaluations=max_evaluations, max_llm_calls=max_llm_calls, seed=seed, restart=restart,
+                          top_k=top_k)
+    model = generator.model_fingerprint
     metadata = {
-        **generator.model_fingerprint,
+        **model,
         "template": generator.template_name,
         "max_new_tokens": max_new_tokens,
         "init": init_mode,
         "scale": space.scale,
         "dev_file": str(dev_path),
-        "dev_digest": file_digest(dev_path),
+        "dev_digest": digest_file(dev_path),
+        "rescore": rescore_source,
     }
+    used_templates = {name: path.read_text(encoding="utf-8") for name, (_, path) in prompts._templates.items()
+                      if name != "knowledge_generation.j2"}  # BPO never asks for KIT knowledge
     with LLMClient(config_from_options(**llm_kwargs)) as client:
-        objective = KnowledgeObjective(items, prompts, client, generator, space, batch_size=batch_size)
-        summary = run_bpo(config, objective, space.to_soft_prompt, metadata)
+        fingerprint = JobFingerprint(
+            dev_items=digest_items(search_items), rescore_items=digest_items(rescore_items or []),
+            rescore_source=rescore_source, templates=digest_texts(used_templates),
+            small_model=model_identity(model.get("base_model")), adapter=model_identity(model.get("adapter")),
+            chat_template=generator.template_name, max_new_tokens=max_new_tokens, init=init_mode,
+            scale=space.scale, llm=client.identity(),
+            answer_format=getattr(client.config, "answer_format", "text"))
+        objective = KnowledgeObjective(search_items, prompts, client, generator, space, batch_size=batch_size)
+        rescore = (KnowledgeObjective(rescore_items, prompts, client, generator, space, batch_size=batch_size)
+                   if rescore_items else None)
+        summary = run_bpo(config, objective, space.to_soft_prompt, metadata, fingerprint=fingerprint,
+                          rescore=rescore)
+    for line in report_lines(summary, len(search_items), len(rescore_items or []), rescore_source):
+        click.echo(line)
     report_skipped(items, out / "summary.json")
     click.echo(f"best dev accuracy {summary.best_score:.3f} after {summary.n_evaluations} evaluations "
                f"({summary.stop_reason}); soft prompt: {Path(out_dir) / 'soft_prompt.safetensors'}")
+
+
+def split_dev(items: list, dev_path: str, rescore_path: str | None, holdout: float | None, fmt: str, seed: int):
+    """(search items, re-score items or None, a description of the re-score source).
+
+    A held-out split is drawn with a private `random.Random(seed)`: the same seed gives the same split.
+    """
+    import random
+
+    from ..errors import BladeError
+    from ..qa.data import load_qa
+
+    if rescore_path is not None:
+        if holdout:
+            raise BladeError("--holdout and --rescore-dev exclude each other: the second dev set is the hold-out")
+        return items, load_qa(rescore_path, fmt=fmt), f"file:{rescore_path}"
+    fraction = 0.25 if holdout is None else holdout
+    if fraction == 0:
+        return items, None, None
+    n_hold = round(len(items) * fraction)
+    if n_hold < 1 or n_hold >= len(items):
+        raise BladeError(f"--holdout {fraction:g} of {len(items)} dev items in {dev_path} leaves no question to "
+                         "re-score on or to search with; pass --holdout 0, another fraction, or --rescore-dev FILE")
+    held = set(random.Random(seed).sample(range(len(items)), n_hold))
+    return ([it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held],
+            f"holdout:{fraction:g}")
+
+
+def report_lines(summary, n_search: int, n_rescore: int, rescore_source: str | None) -> list[str]:
+    """What the user needs to judge the result: baseline, choice, optimism and a small-dev warning."""
+    lines = []
+    base = summary.baseline
+    if base is not None:
+        ci = base.get("ci95") or []
+        lines.append(f"baseline (no soft prompt): dev {base['score']:.3f}"
+                     + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                     + (f", re-scored {base['rescore_score']:.3f}" if base.get("rescore_score") is not None else ""))
+    sel = summary.selection
+    chosen = next((c for c in sel.get("candidates", []) if c["trial"] == sel.get("chosen_trial")), None)
+    if chosen is not None:
+        text = f"chosen soft prompt: trial {chosen['trial']}, dev {chosen['dev_score']:.3f} on {n_search} questions"
+        if chosen.get("rescore_score") is not None:
+            text += f", re-scored {chosen['rescore_score']:.3f} on {n_rescore} other questions ({rescore_source})"
+        lines.append(text)
+    if summary.beat_baseline is not None:
+        cmp = summary.baseline_comparison or {}
+        detail = (f" ({cmp['on']}: {cmp['accuracy_diff']:+.3f}, {cmp['wins']} won / {cmp['losses']} lost, "
+                  f"McNemar p={cmp['mcnemar_p']:.3g})") if cmp else ""
+        lines.append(f"BPO beat the baseline: {'yes' if summary.beat_baseline else 'no'}{detail}")
+    if sel.get("expected_optimism") is not None:
+        lines.append(f"expected optimism (dev-best score minus its re-score): {sel['expected_optimism']:+.3f}"
+                     + (f"; relative to the baseline {sel['optimism_vs_baseline']:+.3f}"
+                        if sel.get("optimism_vs_baseline") is not None else ""))
+    noise = summary.noise
+    if noise.get("split_half_optimism") is not None:
+        lines.append(f"expected optimism of best-of-{summary.n_evaluations} on the dev set (split halves): "
+                     f"{noise['split_half_optimism']:+.3f}")
+    if noise.get("dev_too_small"):
+        lines.append(f"warning: {noise['n_dev']} dev questions cannot tell soft prompts apart: a difference needs "
+                     f"about {noise['min_detectable_difference']:.3f} accuracy, trial scores span only "
+                     f"{noise['trial_score_spread']:.3f}; use a larger --dev")
+    if summary.errors:
+        lines.append(f"warning: {summary.errors} answers failed with an LLM error (scored wrong; see trials.jsonl)")
+    return lines

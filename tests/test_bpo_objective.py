@@ -1,0 +1,58 @@
+"""KnowledgeObjective's bookkeeping: per-item LLM errors counted and scored wrong, with or without the field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from blade_plugin.bpo.objective import KnowledgeObjective
+from blade_plugin.knowledge_answering import AnswerRecord, AnswerTimings
+
+
+@dataclass
+class _Usage:
+    calls: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"calls": self.calls, "seconds": self.seconds}
+
+
+class _RecordedClient:
+    """Returns recorded answers instead of running the coroutine: the seam between BPO and answer_items."""
+
+    def __init__(self, records):
+        self.records, self.usage = records, _Usage()
+
+    def run(self, coro):
+        coro.close()  # never started: no model, no HTTP
+        self.usage.calls += len(self.records)
+        self.usage.seconds += 1.25
+        return self.records, AnswerTimings(generate_s=0.5, llm_wait_s=0.1, total_s=0.7)
+
+
+class _Space:
+    def to_soft_prompt(self, z):
+        return torch.zeros(1, 4)
+
+
+def _objective(records):
+    return KnowledgeObjective(items=[], prompts=None, client=_RecordedClient(records), generator=None, space=_Space())
+
+
+def test_errors_are_counted_and_scored_wrong():
+    records = [AnswerRecord("q1", "k", "Answer: A", ["A"], True), AnswerRecord("q2", "k", "", None, False),
+               AnswerRecord("q3", "k", "Answer: B", ["B"], True)]
+    records[1].error = "400: prompt too long"  # the field helper B adds to AnswerRecord
+    result = _objective(records)(torch.zeros(3))
+    assert result.details["errors"] == 1 and result.details["error_ids"] == ["q2"]
+    assert result.correct == [True, False, True] and result.score == 2 / 3
+    # request latency is a timing, not part of the reproducible usage counts
+    assert result.usage == {"calls": 3} and result.timings["llm_request_s"] == 1.25
+
+
+def test_records_without_an_error_field_still_work_and_baseline_has_no_soft_prompt():
+    records = [AnswerRecord("q1", "k", "Answer: A", ["A"], False), AnswerRecord("q2", "k", "Answer: C", ["C"], True)]
+    result = _objective(records)(None)
+    assert result.details["errors"] == 0 and result.correct == [False, True] and result.score == 0.5
