@@ -124,11 +124,11 @@ def test_cache_keys_include_the_answer_format(items, prompts, tmp_path):
 
 def test_free_text_items_get_a_string_schema(prompts, tmp_path):
     item = QAItem("f1", "What is the capital of France?", None, "Paris", {})
-    with StubOpenAIServer(lambda m, b: '{"answer": "Paris"}') as server:
-        with LLMClient(llm_config(server, tmp_path, answer_format="json")) as client:
-            from blade_plugin.knowledge_answering import answer_items
+    from blade_plugin.knowledge_answering import answer_items
 
-            records, _ = client.run(answer_items([item], prompts, client))
+    with StubOpenAIServer(lambda m, b: '{"answer": "Paris"}') as server, \
+            LLMClient(llm_config(server, tmp_path, answer_format="json")) as client:
+        records, _ = client.run(answer_items([item], prompts, client))
     assert records[0].correct and records[0].parsed == "Paris"
     assert server.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["answer"] == {"type": "string"}
 
@@ -147,8 +147,8 @@ def test_option_reaches_the_config_and_the_wire(tmp_path):
                                answer_format="json").answer_format == "json"
     with StubOpenAIServer(lambda m, b: '{"answer": ["C"]}' if "response_format" in b else "Answer: A",
                           reject_response_format=False) as server:
-        result = run_cli(["blade-bpo", "answer", "--no-knowledge", "--question", "Which vitamin does warfarin "
-                          "antagonise?", "--option", "A=B12", "--option", "B=C", "--option", "C=K",
+        result = run_cli(["blade-bpo", "answer", "--no-knowledge", "--question",
+                          "Which vitamin does warfarin antagonise?", "--option", "A=B12", "--option", "B=C", "--option", "C=K",
                           "--answer-format", "json", "--llm-base-url", server.base_url, "--llm-model", "stub",
                           "--cache-db", str(tmp_path / "cache.sqlite3")], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
