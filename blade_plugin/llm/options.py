@@ -36,7 +36,8 @@ def llm_options(func):
                      help=f"LLM completion limit (default: {OPENAI_MAX_TOKENS}; {LOCAL_MAX_TOKENS} for the "
                           "local backend)."),
         click.option("--max-retries", type=int, default=5, show_default=True,
-                     help="Retries on 429/5xx/timeouts (exponential backoff) before failing."),
+                     help="Retries of a request on 408/409/429/5xx/timeouts (the openai SDK's backoff; it honours "
+                          "retry-after) before that item is marked as an error."),
         click.option("--cache-db", type=click.Path(dir_okay=False), default=None,
                      help="SQLite response cache (default: $BLADE_CACHE_DB or ~/.cache/blade-plugin/llm_cache.sqlite3)."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache."),
