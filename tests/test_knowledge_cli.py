@@ -56,24 +56,28 @@ def test_failure_keeps_progress_and_rerun_resumes_without_reasking(train_items, 
     oracle = QAOracle(train_items, prompts)
     train_file = _write(train_items, tmp_path / "train.jsonl")
     with StubOpenAIServer(oracle) as server:
-        first = _knowledge(server, tmp_path, train_file, "--chunk-size", "4", "--no-cache")
+        first = _knowledge(server, tmp_path, train_file, "--no-cache")
         assert first.returncode == 0
         progress = tmp_path / "ws" / "kit.jsonl.progress.jsonl"
-        # drop the last chunk from the progress file, as if the run had died there, then make the LLM fail
+        # keep 4 finished items, as if the run had died there, then make the LLM fail for good
         lines = progress.read_text().splitlines()
         progress.write_text("\n".join(lines[:5]) + "\n")  # header + 4 items
+        kept_ids = {json.loads(line)["id"] for line in lines[1:5]}
         server.reset_stats()
         server.fail_always(500)
-        failed = _knowledge(server, tmp_path, train_file, "--chunk-size", "4", "--no-cache")
+        failed = _knowledge(server, tmp_path, train_file, "--no-cache", "--max-errors", "1")
         assert failed.returncode == 1
         error = failed.stderr.strip().splitlines()[-1]
-        assert "failed after 3 attempts" in error and "4 of 8 items are saved" in error and "re-run" in error
-        assert len(progress.read_text().splitlines()) == 5  # nothing lost
+        assert "2 of 8 items failed, more than --max-errors 1" in error and "failed after 3 attempts" in error
+        assert "4 of 8 items are saved" in error and "re-run" in error
+        rows = [json.loads(line) for line in progress.read_text().splitlines()[1:]]
+        assert {r["id"] for r in rows if not r.get("error")} == kept_ids  # nothing lost
+        assert sum(1 for r in rows if r.get("error")) >= 2 and all("HTTP 500" in r["error"] for r in rows if r.get("error"))
         server.fail_always(None)
         server.reset_stats()
-        resumed = _knowledge(server, tmp_path, train_file, "--chunk-size", "4", "--no-cache")
+        resumed = _knowledge(server, tmp_path, train_file, "--no-cache")
         assert resumed.returncode == 0, resumed.stderr[-2000:]
-        assert server.request_count == 2 * 4  # only the 4 unfinished items were asked
+        assert server.request_count == 2 * 4  # only the 4 unfinished items were asked (the 2 errors retried)
     assert "kept 8 / 8" in resumed.stdout
 
 

@@ -122,6 +122,7 @@ class LLMClient:
         self.usage = Usage()
         self._state: _LoopState | None = None
         self._local = None
+        self._local_queues: dict = {}  # event loop -> [(messages, Future)] waiting for the next local batch
 
     # --- identity and lifecycle -------------------------------------------------------------------
     def identity(self) -> dict:
@@ -242,7 +243,7 @@ class LLMClient:
     # --- public API -------------------------------------------------------------------------------
     async def acomplete(self, messages: list[dict]) -> str:
         if self.config.backend == "local":
-            return (await self.acomplete_many([messages]))[0]
+            return await self._local_one(messages)
         key = self._key(messages)
         hit = self._cached(key)
         if hit is not None:
@@ -315,6 +316,34 @@ class LLMClient:
         if state is not None and state.loop is asyncio.get_running_loop():
             self._state = None
             await state.client.close()
+
+    async def _local_one(self, messages: list[dict]) -> str:
+        """One local completion, batched with every other request made in the same event-loop tick, so
+        per-item pipelines (KIT, evaluation) still feed the local model whole batches."""
+        loop = asyncio.get_running_loop()
+        queue = self._local_queues.get(loop)
+        if queue is None:
+            queue = self._local_queues[loop] = []
+        future = loop.create_future()
+        queue.append((messages, future))
+        if len(queue) == 1:  # the first request of a tick schedules the batch that serves them all
+            loop.call_soon(lambda: asyncio.ensure_future(self._local_flush(loop)))
+        return await future
+
+    async def _local_flush(self, loop) -> None:
+        batch = self._local_queues.pop(loop, [])
+        if not batch:
+            return
+        try:
+            texts = await self._local_many([messages for messages, _ in batch])
+        except BaseException as err:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(err)
+            return  # the waiters re-raise it
+        for (_, future), text in zip(batch, texts):
+            if not future.done():
+                future.set_result(text)
 
     async def _local_many(self, batch: list[list[dict]]) -> list[str]:
         if self._local is None:
