@@ -114,11 +114,15 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False
     path = Path(path)
     if not path.is_file():
         raise BladeInputError(path, "file not found")
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
+    if tolerate_truncated_tail:
+        data = path.read_bytes()
+        # drop the torn tail as bytes: it may end inside a multi-byte UTF-8 character
+        data = data[:data.rfind(b"\n") + 1]
+        lines = [line + "\n" for line in data.decode("utf-8").split("\n")[:-1]]  # not splitlines(): U+2028
+    else:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
     for number, line in enumerate(lines, start=1):
-        if tolerate_truncated_tail and number == len(lines) and not line.endswith("\n"):
-            return
         if not line.strip():
             continue
         try:
