@@ -109,7 +109,12 @@ def run_evaluation(
                     raise LLMError(f"{err} -- {saved} finished predictions are saved in {progress_path}; "
                                    "re-run the same command to resume") from err
 
-    client.run(run_all())
+    try:
+        client.run(run_all())
+    except KeyboardInterrupt:
+        logger.warning("Interrupted: %d finished predictions are saved in %s; re-run the same command to resume",
+                       sum(1 for row in done.values() if not row.get("error")), progress_path)
+        raise
 
     predictions = [done[(mode, item.id)] for mode in config.modes for item in items]
     atomic_write_jsonl(out / "predictions.jsonl", [{k: v for k, v in row.items() if k != "type"}

@@ -86,16 +86,18 @@ def truncate_torn_tail(path: str | os.PathLike) -> int:
     return size - keep
 
 
-def append_jsonl(path: str | os.PathLike, row: dict, *, fsync: bool = True) -> None:
+def append_jsonl(path: str | os.PathLike, row: dict, *, fsync: bool = True, check_tail: bool = True) -> None:
     """Append one row, after cutting a torn last line, so a killed run keeps every finished row intact.
 
     The row goes out in one write() of a complete line: a SIGKILL leaves either the whole line or a torn
     tail that the next append (or `iter_jsonl(..., tolerate_truncated_tail=True)`) drops. `fsync` also
-    protects against an OS crash or power loss.
+    protects against an OS crash or power loss. `check_tail=False` is for a writer that already cleaned
+    the tail and has appended only whole lines since.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    truncate_torn_tail(path)
+    if check_tail:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        truncate_torn_tail(path)
     data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
     with open(path, "ab") as f:
         f.write(data)

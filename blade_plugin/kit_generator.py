@@ -132,6 +132,11 @@ def generate_kit_data(
 
     try:
         client.run(run_all())
+    except KeyboardInterrupt:
+        saved = sum(1 for row in done.values() if not row.get("error"))
+        logger.warning("Interrupted: %d of %d items are saved in %s; re-run the same command to resume",
+                       saved, len(items), progress_path)
+        raise
     finally:
         bar.close()
 
