@@ -336,7 +336,7 @@ class LLMClient:
             return
         try:
             texts = await self._local_many([messages for messages, _ in batch])
-        except BaseException as err:
+        except BaseException as err:  # noqa: BLE001 - handed to every waiter, which re-raises it
             for _, future in batch:
                 if not future.done():
                     future.set_exception(err)
