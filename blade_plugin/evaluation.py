@@ -1,10 +1,15 @@
 """`blade-bpo evaluate`: LLM alone vs. LLM + small-LM knowledge vs. LLM + knowledge under the BPO soft
-prompt, on the same test items, with resumable per-chunk progress and paired statistics."""
+prompt, on the same test items, with paired statistics.
+
+Progress is saved per prediction as it arrives (`predictions.progress.jsonl`, any order); a resume skips
+finished predictions, retries failed ones, and refuses progress made from other inputs (items, templates,
+small model, adapter, soft prompt, LLM) with one line naming them. A failed LLM request marks its prediction
+as an error (scored wrong, listed in the report); only more than `max_errors` per mode stop the run.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,7 +20,8 @@ from .progress_bar import tqdm
 from .defaults import GENERATION_BATCH_SIZE
 from .errors import LLMError
 from .io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from .knowledge_answering import answer_items
+from .job_fingerprint import JobFingerprint, digest_items, llm_parts, template_parts
+from .knowledge_answering import answer_items, resolve_max_errors
 from .qa.knowledge_support import support_summary
 from .qa.metrics import accuracy_summary, paired_comparison
 from .progress_log import ProgressLog
@@ -38,6 +44,7 @@ class EvalConfig:
     seed: int = 0
     restart: bool = False
     fingerprint_extra: dict = field(default_factory=dict)  # small model, adapter, soft prompt digest, ...
+    max_errors: int | float | None = None  # per mode; see knowledge_answering.resolve_max_errors
 
 
 def file_digest(path: str | Path | None) -> str | None:
@@ -46,13 +53,18 @@ def file_digest(path: str | Path | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def _fingerprint(items: list[QAItem], prompts: PromptSet, config: EvalConfig, llm_identity: dict) -> str:
-    h = hashlib.sha256()
-    for item in items:
-        h.update(json.dumps([item.id, item.question, item.answer], ensure_ascii=False, default=list).encode())
-    h.update(json.dumps(prompts.answer(items[0], "K") if items else [], ensure_ascii=False).encode())
-    h.update(json.dumps([config.fingerprint_extra, llm_identity], sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
+# Templates a prediction depends on: the small LM's query and the LLM's answer prompt (+ system message).
+EVAL_TEMPLATES = ("answer.j2", "small_model_query.j2", "system.j2")
+
+
+def job_fingerprint(items: list[QAItem], prompts: PromptSet, config: EvalConfig, llm_identity: dict) -> JobFingerprint:
+    """Everything a prediction depends on, as named parts; `config.fingerprint_extra` adds one part per key
+    (small model, adapter, soft prompt, ...)."""
+    fingerprint = JobFingerprint(items=digest_items(items), **template_parts(prompts, EVAL_TEMPLATES),
+                                 **llm_parts(llm_identity))
+    for name, value in config.fingerprint_extra.items():
+        fingerprint.add(name.replace("_", " "), value)
+    return fingerprint
 
 
 def run_evaluation(
@@ -67,39 +79,43 @@ def run_evaluation(
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     progress_path = out / "predictions.progress.jsonl"
-    log = ProgressLog(progress_path, _fingerprint(items, prompts, config, client.identity()),
-                      "its inputs (test set, model, soft prompt, templates or LLM) differ: "
-                      "use a new --out or pass --restart", restart=config.restart)
+    log = ProgressLog(progress_path, job_fingerprint(items, prompts, config, client.identity()), restart=config.restart)
     done = log.load(key=lambda row: (row["mode"], row["id"]))
+    finished = {key for key, row in done.items() if not row.get("error")}
     if done:
-        logger.info("Resuming evaluation: %d predictions already saved in %s", len(done), progress_path)
+        logger.info("Resuming evaluation: %d predictions already saved in %s%s", len(finished), progress_path,
+                    f"; retrying {len(done) - len(finished)} that failed" if len(done) > len(finished) else "")
+    max_errors = resolve_max_errors(config.max_errors, len(items))
 
     started = time.perf_counter()
 
-    async def run_mode(mode: str, bar) -> None:
-        todo = [item for item in items if (mode, item.id) not in done]
-        mode_generator = None if mode == "llm" else generator
-        mode_prompt = soft_prompt if mode == "blade" else None
-        for start in range(0, len(todo), config.chunk_size):
-            chunk = todo[start:start + config.chunk_size]
-            try:
-                records, _ = await answer_items(chunk, prompts, client, mode_generator, mode_prompt,
-                                                batch_size=config.batch_size, progress=bar)
-            except LLMError as err:
-                raise LLMError(f"{err} -- finished predictions are saved in {progress_path}; "
-                               "re-run the same command to resume") from err
-            for record in records:
-                row = {"type": "prediction", "mode": mode, **record.as_dict()}
-                log.append(row)
-                done[(mode, record.id)] = row
+    def save(mode: str):
+        def on_record(record) -> None:
+            row = {"type": "prediction", "mode": mode, **record.as_dict()}
+            log.append(row)
+            done[(mode, record.id)] = row
+        return on_record
 
     async def run_all() -> None:
         for mode in config.modes:
-            remaining = sum(1 for item in items if (mode, item.id) not in done)
-            with tqdm(total=len(items), initial=len(items) - remaining, desc=f"evaluate [{mode}]", unit="q") as bar:
-                await run_mode(mode, bar)
+            todo = [item for item in items if (mode, item.id) not in finished]
+            with tqdm(total=len(items), initial=len(items) - len(todo), desc=f"evaluate [{mode}]", unit="q",
+                      disable=None) as bar:
+                try:
+                    await answer_items(todo, prompts, client, None if mode == "llm" else generator,
+                                       soft_prompt if mode == "blade" else None, batch_size=config.batch_size,
+                                       progress=bar, max_errors=max_errors, on_record=save(mode))
+                except LLMError as err:
+                    saved = sum(1 for row in done.values() if not row.get("error"))
+                    raise LLMError(f"{err} -- {saved} finished predictions are saved in {progress_path}; "
+                                   "re-run the same command to resume") from err
 
-    client.run(run_all())
+    try:
+        client.run(run_all())
+    except KeyboardInterrupt:
+        logger.warning("Interrupted: %d finished predictions are saved in %s; re-run the same command to resume",
+                       sum(1 for row in done.values() if not row.get("error")), progress_path)
+        raise
 
     predictions = [done[(mode, item.id)] for mode in config.modes for item in items]
     atomic_write_jsonl(out / "predictions.jsonl", [{k: v for k, v in row.items() if k != "type"}
@@ -134,6 +150,7 @@ def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resam
                                          n_resamples, seed)
                 for t in types
             }
+        summary["errors"] = sum(1 for r in rows if r.get("error"))
         f1s = [r.get("f1") for r in rows if r.get("f1") is not None]
         if f1s:
             summary["mean_f1"] = round(sum(f1s) / len(f1s), 4)
@@ -146,6 +163,8 @@ def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resam
             if mode != "llm":
                 mode_correct = [by_key[(mode, item.id)]["correct"] for item in items]
                 metrics["paired"][f"{mode}_vs_llm"] = paired_comparison(mode_correct, llm_correct, n_resamples, seed)
+    metrics["errors"] = [{"mode": mode, "id": item.id, "error": by_key[(mode, item.id)]["error"]}
+                         for mode in modes for item in items if by_key[(mode, item.id)].get("error")]
     return metrics
 
 
@@ -171,8 +190,17 @@ def render_report(metrics: dict) -> str:
         for name, p in metrics["paired"].items():
             lines.append(f"| {name} | {p['accuracy_diff']:+.3f} | [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] | "
                          f"{p['wins']} / {p['losses']} | {p['mcnemar_p']:.3g} |")
+    failed = metrics.get("errors") or []
+    if failed:
+        lines += ["", f"## Errors ({len(failed)} predictions scored wrong: the LLM request failed after retries)", "",
+                  "| mode | id | error |", "|---|---|---|"]
+        for row in failed:
+            lines.append(f"| {row['mode']} | {row['id']} | {' '.join(str(row['error']).split()).replace('|', '/')} |")
     usage = metrics.get("llm_usage") or {}
     if usage:
         lines += ["", f"LLM usage: {usage.get('calls', 0)} calls, {usage.get('cache_hits', 0)} cache hits, "
-                      f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion tokens."]
+                      f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion tokens, "
+                      f"{usage.get('retries', 0)} retries, {usage.get('failures', 0)} failed requests, "
+                      f"{usage.get('truncated', 0)} truncated, {usage.get('filtered', 0)} filtered, "
+                      f"{usage.get('empty', 0)} empty."]
     return "\n".join(lines) + "\n"

@@ -122,35 +122,85 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one row and fsync, so a killed run keeps every finished row (used for progress logs)."""
+def truncate_torn_tail(path: str | os.PathLike) -> int:
+    """Cut a last line that lacks its "\\n" (a process killed mid-append left it); return the bytes cut.
+
+    Without this the next append would glue a new row onto the torn bytes: the first resume would lose
+    that row silently and the second would fail on invalid JSON.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        # scan back block by block for the last complete line's end
+        end, block = size, 1 << 16
+        keep = 0
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            chunk = f.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())
+    return size - keep
+
+
+def append_jsonl(path: str | os.PathLike, row: dict, *, fsync: bool = True, check_tail: bool = True) -> None:
+    """Append one row, after cutting a torn last line, so a killed run keeps every finished row intact.
+
+    The row goes out in one write() of a complete line: a SIGKILL leaves either the whole line or a torn
+    tail that the next append (or `iter_jsonl(..., tolerate_truncated_tail=True)`) drops. `fsync` also
+    protects against an OS crash or power loss. `check_tail=False` is for a writer that already cleaned
+    the tail and has appended only whole lines since.
+    """
+    path = Path(path)
+    if check_tail:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        truncate_torn_tail(path)
+    data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
 
 
 def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield (line_number, object) for each non-blank line; bad JSON raises BladeInputError with file:line.
 
     `tolerate_truncated_tail` is for our own append-only progress files: a process killed mid-append can
-    leave one partial last line, which is dropped instead of failing the resume.
+    leave one partial last line (no "\\n", as every finished row ends with one), which is dropped instead
+    of failing the resume, even when its bytes happen to parse.
     """
     path = Path(path)
     if not path.is_file():
         raise BladeInputError(path, "file not found")
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
+    if tolerate_truncated_tail:
+        data = path.read_bytes()
+        # drop the torn tail as bytes: it may end inside a multi-byte UTF-8 character
+        data = data[:data.rfind(b"\n") + 1]
+        lines = [line + "\n" for line in data.decode("utf-8").split("\n")[:-1]]  # not splitlines(): U+2028
+    else:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as err:
-            if tolerate_truncated_tail and number == len(lines) and not line.endswith("\n"):
-                return
             raise BladeInputError(path, f"invalid JSON ({err.msg} at column {err.colno})", line=number) from None
         if not isinstance(obj, dict):
             raise BladeInputError(path, f"expected a JSON object, got {type(obj).__name__}", line=number)

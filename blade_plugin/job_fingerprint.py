@@ -107,3 +107,17 @@ class JobFingerprint:
             return None
         return (f"{where}: saved progress belongs to a different job ({', '.join(changed)} changed); "
                 f"re-run with the original inputs to resume, or add {restart_hint} to start over")
+
+
+def template_parts(prompts: Any, names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """{"template <file>": digest of its source} for a PromptSet's templates (all, or those in `names`)."""
+    return {f"template {name}": digest_texts({name: source})
+            for name, source in prompts.template_sources(names).items()}
+
+
+def llm_parts(identity: dict) -> dict[str, Any]:
+    """An LLM client's identity split into "llm endpoint", "llm model" and "llm sampling" parts (sampling:
+    every other key, e.g. temperature, max_tokens, top_p, response format), so a mismatch names which one."""
+    rest = {k: v for k, v in identity.items() if k not in ("backend", "base_url", "model")}
+    return {"llm endpoint": [identity.get("backend"), identity.get("base_url")], "llm model": identity.get("model"),
+            "llm sampling": rest}

@@ -1,14 +1,17 @@
 """KIT data: the black-box LLM writes question-oriented knowledge from (question, gold answer), and a
 consistency filter keeps only knowledge that lets the LLM answer correctly without seeing the gold.
 
-Progress is a ProgressLog beside the output, one row per finished item, so a crash or Ctrl-C loses at
-most the chunk in flight and a re-run asks the LLM nothing it already answered.
+A bounded streaming pipeline: each item chains its knowledge request and its answer request, and up to
+twice the client's concurrency items are in flight at once, so the endpoint always has work queued (no
+chunk waits for its slowest request). Each item is appended to a ProgressLog beside the output as it
+finishes (any order), so a crash or Ctrl-C loses only the items in flight and a re-run asks the LLM nothing
+it already answered. An item whose request fails after the client's retries is recorded as an error (not
+kept) instead of cancelling the others; more than `max_errors` failed items stop the run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,22 +22,29 @@ from .progress_bar import tqdm
 from .qa.answers import answer_response_format, score_answer
 from .errors import LLMError
 from .io_utils import atomic_write_json, atomic_write_jsonl
+from .job_fingerprint import JobFingerprint, digest_items, llm_parts, template_parts
+from .knowledge_answering import ErrorBudget, resolve_max_errors
 from .progress_log import ProgressLog
 from .qa.prompts import PromptSet
 from .qa.data import QAItem
 
 logger = logging.getLogger(__name__)
 
+# Templates a KIT row depends on (small_model_query.j2 only shapes the final file, re-rendered every run).
+KIT_TEMPLATES = ("knowledge_generation.j2", "answer.j2", "system.j2")
+
 
 @dataclass
 class KitStats:
     total: int = 0
     kept: int = 0
-    dropped: int = 0
+    dropped: int = 0  # knowledge that led to a wrong answer (errors not included)
     unparseable: int = 0  # consistency-check replies with no readable answer (their knowledge is dropped)
+    errors: int = 0  # items whose LLM request failed after retries (not kept)
     resumed: int = 0  # items found finished in the progress file
     seconds: float = 0.0
     usage: dict = field(default_factory=dict)
+    failed: list = field(default_factory=list)  # [{"id", "error"}] for each error
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -44,27 +54,25 @@ def progress_path_for(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".progress.jsonl")
 
 
-def run_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict) -> str:
-    """Identifies what a progress file was made from, so a resume never mixes two different jobs."""
-    h = hashlib.sha256()
-    for item in items:
-        h.update(json.dumps([item.id, item.question], ensure_ascii=False).encode())
-    h.update(json.dumps(prompts.knowledge_generation(items[0]) if items else [], ensure_ascii=False).encode())
-    h.update(json.dumps(llm_identity, sort_keys=True).encode())
-    return h.hexdigest()[:16]
+def job_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict) -> JobFingerprint:
+    """What a KIT progress row depends on: every field of every item, the templates, the LLM."""
+    return JobFingerprint(items=digest_items(items), **template_parts(prompts, KIT_TEMPLATES),
+                          **llm_parts(llm_identity))
 
 
-async def _process_chunk(chunk: list[QAItem], prompts: PromptSet, client) -> list[dict]:
-    knowledge = await client.acomplete_many([prompts.knowledge_generation(item) for item in chunk])
-    answers = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)],
-                                          response_formats=[answer_response_format(item.options) for item in chunk])
-    rows = []
-    for item, k, raw in zip(chunk, knowledge, answers):
-        score = score_answer(item, raw)
-        parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
-        rows.append({"type": "item", "id": item.id, "knowledge": k.strip(), "llm_answer": raw,
-                     "parsed": parsed, "unparseable": score.unparseable, "kept": bool(score.correct and k.strip())})
-    return rows
+async def kit_item(item: QAItem, prompts: PromptSet, client) -> dict:
+    """One item's progress row: knowledge from (question, gold), then the LLM answering with it."""
+    knowledge = ""
+    try:
+        knowledge = (await client.acomplete(prompts.knowledge_generation(item))).strip()
+        raw = await client.acomplete(prompts.answer(item, knowledge), answer_response_format(item.options))
+    except LLMError as err:
+        return {"type": "item", "id": item.id, "knowledge": knowledge, "llm_answer": "", "parsed": None,
+                "kept": False, "error": str(err)}
+    score = score_answer(item, raw)
+    parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
+    return {"type": "item", "id": item.id, "knowledge": knowledge, "llm_answer": raw, "parsed": parsed,
+            "unparseable": score.unparseable, "kept": bool(score.correct and knowledge)}
 
 
 def generate_kit_data(
@@ -72,42 +80,64 @@ def generate_kit_data(
     prompts: PromptSet,
     client,
     out_path: Path,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     restart: bool = False,
     progress_bar: bool = True,
+    max_errors: int | float | None = None,
 ) -> KitStats:
-    """Write alpaca rows (instruction = small-model query, output = kept knowledge) to `out_path`."""
+    """Write alpaca rows (instruction = small-model query, output = kept knowledge) to `out_path`.
+
+    `chunk_size` is accepted for old callers and ignored: progress is saved per item.
+    """
     started = time.perf_counter()
     out_path = Path(out_path)
     progress_path = progress_path_for(out_path)
-    log = ProgressLog(progress_path, run_fingerprint(items, prompts, client.identity()),
-                      "it was made from another input, template or LLM: delete it or pass --restart",
-                      restart=restart)
+    log = ProgressLog(progress_path, job_fingerprint(items, prompts, client.identity()), restart=restart)
     done = log.load(key=lambda row: row["id"])
+    finished = {key for key, row in done.items() if not row.get("error")}
 
-    stats = KitStats(total=len(items), resumed=sum(1 for item in items if item.id in done))
-    if stats.resumed:
-        logger.info("Resuming: %d of %d items already done (%s)", stats.resumed, len(items), progress_path)
-    todo = [item for item in items if item.id not in done]
-    bar = tqdm(total=len(items), initial=stats.resumed, desc="KIT knowledge", unit="q", disable=not progress_bar)
+    stats = KitStats(total=len(items), resumed=sum(1 for item in items if item.id in finished))
+    if done:
+        retried = sum(1 for item in items if item.id in done and item.id not in finished)
+        logger.info("Resuming: %d of %d items already done (%s)%s", stats.resumed, len(items), progress_path,
+                    f"; retrying {retried} that failed" if retried else "")
+    todo = [item for item in items if item.id not in finished]
+    budget = ErrorBudget(resolve_max_errors(max_errors, len(items)), len(items))
+    bar = tqdm(total=len(items), initial=stats.resumed, desc="KIT knowledge", unit="q",
+               disable=None if progress_bar else True)
+    window = asyncio.Semaphore(max(1, 2 * getattr(client.config, "concurrency", 8)))
+
+    async def one(item: QAItem) -> None:
+        async with window:
+            row = await kit_item(item, prompts, client)
+        log.append(row)
+        done[row["id"]] = row
+        bar.update(1)
+        if row.get("error"):
+            budget.charge(row["error"])
 
     async def run_all() -> None:
         # One event loop for the whole job: the async HTTP client's connection pool is bound to it.
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            try:
-                rows = await _process_chunk(chunk, prompts, client)
-            except LLMError as err:
-                raise LLMError(f"{err} -- {len(done)} of {len(items)} items are saved in {progress_path}; "
+        tasks = [asyncio.create_task(one(item)) for item in todo]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException as err:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(err, LLMError):
+                saved = sum(1 for row in done.values() if not row.get("error"))
+                raise LLMError(f"{err} -- {saved} of {len(items)} items are saved in {progress_path}; "
                                "re-run the same command to resume") from err
-            for row in rows:
-                log.append(row)
-                done[row["id"]] = row
-            bar.update(len(chunk))
-            bar.set_postfix(kept=sum(1 for r in done.values() if r["kept"]))
+            raise
 
     try:
         client.run(run_all())
+    except KeyboardInterrupt:
+        saved = sum(1 for row in done.values() if not row.get("error"))
+        logger.warning("Interrupted: %d of %d items are saved in %s; re-run the same command to resume",
+                       saved, len(items), progress_path)
+        raise
     finally:
         bar.close()
 
@@ -118,9 +148,11 @@ def generate_kit_data(
             kept_rows.append({"instruction": prompts.small_model_query(item), "input": "", "output": row["knowledge"]})
     atomic_write_jsonl(out_path, kept_rows)
     stats.kept = len(kept_rows)
-    stats.dropped = len(items) - stats.kept
-    stats.unparseable = sum(1 for item in items
-                            if done[item.id].get("unparseable", done[item.id].get("parsed") in (None, "")))
+    stats.failed = [{"id": item.id, "error": done[item.id]["error"]} for item in items if done[item.id].get("error")]
+    stats.errors = len(stats.failed)
+    stats.dropped = len(items) - stats.kept - stats.errors
+    stats.unparseable = sum(1 for item in items if not done[item.id].get("error")
+                            and done[item.id].get("unparseable", done[item.id].get("parsed") in (None, "")))
     stats.seconds = round(time.perf_counter() - started, 3)
     stats.usage = client.usage.as_dict()
     atomic_write_json(out_path.with_name(out_path.name + ".stats.json"), stats.as_dict())

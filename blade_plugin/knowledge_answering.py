@@ -1,21 +1,48 @@
 """The BLADE inference step shared by BPO, evaluation and ad-hoc answering: the small LM (optionally under
 a soft prompt) writes knowledge for each question and the black-box LLM answers with it.
 
-Generation runs batch by batch in a worker thread while the LLM calls for finished batches are already in
-flight, so an evaluation costs about one batched generation pass plus one LLM round-trip, not their sum
-per question.
+A streaming pipeline: generation runs batch by batch in a worker thread, and each item's LLM request starts
+as soon as its batch's knowledge exists, while the next batch is being generated; results are reported per
+item as they arrive (`on_record`), so a caller can checkpoint each one. An evaluation costs about one
+batched generation pass plus one LLM round-trip, not their sum per batch.
+
+A request that still fails after the client's retries marks its item as an error (scored wrong) instead of
+cancelling the others; only more than `max_errors` such items stop the run (`LLMError`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .qa.answers import answer_response_format, score_answer
 from .defaults import GENERATION_BATCH_SIZE
+from .errors import LLMError
 from .qa.prompts import PromptSet
 from .qa.data import QAItem
+
+DEFAULT_MAX_ERROR_FRACTION = 0.05
+
+
+def resolve_max_errors(max_errors: int | float | None, n_items: int) -> int:
+    """The number of failed items a run tolerates: an int is a count (0: stop at the first error); a float
+    in (0, 1) a fraction of `n_items`, at least 1; None the default, 5% of the items, at least 1."""
+    if max_errors is None:
+        max_errors = DEFAULT_MAX_ERROR_FRACTION
+    if isinstance(max_errors, float) and not max_errors.is_integer():
+        if not 0 < max_errors < 1:
+            raise ValueError(f"max_errors fraction must be in (0, 1), got {max_errors}")
+        return max(1, math.floor(max_errors * n_items))
+    if max_errors < 0:
+        raise ValueError(f"max_errors must be >= 0, got {max_errors}")
+    return int(max_errors)
+
+
+class TooManyErrors(LLMError):
+    """More items failed than the run tolerates."""
 
 
 @dataclass
@@ -27,6 +54,7 @@ class AnswerRecord:
     correct: bool
     f1: float | None = None
     unparseable: bool = False  # no readable answer in `raw` (scored wrong, counted in metrics)
+    error: str | None = None  # the LLM request failed for good: scored wrong, `raw` is ""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -40,6 +68,23 @@ class AnswerTimings:
     extra: dict = field(default_factory=dict)
 
 
+def error_record(item: QAItem, knowledge: str, err: BaseException) -> AnswerRecord:
+    return AnswerRecord(item.id, knowledge, "", None, False, None, error=str(err))
+
+
+class ErrorBudget:
+    """Counts failed items; `charge` raises TooManyErrors once more than `limit` have failed."""
+
+    def __init__(self, limit: int, total: int):
+        self.limit, self.total, self.count = limit, total, 0
+
+    def charge(self, err: BaseException) -> None:
+        self.count += 1
+        if self.count > self.limit:
+            raise TooManyErrors(f"{self.count} of {self.total} items failed, more than --max-errors {self.limit}; "
+                                f"last error: {err}")
+
+
 async def answer_items(
     items: list[QAItem],
     prompts: PromptSet,
@@ -48,52 +93,67 @@ async def answer_items(
     soft_prompt=None,
     batch_size: int = GENERATION_BATCH_SIZE,
     progress=None,
+    max_errors: int | float | None = None,
+    on_record: Callable[[AnswerRecord], None] | None = None,
 ) -> tuple[list[AnswerRecord], AnswerTimings]:
-    """Knowledge (if `generator`) then LLM answers for `items`, in input order.
+    """Knowledge (if `generator`) then LLM answers for `items`; records in input order.
 
-    `generator` is a SoftPromptGenerator or None for the LLM-only baseline (empty knowledge);
-    `soft_prompt` is a Tensor[n_tokens, hidden] or None; `progress` an optional tqdm bar, advanced per item.
+    `generator` is a KnowledgeWriter or None for the LLM-only baseline (empty knowledge); `soft_prompt` is a
+    Tensor[n_tokens, hidden] or None; `progress` an optional tqdm bar, advanced per item; `on_record` is
+    called with each record as soon as it is final (any order). An item whose LLM request fails for good
+    gets `error` set and `correct=False`; `LLMError` (TooManyErrors) is raised only when more than
+    `max_errors` items failed (see `resolve_max_errors`; None: 5%, at least 1).
     """
     started = time.perf_counter()
     timings = AnswerTimings()
-    pending: list[tuple[list[QAItem], list[str], asyncio.Task]] = []
+    budget = ErrorBudget(resolve_max_errors(max_errors, len(items)), len(items))
+    records: list[AnswerRecord | None] = [None] * len(items)
+    tasks: list[asyncio.Task] = []
 
-    async def ask(chunk: list[QAItem], knowledge: list[str]) -> list[str]:
-        raws = await client.acomplete_many([prompts.answer(item, k) for item, k in zip(chunk, knowledge)],
-                                           response_formats=[answer_response_format(item.options) for item in chunk])
-        if progress is not None:
-            progress.update(len(chunk))
-        return raws
-
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        if generator is None:
-            knowledge = [""] * len(chunk)
+    async def ask(index: int, item: QAItem, knowledge: str) -> None:
+        try:
+            raw = await client.acomplete(prompts.answer(item, knowledge),
+                                      answer_response_format(item.options))
+        except LLMError as err:
+            record = error_record(item, knowledge, err)
         else:
-            queries = [prompts.small_model_query(item) for item in chunk]
-            t0 = time.perf_counter()
-            knowledge = await asyncio.to_thread(generator.generate, queries, soft_prompt)
-            timings.generate_s += time.perf_counter() - t0
-            knowledge = [k.strip() for k in knowledge]
-        pending.append((chunk, knowledge, asyncio.create_task(ask(chunk, knowledge))))
-
-    waited_from = time.perf_counter()
-    try:
-        results = await asyncio.gather(*(task for _, _, task in pending))
-    except BaseException:
-        for _, _, task in pending:
-            task.cancel()
-        raise
-    timings.llm_wait_s = time.perf_counter() - waited_from
-
-    records = []
-    for (chunk, knowledge, _), raws in zip(pending, results):
-        for item, k, raw in zip(chunk, knowledge, raws):
             score = score_answer(item, raw)
             parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
-            records.append(AnswerRecord(item.id, k, raw, parsed, bool(score.correct), score.f1, score.unparseable))
+            record = AnswerRecord(item.id, knowledge, raw, parsed, bool(score.correct), score.f1,
+                                  score.unparseable)
+        records[index] = record
+        if on_record is not None:
+            on_record(record)
+        if progress is not None:
+            progress.update(1)
+        if record.error is not None:
+            budget.charge(record.error)
+
+    try:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            if generator is None:
+                knowledge = [""] * len(chunk)
+            else:
+                queries = [prompts.small_model_query(item) for item in chunk]
+                t0 = time.perf_counter()
+                knowledge = await asyncio.to_thread(generator.generate, queries, soft_prompt)
+                timings.generate_s += time.perf_counter() - t0
+                knowledge = [k.strip() for k in knowledge]
+            tasks.extend(asyncio.create_task(ask(start + i, item, k)) for i, (item, k) in enumerate(zip(chunk, knowledge)))
+            failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
+            if failed is not None:  # the error budget is spent: generating more would be wasted
+                failed.result()
+        waited_from = time.perf_counter()
+        await asyncio.gather(*tasks)
+        timings.llm_wait_s = time.perf_counter() - waited_from
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     timings.total_s = time.perf_counter() - started
-    return records, timings
+    return records, timings  # type: ignore[return-value]
 
 
 def accuracy(records: list[AnswerRecord]) -> float:

@@ -65,10 +65,10 @@ def generator(default_model_dir):
 
 
 def llm_config(server, tmp_path: Path, **overrides):
-    """LLMConfig for the stub server with a private cache and fast backoff."""
+    """LLMConfig for the stub server with a private cache (the stub's faults carry a short retry-after-ms)."""
     from blade_plugin.llm.client import LLMConfig
 
     values = dict(base_url=server.base_url, model="stub-model", cache_db=tmp_path / "cache.sqlite3",
-                  backoff_base=0.01, backoff_max=0.05, max_retries=3)
+                  max_retries=3)
     values.update(overrides)
     return LLMConfig(**values)

@@ -113,3 +113,80 @@ def test_answer_single_question_and_stdin_batch(setup, default_model_dir):
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["id"] for r in rows] == [it.id for it in items[:3]]
     assert all(r["knowledge"] and r["llm_output"].startswith("Answer: ") and r["answer"] for r in rows)
+
+
+def _popen_evaluate(server, test_file, out, tmp_path, model_dir, *extra):
+    import os
+
+    from helpers import BIN
+
+    args = [str(BIN / "blade-bpo"), "evaluate", "--test", str(test_file), "--out", str(out), "--max-new-tokens", "8",
+            "--limit", "8",
+            "--llm-base-url", server.base_url, "--llm-model", "stub", "--no-cache", "--bootstrap", "200",
+            "--modes", "llm,knowledge", "--concurrency", "2", "--batch-size", "4", *extra]
+    return subprocess.Popen(args, cwd=tmp_path, env={**os.environ, "BLADE_DEFAULT_MODEL_DIR": str(model_dir)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# Fields that describe this process's work, not the result: metrics.json "seconds" and "llm_usage", and the
+# "LLM usage:" line of report.md.
+def _without_run_fields(out: Path) -> tuple[str, dict, str]:
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics.pop("seconds"), metrics.pop("llm_usage")
+    report = "\n".join(line for line in (out / "report.md").read_text().splitlines() if not line.startswith("LLM usage:"))
+    return (out / "predictions.jsonl").read_text(), metrics, report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [2, 11])  # 16 predictions: 8 llm, then 8 knowledge
+def test_sigkill_at_any_point_resumes_to_the_uninterrupted_result(demo_data_dir, prompts, default_model_dir, tmp_path,
+                                                                  kill_after):
+    from helpers import sigkill_when
+
+    test_file = demo_data_dir / "demo_qa_test.jsonl"
+    items = load_qa(test_file, limit=8)
+    with StubOpenAIServer(QAOracle(items, prompts, coverage_needed=0.25), latency=0.2) as server:
+        clean = _popen_evaluate(server, test_file, tmp_path / "clean", tmp_path, default_model_dir)
+        assert clean.wait(timeout=600) == 0, clean.stderr.read()[-2000:]
+        out = tmp_path / "killed"
+        progress = out / "predictions.progress.jsonl"
+        proc = _popen_evaluate(server, test_file, out, tmp_path, default_model_dir)
+        sigkill_when(proc, lambda: progress.exists() and progress.read_bytes().count(b"\n") > kill_after,
+                     timeout=900, what="evaluate")
+        saved = progress.read_bytes().count(b"\n") - 1
+        assert 0 < saved < 2 * len(items)
+        server.reset_stats()
+        resumed = _popen_evaluate(server, test_file, out, tmp_path, default_model_dir)
+        assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-2000:]
+        assert server.request_count <= 2 * len(items) - saved
+    assert (out / "predictions.jsonl").read_bytes() == (tmp_path / "clean" / "predictions.jsonl").read_bytes()
+    assert _without_run_fields(out) == _without_run_fields(tmp_path / "clean")
+
+
+def test_failed_prediction_is_an_error_in_outputs_and_a_change_refuses_resume(setup, default_model_dir):
+    server, test_file, items, soft, tmp_path = setup
+    out = tmp_path / "eval"
+    bad = items[4]
+    server.fail_matching(bad.question, 400)
+    result = _evaluate(server, test_file, out, tmp_path, default_model_dir, "--modes", "llm")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 prediction(s) failed after retries" in result.stdout
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    failed = [p for p in predictions if p["error"]]
+    assert [p["id"] for p in failed] == [bad.id] and failed[0]["correct"] is False and "HTTP 400" in failed[0]["error"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["modes"]["llm"]["errors"] == 1 and metrics["errors"][0]["id"] == bad.id
+    assert metrics["modes"]["llm"]["accuracy"] == round(sum(p["correct"] for p in predictions) / len(predictions), 4)
+    report = (out / "report.md").read_text()
+    assert "## Errors (1 predictions" in report and f"| llm | {bad.id} | LLM request" in report
+    # a changed item (the answer of one question) refuses the saved predictions, in one line
+    records = [json.loads(line) for line in test_file.read_text().splitlines()][:8]
+    records[2]["answer"] = "D" if records[2]["answer"] != "D" else "C"
+    changed = tmp_path / "test_changed.jsonl"
+    changed.write_text("".join(json.dumps(r) + "\n" for r in records))
+    refused = _evaluate(server, changed, out, tmp_path, default_model_dir, "--modes", "llm")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1 and "(items changed)" in lines[0] and "--restart" in lines[0]
+    # the LLM's temperature changed
+    refused = _evaluate(server, test_file, out, tmp_path, default_model_dir, "--modes", "llm", "--temperature", "0.5")
+    assert refused.returncode == 1 and "(llm sampling changed)" in refused.stderr

@@ -193,3 +193,59 @@ def test_stub_lists_models_and_counts_tokens(stub_llm, tmp_path):
         words = len(MSG[0]["content"].split())
         assert (client.usage.prompt_tokens, client.usage.completion_tokens) == (words, len("Answer: A".split()))
     assert stub_llm.requests[0]["messages"] == MSG and stub_llm.requests[0]["model"] == "stub-model"
+
+
+def test_retry_after_seconds_and_http_date_are_honoured(stub_llm, tmp_path):
+    """The SDK's retry machinery waits as long as the server says (not its 0.5 s default backoff)."""
+    from email.utils import formatdate
+
+    with LLMClient(llm_config(stub_llm, tmp_path, use_cache=False)) as client:
+        stub_llm.inject_faults([429], headers={"retry-after": "1.2"})
+        started = time.perf_counter()
+        assert client.complete_many([MSG]) == ["Answer: A"]
+        waited = time.perf_counter() - started
+        assert 1.2 <= waited < 3.0, waited
+        # an HTTP date 3 s ahead (whole seconds: at least ~2 s from now)
+        stub_llm.inject_faults([503], headers={"retry-after": formatdate(time.time() + 3, usegmt=True)})
+        started = time.perf_counter()
+        assert client.complete_many([MSG]) == ["Answer: A"]
+        assert 1.5 <= time.perf_counter() - started < 5.0
+        assert client.usage.retries == 2 and client.usage.calls == 4
+    assert stub_llm.fault_count == 2
+
+
+def test_server_can_veto_a_retry_and_409_is_retried(stub_llm, tmp_path):
+    with LLMClient(llm_config(stub_llm, tmp_path, use_cache=False)) as client:
+        stub_llm.inject_faults([409])
+        assert client.complete_many([MSG]) == ["Answer: A"] and client.usage.retries == 1
+        stub_llm.inject_faults([500], headers={"x-should-retry": "false"})
+        with pytest.raises(LLMError, match="HTTP 500.*not retried"):
+            client.complete_many([MSG])
+    assert stub_llm.request_count == 3
+
+
+@pytest.mark.parametrize("reply, counter", [(("Answer: B, because the dose", "length"), "truncated"),
+                                            (("", "content_filter"), "filtered"),
+                                            (("   ", "stop"), "empty")])
+def test_incomplete_replies_are_returned_counted_and_never_cached(tmp_path, reply, counter):
+    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+
+    with StubOpenAIServer(responder=lambda messages, body: reply) as server:
+        for _ in range(2):
+            with LLMClient(llm_config(server, tmp_path)) as client:
+                assert client.complete_many([MSG]) == [reply[0]]
+                assert getattr(client.usage, counter) == 1 and client.usage.cache_hits == 0
+        assert server.request_count == 2  # asked again: nothing was cached
+    import sqlite3
+
+    assert sqlite3.connect(tmp_path / "cache.sqlite3").execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 0
+
+
+def test_trailing_slash_is_one_endpoint(stub_llm, tmp_path):
+    with LLMClient(llm_config(stub_llm, tmp_path, base_url=stub_llm.base_url + "/")) as client:
+        client.complete_many([MSG])
+        assert client.identity()["base_url"] == stub_llm.base_url
+    with LLMClient(llm_config(stub_llm, tmp_path)) as client:
+        client.complete_many([MSG])
+        assert client.usage.cache_hits == 1
+    assert stub_llm.request_count == 1

@@ -9,6 +9,7 @@ import click
 from ..llm.options import llm_options
 from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options, report_skipped,
                      skip_invalid_option, small_model_options)
+from .error_options import max_errors_option
 
 
 @click.command()
@@ -23,16 +24,20 @@ from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items.")
 @click.option("--bootstrap", type=click.IntRange(min=1), default=2000, show_default=True, help="Bootstrap resamples for the CIs.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--restart", is_flag=True, help="Ignore saved progress in --out.")
+@click.option("--restart", is_flag=True,
+              help="Discard saved progress in --out and start over (resuming is the default; the LLM cache "
+                   "still applies).")
+@max_errors_option
 @skip_invalid_option
 @small_model_options
 @prompt_options
 @llm_options
-def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed, restart, skip_invalid, small_model,
-             adapter, template, max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
+def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed, restart, max_errors, skip_invalid,
+             small_model, adapter, template, max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
     """Score the black-box LLM on a test set in each mode and compare them on the same items."""
     from ..errors import BladeError
-    from ..evaluation import MODES, EvalConfig, file_digest, run_evaluation
+    from ..evaluation import MODES, EvalConfig, run_evaluation
+    from ..job_fingerprint import digest_file, model_identity
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
     from ..output_paths import Output, check_outputs
@@ -61,10 +66,17 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
 
             prompt_tensor, metadata = load_soft_prompt(soft_prompt, expected_hidden=generator.hidden_size)
             check_compatible(metadata, generator)
+    # What the knowledge depends on (the generator's own identity when one is loaded, so the default model
+    # counts too); an LLM-only evaluation does not depend on the small model at all.
+    small = {}
+    if generator is not None:
+        fingerprint = generator.model_fingerprint
+        small = {"small_model": model_identity(fingerprint.get("base_model")),
+                 "adapter": model_identity(fingerprint.get("adapter")), "template": generator.template_name,
+                 "max_new_tokens": max_new_tokens}
     config = EvalConfig(
         out_dir=Path(out_dir), modes=chosen, batch_size=batch_size, bootstrap=bootstrap, seed=seed, restart=restart,
-        fingerprint_extra={"small_model": small_model, "adapter": adapter, "template": template,
-                           "max_new_tokens": max_new_tokens, "soft_prompt": file_digest(soft_prompt)},
+        max_errors=max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(soft_prompt)},
     )
     with LLMClient(config_from_options(**llm_kwargs)) as client:
         metrics = run_evaluation(items, prompts, client, config, generator, prompt_tensor)
@@ -75,4 +87,7 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
     for name, p in metrics["paired"].items():
         click.echo(f"{name}: {p['accuracy_diff']:+.3f} (wins {p['wins']}, losses {p['losses']}, "
                    f"McNemar p={p['mcnemar_p']:.3g})")
+    if metrics.get("errors"):
+        click.echo(f"{len(metrics['errors'])} prediction(s) failed after retries and are scored wrong (listed in "
+                   f"report.md); re-running the same command retries them")
     click.echo(f"wrote {Path(out_dir) / 'predictions.jsonl'}, metrics.json, report.md")

@@ -9,6 +9,7 @@ import click
 
 from ..llm.options import llm_options
 from .common import QA_FORMATS, load_prompt_set, prompt_options, report_skipped, skip_invalid_option
+from .error_options import max_errors_option
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +24,16 @@ logger = logging.getLogger(__name__)
               help="Register the output in this directory's dataset_info.json (for the KIT recipe).")
 @click.option("--dataset-name", default=None, help="Name of the dataset entry (default: the output file stem).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Items per checkpoint: progress is saved after each chunk.")
-@click.option("--restart", is_flag=True, help="Ignore saved progress and start over (the LLM cache still applies).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Ignored (progress is now saved per item); kept so old scripts keep working.")
+@click.option("--restart", is_flag=True,
+              help="Discard saved progress and start over (resuming is the default; the LLM cache still applies).")
+@max_errors_option
 @skip_invalid_option
 @prompt_options
 @llm_options
-def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk_size, restart, skip_invalid,
+def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk_size, restart, max_errors,
+              skip_invalid,
               templates_dir, variant, **llm_kwargs) -> None:
     """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right."""
     from ..lf.dataset_info import DATA_CONFIG, check_dataset_name, load_dataset_info, register_dataset
@@ -53,13 +57,19 @@ def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk
     prompts = load_prompt_set(templates_dir, variant)
     config = config_from_options(**llm_kwargs)
     with LLMClient(config) as client:
-        stats = generate_kit_data(items, prompts, client, out, chunk_size=chunk_size, restart=restart)
+        stats = generate_kit_data(items, prompts, client, out, restart=restart, max_errors=max_errors)
     report_skipped(items, stats_path)
     click.echo(f"kept {stats.kept} / {stats.total} items (dropped {stats.dropped} whose knowledge led to a wrong "
                f"answer); wrote {out}")
+    if stats.errors:
+        shown = ", ".join(row["id"] for row in stats.failed[:10]) + (", ..." if stats.errors > 10 else "")
+        click.echo(f"{stats.errors} item(s) failed after retries and were not kept ({shown}); their errors are in "
+                   f"{out.name}.stats.json; re-running the same command retries them")
     usage = stats.usage
     click.echo(f"LLM usage: {usage.get('calls', 0)} calls, {usage.get('cache_hits', 0)} cache hits, "
-               f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion tokens")
+               f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion tokens, "
+               f"{usage.get('retries', 0)} retries, {usage.get('truncated', 0)} truncated, "
+               f"{usage.get('filtered', 0)} filtered, {usage.get('empty', 0)} empty")
     if dataset_dir:
         name = dataset_name or out.stem
         register_dataset(name, out, dataset_dir, formatting="alpaca")

@@ -1,5 +1,11 @@
 """The black-box LLM client: any OpenAI-compatible endpoint through the `openai` package, asyncio with
-bounded concurrency, retries with exponential backoff, a shared SQLite response cache and a usage count.
+bounded concurrency, the SDK's own retries (exponential backoff with jitter; honours `retry-after-ms`,
+`retry-after` in seconds or as an HTTP date, `x-should-retry`; retries 408, 409, 429, 5xx, timeouts and
+connection errors), a shared SQLite response cache and a usage count.
+
+Only complete answers are cached: an empty completion, one cut at `max_tokens` (`finish_reason == "length"`)
+or one stopped by a content filter is returned to the caller but counted (`Usage.empty`, `.truncated`,
+`.filtered`) and asked again next time.
 
 The API key is read from the environment when the HTTP client is built and is never stored, logged or
 made part of a cache key.
@@ -10,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,9 +29,9 @@ from .structured import ResponseFormat, rejects_response_format, with_instructio
 
 logger = logging.getLogger(__name__)
 
-# 429 and 5xx are transient; 408 is the server timing out, which counts as a timeout. Every other 4xx is a
-# request the endpoint will keep refusing, so retrying it only delays the error.
-RETRYABLE_STATUS = {408, 429}
+# A header of ours on every request: the SDK re-sends the same headers on a retry, so an httpx event hook
+# can count the attempts of each logical request (the SDK itself only logs them). Never sent with the key.
+_ATTEMPT_HEADER = "x-blade-request"
 
 
 @dataclass
@@ -37,9 +43,7 @@ class LLMConfig:
     max_tokens: int = 512
     top_p: float | None = None
     concurrency: int = 8
-    max_retries: int = 5
-    backoff_base: float = 0.5
-    backoff_max: float = 20.0
+    max_retries: int = 5  # the openai SDK's retries, with its backoff (0.5 s doubling to 8 s, or retry-after)
     timeout: float = 60.0
     cache_db: Path | None = None  # default: paths.default_cache_db()
     use_cache: bool = True
@@ -78,9 +82,12 @@ class Usage:
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    retries: int = 0
-    failures: int = 0
-    seconds: float = 0.0  # summed request latency
+    retries: int = 0  # attempts after the first, over all requests
+    failures: int = 0  # requests that failed for good (after their retries)
+    empty: int = 0  # completions with no text (not cached)
+    truncated: int = 0  # finish_reason == "length": cut at max_tokens (not cached)
+    filtered: int = 0  # finish_reason == "content_filter" or a refusal (not cached)
+    seconds: float = 0.0  # summed request latency (retry waits included)
 
     def as_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -92,6 +99,16 @@ class _LoopState:
     client: object
     semaphore: asyncio.Semaphore
     inflight: dict = field(default_factory=dict)  # key -> Future, so duplicate prompts cost one request
+    attempts: dict = field(default_factory=dict)  # request tag -> HTTP attempts so far
+    last_status: dict = field(default_factory=dict)  # request tag -> last HTTP status seen
+
+
+@dataclass
+class _Completion:
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cacheable: bool
 
 
 class LLMClient:
@@ -114,6 +131,7 @@ class LLMClient:
         self._local = None
         self._response_format_ok: bool | None = None  # learnt from the first structured answer request
         self._probe: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._local_queues: dict = {}  # event loop -> [(messages, Future)] waiting for the next local batch
 
     # --- identity and lifecycle -------------------------------------------------------------------
     def identity(self) -> dict:
@@ -139,13 +157,34 @@ class LLMClient:
     def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         if self._state is None or self._state.loop is not loop:
-            from openai import AsyncOpenAI
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
             api_key = os.environ.get(self.config.api_key_env) or "not-needed"
-            client = AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0,
-                                 timeout=self.config.timeout)
-            self._state = _LoopState(loop, client, asyncio.Semaphore(max(1, self.config.concurrency)))
+            state = _LoopState(loop, None, asyncio.Semaphore(max(1, self.config.concurrency)))
+            http_client = DefaultAsyncHttpxClient(event_hooks={"request": [self._hook_request(state)],
+                                                               "response": [self._hook_response(state)]})
+            state.client = AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=self.config.max_retries,
+                                       timeout=self.config.timeout, http_client=http_client)
+            self._state = state
         return self._state
+
+    def _hook_request(self, state: _LoopState):
+        async def on_request(request) -> None:
+            self.usage.calls += 1
+            tag = request.headers.get(_ATTEMPT_HEADER)
+            attempt = state.attempts.get(tag, 0) + 1
+            state.attempts[tag] = attempt
+            if attempt > 1:
+                self.usage.retries += 1
+                logger.warning("LLM %s (%s): retry %d/%d", self.base_url, state.last_status.get(tag, "no response"),
+                               attempt - 1, self.config.max_retries)
+        return on_request
+
+    def _hook_response(self, state: _LoopState):
+        async def on_response(response) -> None:
+            if response.status_code >= 400:
+                state.last_status[response.request.headers.get(_ATTEMPT_HEADER)] = f"HTTP {response.status_code}"
+        return on_response
 
     def _key(self, messages: list[dict], extra: dict | None = None) -> str:
         return cache_key(self.base_url, self.model, messages, {**self.params, **extra} if extra else self.params)
@@ -159,65 +198,60 @@ class LLMClient:
         return hit
 
     def _store(self, key, messages, text, prompt_tokens, completion_tokens, extra: dict | None = None) -> None:
-        if self.cache is not None:
+        if self.cache is not None and text.strip():
             self.cache.put(key, self.base_url, self.model, messages, {**self.params, **(extra or {})}, text,
                            prompt_tokens, completion_tokens)
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.config.backoff_max, retry_after)
-        delay = min(self.config.backoff_max, self.config.backoff_base * 2**attempt)
-        return delay * (0.5 + random.random() / 2)  # jitter: retries from many tasks do not arrive together
-
-    async def _request(self, messages: list[dict], extra: dict | None = None) -> tuple[str, int | None, int | None]:
+    async def _request(self, messages: list[dict], extra: dict | None = None) -> _Completion:
+        """One logical request (the SDK retries it); LLMError once it has failed for good."""
         import openai
 
         state = self._loop_state()
-        attempts = self.config.max_retries + 1
-        last = ""
-        for attempt in range(attempts):
-            started = time.perf_counter()
-            retry_after = None
-            try:
-                self.usage.calls += 1
-                response = await state.client.chat.completions.create(model=self.model, messages=messages,
-                                                                      **self.params, **(extra or {}))
-                self.usage.seconds += time.perf_counter() - started
-                if not response.choices:
-                    self.usage.failures += 1
-                    raise LLMError(f"LLM response from {self.base_url} (model {self.model}) has no choices")
-                text = response.choices[0].message.content or ""
-                usage = response.usage
-                prompt_tokens = getattr(usage, "prompt_tokens", None) if usage else None
-                completion_tokens = getattr(usage, "completion_tokens", None) if usage else None
-                self.usage.prompt_tokens += prompt_tokens or 0
-                self.usage.completion_tokens += completion_tokens or 0
-                return text, prompt_tokens, completion_tokens
-            except openai.APIStatusError as err:
-                self.usage.seconds += time.perf_counter() - started
-                status = err.status_code
-                if status not in RETRYABLE_STATUS and status < 500:
-                    self.usage.failures += 1
-                    raise LLMError(f"LLM request to {self.base_url} (model {self.model}) failed with HTTP {status}: "
-                                   f"{_short(err)}; not retried") from None
-                last = f"HTTP {status}"
-                header = err.response.headers.get("retry-after") if err.response is not None else None
-                try:
-                    retry_after = float(header) if header is not None else None
-                except ValueError:
-                    retry_after = None
-            except (openai.APITimeoutError, openai.APIConnectionError) as err:
-                self.usage.seconds += time.perf_counter() - started
-                last = type(err).__name__
-            if attempt + 1 < attempts:
-                self.usage.retries += 1
-                delay = self._backoff(attempt, retry_after)
-                logger.warning("LLM %s (%s); retry %d/%d in %.1f s", self.base_url, last, attempt + 1,
-                               self.config.max_retries, delay)
-                await asyncio.sleep(delay)
-        self.usage.failures += 1
-        raise LLMError(f"LLM request to {self.base_url} (model {self.model}) failed after {attempts} attempts; "
-                       f"last error: {last}")
+        tag = uuid.uuid4().hex
+        started = time.perf_counter()
+        where = f"LLM request to {self.base_url} (model {self.model})"
+        try:
+            response = await state.client.chat.completions.create(
+                model=self.model, messages=messages, extra_headers={_ATTEMPT_HEADER: tag}, **self.params,
+                **(extra or {}))
+        except openai.APIStatusError as err:
+            self.usage.failures += 1
+            attempts = state.attempts.get(tag, 1)
+            if attempts > 1:
+                raise LLMError(f"{where} failed after {attempts} attempts; last error: HTTP {err.status_code}: "
+                               f"{_short(err)}") from None
+            raise LLMError(f"{where} failed with HTTP {err.status_code}: {_short(err)}; not retried") from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as err:
+            self.usage.failures += 1
+            raise LLMError(f"{where} failed after {state.attempts.get(tag, 1)} attempts; last error: "
+                           f"{type(err).__name__}") from None
+        finally:
+            self.usage.seconds += time.perf_counter() - started
+            state.attempts.pop(tag, None)
+            state.last_status.pop(tag, None)
+        if not response.choices:
+            self.usage.failures += 1
+            raise LLMError(f"LLM response from {self.base_url} (model {self.model}) has no choices")
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        usage = response.usage
+        prompt_tokens = getattr(usage, "prompt_tokens", None) if usage else None
+        completion_tokens = getattr(usage, "completion_tokens", None) if usage else None
+        self.usage.prompt_tokens += prompt_tokens or 0
+        self.usage.completion_tokens += completion_tokens or 0
+        cacheable = False
+        if choice.finish_reason == "length":
+            self.usage.truncated += 1
+        elif choice.finish_reason == "content_filter" or getattr(choice.message, "refusal", None):
+            self.usage.filtered += 1
+        elif not text.strip():
+            self.usage.empty += 1
+        else:
+            cacheable = True
+        if not cacheable:
+            logger.debug("LLM %s: incomplete answer (finish_reason %s, %d chars): not cached", self.base_url,
+                         choice.finish_reason, len(text))
+        return _Completion(text, prompt_tokens, completion_tokens, cacheable)
 
     # --- structured answers (--answer-format json) ----------------------------------------------------
     def _probe_lock(self) -> asyncio.Lock:
@@ -261,7 +295,7 @@ class LLMClient:
         """One completion. `response_format` marks an answer request: in `answer_format="json"` it asks for
         that JSON reply; in text mode it is ignored."""
         if self.config.backend in ("local", "reader"):
-            return (await self.acomplete_many([messages], response_formats=[response_format]))[0]
+            return await self._local_one(self._local_messages([messages], [response_format])[0])
         if response_format is not None and self.config.answer_format == "json":
             return await self._acomplete_structured(messages, response_format)
         return await self._acomplete(messages)
@@ -278,10 +312,12 @@ class LLMClient:
         state.inflight[key] = future
         try:
             async with state.semaphore:
-                text, prompt_tokens, completion_tokens = await self._request(messages, extra)
-            self._store(key, messages, text, prompt_tokens, completion_tokens, extra)
-            future.set_result(text)
-            return text
+                completion = await self._request(messages, extra)
+            if completion.cacheable:
+                self._store(key, messages, completion.text, completion.prompt_tokens, completion.completion_tokens,
+                            extra)
+            future.set_result(completion.text)
+            return completion.text
         except BaseException as err:
             future.set_exception(err)
             future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
@@ -342,6 +378,34 @@ class LLMClient:
             self._state = None
             await state.client.close()
 
+    async def _local_one(self, messages: list[dict]) -> str:
+        """One local completion, batched with every other request made in the same event-loop tick, so
+        per-item pipelines (KIT, evaluation) still feed the local model whole batches."""
+        loop = asyncio.get_running_loop()
+        queue = self._local_queues.get(loop)
+        if queue is None:
+            queue = self._local_queues[loop] = []
+        future = loop.create_future()
+        queue.append((messages, future))
+        if len(queue) == 1:  # the first request of a tick schedules the batch that serves them all
+            loop.call_soon(lambda: asyncio.ensure_future(self._local_flush(loop)))
+        return await future
+
+    async def _local_flush(self, loop) -> None:
+        batch = self._local_queues.pop(loop, [])
+        if not batch:
+            return
+        try:
+            texts = await self._local_many([messages for messages, _ in batch])
+        except BaseException as err:  # noqa: BLE001 - handed to every waiter, which re-raises it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(err)
+            return  # the waiters re-raise it
+        for (_, future), text in zip(batch, texts):
+            if not future.done():
+                future.set_result(text)
+
     async def _local_many(self, batch: list[list[dict]]) -> list[str]:
         if self._local is None and self.config.backend == "reader":
             from .reader import EvidenceReader
@@ -367,6 +431,8 @@ class LLMClient:
             self.usage.seconds += time.perf_counter() - started
             for key, gen in zip(keys, generations):
                 self.usage.calls += 1
+                if not gen.text.strip():
+                    self.usage.empty += 1
                 self.usage.prompt_tokens += gen.prompt_tokens
                 self.usage.completion_tokens += gen.completion_tokens
                 self._store(key, todo[key][1], gen.text, gen.prompt_tokens, gen.completion_tokens)

@@ -50,7 +50,8 @@ def llm_options(func):
                      help=f"LLM completion limit (default: {OPENAI_MAX_TOKENS}; {LOCAL_MAX_TOKENS} for the "
                           "local backend)."),
         click.option("--max-retries", type=click.IntRange(min=0), default=5, show_default=True,
-                     help="Retries on 429/5xx/timeouts (exponential backoff) before failing."),
+                     help="Retries of a request on 408/409/429/5xx/timeouts (the openai SDK's backoff; it honours "
+                          "retry-after) before that item is marked as an error."),
         click.option("--timeout", type=FiniteFloatRange(min=0.0, min_open=True), default=60.0, show_default=True,
                      envvar="BLADE_LLM_TIMEOUT", show_envvar=True,
                      help="Seconds one LLM request may take before it counts as timed out (and is retried)."),

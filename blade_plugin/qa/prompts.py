@@ -62,6 +62,13 @@ class PromptSet:
         except TemplateError as err:  # e.g. a filter applied to the wrong type
             raise BladeInputError(path, f"template error: {err}") from None
 
+    def template_sources(self, names: tuple[str, ...] | None = None) -> dict[str, str]:
+        """{file name: source text} of the loaded templates (all, or those in `names` that exist), for job
+        fingerprints: an edited template must not resume a job made with the old one. Undecodable bytes
+        are kept as backslash escapes, so two different files never give the same text."""
+        return {name: path.read_bytes().decode("utf-8", errors="backslashreplace")
+                for name, (_, path) in sorted(self._templates.items()) if names is None or name in names}
+
     def _messages(self, user: str) -> list[dict]:
         messages = []
         if "system.j2" in self._templates:

@@ -15,7 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Responder = Callable[[list[dict], dict], str]
+# A responder returns the reply text, or (text, finish_reason) to script "length" / "content_filter" replies.
+Responder = Callable[[list[dict], dict], "str | tuple[str, str]"]
 
 
 def default_responder(messages: list[dict], body: dict) -> str:
@@ -66,16 +67,17 @@ class _Handler(BaseHTTPRequestHandler):
                                        "type": "invalid_request_error", "param": "response_format", "code": None}})
             return
         if fault is not None:
-            headers = {"Retry-After": "0"} if fault == 429 else {}
-            self._send(fault, {"error": {"message": f"injected fault {fault}", "type": "server_error",
-                                         "code": fault}}, headers)
+            status, headers = fault
+            self._send(status, {"error": {"message": f"injected fault {status}", "type": "server_error",
+                                          "code": status}}, headers)
             return
         messages = body.get("messages") or []
         try:
-            text = stub.responder(messages, body)
+            reply = stub.responder(messages, body)
         except Exception as err:  # a broken script is a 500, as a broken server would be
             self._send(500, {"error": {"message": f"responder failed: {err!r}", "type": "server_error"}})
             return
+        text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         completion_tokens = len(text.split())
         self._send(200, {
@@ -83,7 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "stub"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish_reason}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })
@@ -106,17 +109,24 @@ class _Server(ThreadingHTTPServer):
 
 
 class StubOpenAIServer:
-    """Context manager; `.base_url` is `http://127.0.0.1:PORT/v1`. Thread-safe counters and records."""
+    """Context manager; `.base_url` is `http://127.0.0.1:PORT/v1`. Thread-safe counters and records.
+
+    Injected transient faults (`inject_faults`, `fail_always`) carry `retry-after-ms: fault_retry_after_ms`
+    (as real rate limiters send a retry-after), so clients retry them quickly; `fail_matching` makes every
+    request whose messages contain a text fail for good, with no retry hint (an over-long prompt's 400).
+    """
 
     def __init__(self, responder: Responder | None = None, latency: float = 0.0, port: int = 0,
-                 reject_response_format: bool = False):
+                 fault_retry_after_ms: int = 10, reject_response_format: bool = False):
         self.responder = responder or default_responder
         self.latency = latency
+        self.fault_retry_after_ms = fault_retry_after_ms
         self.reject_response_format = reject_response_format  # 400 for any request with response_format
         self._lock = threading.Lock()
-        self._faults: deque[int] = deque()
+        self._faults: deque[tuple[int, dict | None]] = deque()
         self._fail_always: int | None = None
-        self.requests: list[dict] = []  # every request body as received, in arrival order
+        self._fail_matching: list[tuple[str, int]] = []
+        self.requests: list[dict] = []
         self.request_count = 0
         self.fault_count = 0
         self._server = _Server(("127.0.0.1", port), self)
@@ -130,10 +140,16 @@ class StubOpenAIServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def inject_faults(self, statuses: list[int]) -> None:
-        """The next len(statuses) requests fail with these HTTP statuses, in order."""
+    def inject_faults(self, statuses: list[int], headers: dict | None = None) -> None:
+        """The next len(statuses) requests fail with these HTTP statuses, in order (with `headers` instead of
+        the default retry-after-ms, if given)."""
         with self._lock:
-            self._faults.extend(statuses)
+            self._faults.extend((status, headers) for status in statuses)
+
+    def fail_matching(self, text: str, status: int = 400) -> None:
+        """Every request whose messages contain `text` fails with `status`, without a retry hint."""
+        with self._lock:
+            self._fail_matching.append((text, status))
 
     def fail_always(self, status: int | None) -> None:
         with self._lock:
@@ -145,11 +161,23 @@ class StubOpenAIServer:
             self.request_count = 0
             self.fault_count = 0
 
-    def _record(self, body: dict) -> int | None:
+    def _record(self, body: dict) -> tuple[int, dict] | None:
+        """The fault (status, headers) this request gets, if any."""
+        default_headers = {"retry-after-ms": str(self.fault_retry_after_ms)}
         with self._lock:
             self.requests.append(body)
             self.request_count += 1
-            fault = self._faults.popleft() if self._faults else self._fail_always
+            content = json.dumps(body.get("messages") or [], ensure_ascii=False)
+            fault = None
+            for text, status in self._fail_matching:
+                if json.dumps(text, ensure_ascii=False)[1:-1] in content:
+                    fault = (status, {})
+                    break
+            if fault is None and self._faults:
+                status, headers = self._faults.popleft()
+                fault = (status, default_headers if headers is None else headers)
+            elif fault is None and self._fail_always is not None:
+                fault = (self._fail_always, default_headers)
             if fault is not None:
                 self.fault_count += 1
             return fault

@@ -50,7 +50,7 @@ class QAOracle:
             messages = self.prompts.answer(item, _SLOT)
             content = messages[-1]["content"]
             before, _, after = content.partition(_SLOT)
-            self._answer_frames.append((item, messages[:-1], before, after))
+            self._answer_frames.append((item, self._key(messages[:-1]), before, after))
         self._by_baseline_prompt = {self._key(self.prompts.answer(i, "")): i for i in self.items}
 
     @staticmethod
@@ -100,8 +100,8 @@ class QAOracle:
             return self.answer_for(self._by_baseline_prompt[key], "")
         content = messages[-1]["content"] if messages else ""
         head = self._key(messages[:-1])
-        for item, frame_head, before, after in self._answer_frames:
-            if self._key(frame_head) == head and content.startswith(before) and content.endswith(after) \
+        for item, frame_head, before, after in self._answer_frames:  # heads pre-encoded: O(1) per frame
+            if frame_head == head and content.startswith(before) and content.endswith(after) \
                     and len(content) >= len(before) + len(after):
                 return self.answer_for(item, content[len(before):len(content) - len(after)].strip())
         return "I don't know."
