@@ -113,8 +113,8 @@ class VLLMKnowledgeWriter:
         """model_name_or_path: the merged HF model directory the servers serve (tokenizer, template and
         embedding matrix come from it); urls: server base URLs (`http://host:8000` or `.../v1`)."""
         if adapter_name_or_path:
-            raise BladeError(f"--adapter {adapter_name_or_path}: the vllm backend sends prompt embeddings, which "
-                             f"bypass the LoRA-adapted layers' inputs; merge it first with `blade-bpo merge --model "
+            raise BladeError(f"--adapter {adapter_name_or_path}: the vllm backend sends prompt embeddings of one "
+                             f"merged model (they skip the embedding layer); merge it first with `blade-bpo merge --model "
                              f"{model_name_or_path} --adapter {adapter_name_or_path} --out DIR`, serve DIR with "
                              f"`vllm serve DIR --enable-prompt-embeds` and pass --small-model DIR")
         if not urls:
@@ -122,6 +122,11 @@ class VLLMKnowledgeWriter:
                              "), e.g. http://gpu1:8000 of `vllm serve MODEL --enable-prompt-embeds`")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.model_name_or_path = str(model_name_or_path)
+        self.urls = [normalise_url(u) for u in urls]
+        self.timeout, self.max_retries = timeout, max_retries
+        self._api_key = os.environ.get(API_KEY_ENV) or "EMPTY"
+        self.served_model = served_model or self._served_model()  # before loading anything: fail fast
         from llamafactory.data import get_template_and_fix_tokenizer
         from llamafactory.hparams import get_infer_args
         from llamafactory.model import load_tokenizer
@@ -131,7 +136,6 @@ class VLLMKnowledgeWriter:
         self.tokenizer = load_tokenizer(model_args)["tokenizer"]
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
         self.template_name = template
-        self.model_name_or_path = str(model_name_or_path)
         self.max_new_tokens = max_new_tokens
         self.concurrency = concurrency
         self.stop_ids: list[int] = list(self.template.get_stop_token_ids(self.tokenizer))
@@ -141,10 +145,6 @@ class VLLMKnowledgeWriter:
         generation_config = Path(self.model_name_or_path) / "generation_config.json"
         gen = json.loads(generation_config.read_text(encoding="utf-8")) if generation_config.is_file() else {}
         self.repetition_penalty = float(gen.get("repetition_penalty") or 1.0)
-        self.urls = [normalise_url(u) for u in urls]
-        self.timeout, self.max_retries = timeout, max_retries
-        self._api_key = os.environ.get(API_KEY_ENV) or "EMPTY"
-        self.served_model = served_model or self._served_model()
 
     def _served_model(self) -> str:
         """The model id every server serves (one per server; they must agree), checked before any work."""
