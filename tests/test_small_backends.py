@@ -18,7 +18,8 @@ from helpers import run_cli
 
 # Realistic small-model queries: the demo's English MCQ style, a Chinese legal (JEC-QA) statement, JSON.
 TEXTS = [
-    "Question: Which enzyme does aspirin irreversibly inhibit?\nOptions: A. COX-1 B. ACE C. MAO D. HMG-CoA reductase",
+    "Question: Which enzyme does aspirin irreversibly inhibit?\n"
+    "Options: A. COX-1 B. ACE C. MAO D. HMG-CoA reductase",
     "甲某在商场盗窃手机一部，价值人民币3000元，被保安当场抓获。甲某的行为构成何罪？",
     '{"question": "Which vitamin does warfarin antagonise?", "options": {"A": "K", "B": "C"}}',
     "Say only the word yes.",
@@ -188,8 +189,8 @@ def test_local_stand_in_llm_matches_transformers_generate(default_model_dir):
         ids = tok(tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False),
                   add_special_tokens=False, return_tensors="pt")
         with torch.inference_mode():
-            new = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=2)[0, ids["input_ids"].shape[1]:]
-        new = new.tolist()
+            out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=2)
+        new = out[0, ids["input_ids"].shape[1]:].tolist()
         new = new[: new.index(2)] if 2 in new else new
         assert generation.text == tok.decode(new, skip_special_tokens=True).strip()
         assert (generation.prompt_tokens, generation.completion_tokens) == (ids["input_ids"].shape[1], len(new))

@@ -114,9 +114,9 @@ class VLLMKnowledgeWriter:
         embedding matrix come from it); urls: server base URLs (`http://host:8000` or `.../v1`)."""
         if adapter_name_or_path:
             raise BladeError(f"--adapter {adapter_name_or_path}: the vllm backend sends prompt embeddings of one "
-                             f"merged model (they skip the embedding layer); merge it first with `blade-bpo merge --model "
-                             f"{model_name_or_path} --adapter {adapter_name_or_path} --out DIR`, serve DIR with "
-                             f"`vllm serve DIR --enable-prompt-embeds` and pass --small-model DIR")
+                             f"merged model (they skip the embedding layer); merge it first with `blade-bpo merge "
+                             f"--model {model_name_or_path} --adapter {adapter_name_or_path} --out DIR`, serve DIR "
+                             f"with `vllm serve DIR --enable-prompt-embeds` and pass --small-model DIR")
         if not urls:
             raise BladeError("--small-backend vllm needs at least one --small-backend-url (or BLADE_SMALL_BACKEND_URL"
                              "), e.g. http://gpu1:8000 of `vllm serve MODEL --enable-prompt-embeds`")
