@@ -84,20 +84,21 @@ def main() -> None:
             barrier_s = time.perf_counter() - t0
 
         texts = [prompts.small_model_query(item) for item in items]
-        generator.batch_size = len(items)
+        # Other settings are new writers sharing the loaded weights; `generator` itself is never changed.
+        one_batch = generator.with_settings(batch_size=len(items))
         t0 = time.perf_counter()
-        generator.generate(texts, soft_prompt)
+        one_batch.generate(texts, soft_prompt)
         one_batch_s = time.perf_counter() - t0
-        generator.decoder = "hf"  # transformers' generate(), as the reference code uses
+        hf_batch = generator.with_settings(batch_size=len(items), decoder="hf")  # transformers' generate()
         t0 = time.perf_counter()
-        generator.generate(texts, soft_prompt)
+        hf_batch.generate(texts, soft_prompt)
         hf_batch_s = time.perf_counter() - t0
-        generator.batch_size = 1
+        naive_generator = generator.with_settings(batch_size=1)
         floor_s = one_batch_s + math.ceil(len(items) / args.concurrency) * args.latency
 
         with client(1) as naive_client:
             t0 = time.perf_counter()
-            naive_acc = naive_client.run(naive_seq(items, prompts, naive_client, generator, soft_prompt))
+            naive_acc = naive_client.run(naive_seq(items, prompts, naive_client, naive_generator, soft_prompt))
             naive_s = time.perf_counter() - t0
 
     print(f"dev questions: {len(items)}, LLM latency {args.latency} s, knowledge {args.max_new_tokens} tokens, "

@@ -35,6 +35,8 @@ class DemoConfig:
     limit_dev: int | None = None
     limit_test: int | None = None
     seed: int = 0
+    small_backend: str = "hf"  # "vllm": BPO and evaluation on vLLM servers of the merged KIT model
+    small_backend_urls: tuple[str, ...] = ()
     stage_times: dict = field(default_factory=dict)
 
 
@@ -161,12 +163,23 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     # 4. BPO
     from .bpo.objective import KnowledgeObjective
     from .bpo.run import BPORunConfig, run_bpo
-    from .small_lm.hf_backend import SoftPromptGenerator
+    from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
     from .small_lm.soft_prompt import SoftPromptSpace
 
     t = timer()
-    generator = SoftPromptGenerator(str(dp_dir), adapter_name_or_path=str(kit_dir), template="blade_chatml",
-                                    max_new_tokens=config.max_new_tokens)
+    writer_dir, writer_adapter = str(dp_dir), str(kit_dir)
+    if config.small_backend == "vllm":  # prompt embeddings need the adapter merged into the weights
+        from .small_lm.merge import merge_adapter
+
+        writer_dir, writer_adapter = str(saves / "kit_merged"), None
+        if not Path(writer_dir).is_dir():
+            merge_adapter(str(dp_dir), str(kit_dir), writer_dir, template="blade_chatml", dtype="float32")
+        if not config.small_backend_urls:
+            raise BladeError(f"KIT model merged into {writer_dir}; serve it with `vllm serve {writer_dir} "
+                             f"--enable-prompt-embeds` and re-run with --small-backend-url (finished stages are kept)")
+    generator = load_knowledge_writer(SmallBackendConfig(
+        writer_dir, writer_adapter, template="blade_chatml", max_new_tokens=config.max_new_tokens,
+        backend=config.small_backend, urls=tuple(config.small_backend_urls)))
     space = SoftPromptSpace.for_generator(generator, n_tokens=config.n_tokens, d=config.d, seed=config.seed)
     bpo_dir = work / "runs" / "bpo"
     dev = load_qa(data / "demo_qa_dev.jsonl", limit=config.limit_dev)

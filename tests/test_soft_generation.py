@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from blade_plugin.small_lm.greedy import greedy_loop_matches_generate
+
 TEXTS = [
     "What does aspirin inhibit?",
     "Name a beta blocker used for hypertension and explain briefly how it works in the body.",
@@ -92,11 +94,9 @@ MIXED = [*TEXTS, "Say only the word yes.", "Answer with one letter: is water wet
 
 
 def _both_decoders(generator, texts, soft, max_new_tokens):
-    try:
-        generator.decoder = "hf"
-        reference = generator.generate_ids(texts, soft_prompt=soft, max_new_tokens=max_new_tokens)
-    finally:
-        generator.decoder = "fast"
+    reference = generator.with_settings(decoder="hf").generate_ids(texts, soft_prompt=soft,
+                                                                   max_new_tokens=max_new_tokens)
+    assert generator.decoder == "fast"  # with_settings made a new writer, this one is unchanged
     return generator.generate_ids(texts, soft_prompt=soft, max_new_tokens=max_new_tokens), reference
 
 
@@ -123,8 +123,8 @@ def test_unsupported_generation_config_falls_back_to_generate(generator):
     config = generator.model.generation_config
     try:
         config.no_repeat_ngram_size = 2
-        assert not generator._greedy_loop_matches_generate()
+        assert not greedy_loop_matches_generate(config)
         fast, reference = _both_decoders(generator, TEXTS, None, max_new_tokens=16)
     finally:
         config.no_repeat_ngram_size = 0
-    assert fast == reference and generator._greedy_loop_matches_generate()
+    assert fast == reference and greedy_loop_matches_generate(config)

@@ -21,8 +21,14 @@ logger = logging.getLogger(__name__)
 @click.option("--bpo-iterations", type=click.IntRange(min=0), default=3, show_default=True, help="BO rounds after them.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Knowledge length (small LM).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items of each demo QA split.")
+@click.option("--small-backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
+              envvar="BLADE_SMALL_BACKEND", help="Where BPO and evaluation run the small LM (vllm: the KIT model "
+              "is merged and must be served with `vllm serve DIR --enable-prompt-embeds`).")
+@click.option("--small-backend-url", "small_backend_urls", multiple=True, envvar="BLADE_SMALL_BACKEND_URL",
+              help="vLLM server base URL (repeatable, round-robin).")
 @llm_options
-def demo(workdir, dp_steps, kit_steps, bpo_init, bpo_iterations, max_new_tokens, limit, **llm_kwargs) -> None:
+def demo(workdir, dp_steps, kit_steps, bpo_init, bpo_iterations, max_new_tokens, limit, small_backend,
+         small_backend_urls, **llm_kwargs) -> None:
     """DP -> KIT data -> KIT training -> BPO -> evaluate, with a short budget (about 5-10 min on 2 CPU cores)."""
     from ..llm.options import config_from_options
     from ..output_paths import Output, check_outputs
@@ -38,7 +44,8 @@ def demo(workdir, dp_steps, kit_steps, bpo_init, bpo_iterations, max_new_tokens,
                    err=True)
     config = DemoConfig(workdir=Path(workdir), dp_steps=dp_steps, kit_steps=kit_steps, bpo_init=bpo_init,
                         bpo_iterations=bpo_iterations, max_new_tokens=max_new_tokens,
-                        limit_train=limit, limit_dev=limit, limit_test=limit)
+                        limit_train=limit, limit_dev=limit, limit_test=limit, small_backend=small_backend,
+                        small_backend_urls=tuple(small_backend_urls))
     result = run_demo(config, llm_config, local_scores_warning=local)
     click.echo("\nBLADE demo finished in {:.0f} s".format(result["this_run_seconds"]))
     click.echo(f"  KIT data kept: {result['kit']['kept']} / {result['kit']['total']}")

@@ -1,5 +1,6 @@
 """An in-process stand-in for the black-box LLM: any HF chat model directory (by default the embedded
-SmolLM2), greedy, left-padded batches. For offline smoke runs only: a 135M model's answers carry no signal."""
+SmolLM2), greedy, left-padded batches through the small-model side's one decoding loop (`small_lm/greedy.py`).
+For offline smoke runs only: a 135M model's answers carry no signal."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class LocalChatBackend:
         self.batch_size = batch_size
         self._model = None
         self._tokenizer = None
+        self._stop_ids: list[int] = []
         self._lock = threading.Lock()  # one generate at a time: it already uses every core
 
     def _load(self) -> None:
@@ -31,32 +33,33 @@ class LocalChatBackend:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             logger.info("Loading local LLM backend from %s", self.model_dir)
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, padding_side="left")
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
             if self._tokenizer.pad_token is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
             self._model = AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
+            # generate() stops at the generation config's eos ids; the chat turn also ends at the tokenizer's.
+            eos = self._model.generation_config.eos_token_id
+            eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+            self._stop_ids = list(dict.fromkeys([*eos, self._tokenizer.eos_token_id]))
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None) -> list[LocalGeneration]:
         """Greedy completions for chat conversations, in order; batches sorted by length to cut padding."""
-        import torch
+        from ..small_lm.greedy import generate_batch, left_padded_embeds
 
         with self._lock:
             self._load()
             tok, model = self._tokenizer, self._model
             prompts = [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
-            order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-            results: list[LocalGeneration | None] = [None] * len(prompts)
+            ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            results: list[LocalGeneration | None] = [None] * len(ids)
+            embed = model.get_input_embeddings()
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-                with torch.inference_mode():
-                    out = model.generate(**enc, max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                         do_sample=False, pad_token_id=tok.pad_token_id)
-                new = out[:, enc["input_ids"].shape[1]:]
+                embeds, mask = left_padded_embeds(embed, [ids[i] for i in idx], tok.pad_token_id)
+                new = generate_batch(model, embeds, mask, max_new_tokens or self.max_new_tokens, self._stop_ids,
+                                     tok.pad_token_id)
                 for row, i in enumerate(idx):
-                    ids = new[row].tolist()
-                    if tok.eos_token_id in ids:
-                        ids = ids[: ids.index(tok.eos_token_id)]
-                    results[i] = LocalGeneration(tok.decode(ids, skip_special_tokens=True).strip(),
-                                                 int(enc["attention_mask"][row].sum()), len(ids))
+                    results[i] = LocalGeneration(tok.decode(new[row], skip_special_tokens=True).strip(),
+                                                 len(ids[i]), len(new[row]))
             return results  # type: ignore[return-value]

@@ -1,20 +1,19 @@
-"""The soft-token inference hook: the small LM writes knowledge with n soft tokens prepended to its input
-embeddings. Model, tokenizer, chat template and LoRA merging all come from LLaMA-Factory's own loaders,
-so whatever `llamafactory-cli train` produced loads here the same way `llamafactory-cli chat` loads it.
-
-Batches are left-padded; each row is [pad | soft tokens | prompt embeddings] with attention 0 on the pads
-and 1 on the rest, so a padded row computes exactly what the same prompt computes alone.
+"""The ``hf`` knowledge writer: the small LM writes knowledge with n soft tokens prepended to its input
+embeddings, in this process. Model, tokenizer, chat template and LoRA merging all come from LLaMA-Factory's
+own loaders, so whatever `llamafactory-cli train` produced loads here the same way `llamafactory-cli chat`
+loads it. Decoding is the shared batched greedy loop in `greedy.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import logging
-from pathlib import Path
 
 import torch
 
 from ..defaults import GENERATION_BATCH_SIZE
+from .backend import check_soft_prompt, weights_fingerprint
+from .greedy import DECODERS, Decoder, generate_batch, left_padded_embeds
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +31,13 @@ class SoftPromptGenerator:
         max_new_tokens: int = 128,
         batch_size: int = GENERATION_BATCH_SIZE,
         infer_dtype: str = "auto",
-        decoder: str = "fast",
+        decoder: Decoder = "fast",
     ):
-        """decoder: "fast" (our greedy loop that drops finished rows) or "hf" (transformers' generate)."""
-        if decoder not in ("fast", "hf"):
+        """decoder: "fast" (the shared greedy loop that drops finished rows) or "hf" (transformers' generate)."""
+        if decoder not in DECODERS:
             raise ValueError(f"decoder must be 'fast' or 'hf', got {decoder!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         from llamafactory.data import get_template_and_fix_tokenizer
         from llamafactory.hparams import get_infer_args
         from llamafactory.model import load_model, load_tokenizer
@@ -56,10 +57,23 @@ class SoftPromptGenerator:
         self.adapter_name_or_path = str(adapter_name_or_path) if adapter_name_or_path else None
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        self.decoder = decoder
+        self.decoder: Decoder = decoder
         self.stop_ids = self.template.get_stop_token_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self._embed = self.model.get_input_embeddings()
+
+    def with_settings(self, *, batch_size: int | None = None, decoder: Decoder | None = None,
+                      max_new_tokens: int | None = None) -> SoftPromptGenerator:
+        """A new writer sharing this one's weights, with other generation settings (this one is unchanged)."""
+        if decoder is not None and decoder not in DECODERS:
+            raise ValueError(f"decoder must be 'fast' or 'hf', got {decoder!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        other = copy.copy(self)
+        other.batch_size = batch_size or self.batch_size
+        other.decoder = decoder or self.decoder
+        other.max_new_tokens = max_new_tokens or self.max_new_tokens
+        return other
 
     # --- model facts --------------------------------------------------------------------------------
     @property
@@ -86,10 +100,7 @@ class SoftPromptGenerator:
     @property
     def model_fingerprint(self) -> dict:
         """Identifies the model a soft prompt was tuned for (saved in the soft prompt's metadata)."""
-        config = Path(self.model_name_or_path) / "config.json"
-        digest = hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None
-        return {"base_model": self.model_name_or_path, "config_sha256": digest, "adapter": self.adapter_name_or_path,
-                "hidden_size": self.hidden_size}
+        return weights_fingerprint(self.model_name_or_path, self.adapter_name_or_path, self.hidden_size)
 
     # --- encoding -----------------------------------------------------------------------------------
     def encode(self, texts: list[str]) -> list[list[int]]:
@@ -99,22 +110,6 @@ class SoftPromptGenerator:
                                                           {"role": "assistant", "content": ""}])[0]
             for text in texts
         ]
-
-    def _batch_embeds(self, batch_ids: list[list[int]], soft_prompt: torch.Tensor | None):
-        """inputs_embeds Tensor[b, L, hidden] and attention_mask Tensor[b, L] for one left-padded batch."""
-        n_soft = 0 if soft_prompt is None else int(soft_prompt.shape[0])
-        length = max(len(ids) for ids in batch_ids) + n_soft
-        embeds = torch.zeros(len(batch_ids), length, self.hidden_size, dtype=self.dtype, device=self.device)
-        mask = torch.zeros(len(batch_ids), length, dtype=torch.long, device=self.device)
-        pad_embed = self._embed(torch.tensor([self.pad_id], device=self.device))[0]
-        for row, ids in enumerate(batch_ids):
-            start = length - len(ids) - n_soft
-            embeds[row, :start] = pad_embed
-            if n_soft:
-                embeds[row, start:start + n_soft] = soft_prompt.to(self.device, self.dtype)
-            embeds[row, start + n_soft:] = self._embed(torch.tensor(ids, device=self.device))
-            mask[row, start:] = 1
-        return embeds, mask
 
     # --- generation ---------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -127,11 +122,7 @@ class SoftPromptGenerator:
         **sampling,
     ) -> list[list[int]]:
         """New token ids per text (cut before the first stop id). soft_prompt: Tensor[n_tokens, hidden]."""
-        if soft_prompt is not None:
-            if soft_prompt.dim() != 2 or soft_prompt.shape[1] != self.hidden_size:
-                raise ValueError(f"soft prompt must be [n_tokens, {self.hidden_size}], got {tuple(soft_prompt.shape)}")
-            if soft_prompt.shape[0] == 0:
-                soft_prompt = None
+        soft_prompt = check_soft_prompt(soft_prompt, self.hidden_size)
         all_ids = self.encode(texts)
         order = sorted(range(len(texts)), key=lambda i: len(all_ids[i]))  # similar lengths: less padding
         results: list[list[int]] = [[] for _ in texts]
@@ -140,80 +131,17 @@ class SoftPromptGenerator:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(texts), desc="small LM", unit="q", leave=False)
-        gen_kwargs = {"do_sample": False, **sampling}
-        fast = self.decoder == "fast" and not sampling and self._greedy_loop_matches_generate()
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            embeds, mask = self._batch_embeds([all_ids[i] for i in idx], soft_prompt)
-            if fast:
-                out = self._greedy_decode(embeds, mask, max_new_tokens or self.max_new_tokens)
-            else:
-                out = self.model.generate(inputs_embeds=embeds, attention_mask=mask,
-                                          max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                          eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
-                                          **gen_kwargs).tolist()
+            embeds, mask = left_padded_embeds(self._embed, [all_ids[i] for i in idx], self.pad_id, soft_prompt)
+            out = generate_batch(self.model, embeds, mask, max_new_tokens or self.max_new_tokens, self.stop_ids,
+                                 self.pad_id, self.decoder, **sampling)
             for row, i in enumerate(idx):
-                ids = out[row]
-                cut = next((k for k, t in enumerate(ids) if t in self.stop_ids), len(ids))
-                results[i] = ids[:cut]
+                results[i] = out[row]
             if bar is not None:
                 bar.update(len(idx))
         if bar is not None:
             bar.close()
-        return results
-
-    def _greedy_loop_matches_generate(self) -> bool:
-        """Our loop reproduces generate()'s greedy search incl. repetition_penalty; anything else falls back."""
-        gc = self.model.generation_config
-        unsupported = {"no_repeat_ngram_size": (None, 0), "encoder_repetition_penalty": (None, 1.0),
-                       "bad_words_ids": (None,), "sequence_bias": (None,), "suppress_tokens": (None,),
-                       "begin_suppress_tokens": (None,), "min_new_tokens": (None, 0), "min_length": (None, 0),
-                       "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "num_beams": (None, 1)}
-        return all(getattr(gc, key, None) in ok for key, ok in unsupported.items())
-
-    def _greedy_decode(self, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
-        """Greedy decoding of one left-padded batch. embeds: Tensor[b, L, hidden], mask: Tensor[b, L].
-
-        Same tokens as generate(do_sample=False), but a row leaves the batch (and the KV cache) as soon as it
-        emits a stop id: knowledge lengths vary a lot, and on CPU every finished row generate() keeps
-        decoding costs as much as a live one. Returns the new ids per row, up to and including the stop id.
-        """
-        from transformers import DynamicCache
-
-        penalty = float(getattr(self.model.generation_config, "repetition_penalty", None) or 1.0)
-        stop = torch.tensor(self.stop_ids, device=self.device)
-        # Positions count real tokens only, so a padded row sees the positions it would see alone.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
-        rows = torch.arange(embeds.shape[0], device=self.device)  # original row of each live row
-        next_pos = positions[:, -1] + 1
-        generated = torch.empty(embeds.shape[0], 0, dtype=torch.long, device=self.device)  # [live, step]
-        results: list[list[int]] = [[] for _ in range(embeds.shape[0])]
-        for step in range(max_new_tokens):
-            logits = out.logits[:, -1].float()  # [live, vocab]
-            if penalty != 1.0 and generated.shape[1]:
-                seen = logits.gather(1, generated)
-                logits.scatter_(1, generated, torch.where(seen < 0, seen * penalty, seen / penalty))
-            token = logits.argmax(-1)  # [live]
-            for row, tok in zip(rows.tolist(), token.tolist()):
-                results[row].append(tok)
-            if step == max_new_tokens - 1:
-                break
-            live = ~torch.isin(token, stop)
-            if not live.all():
-                keep = live.nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    break
-                cache.batch_select_indices(keep)
-                rows, token, next_pos, mask, generated = (rows[keep], token[keep], next_pos[keep], mask[keep],
-                                                          generated[keep])
-            generated = torch.cat([generated, token[:, None]], dim=1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True)
-            next_pos = next_pos + 1
         return results
 
     def generate(self, texts: list[str], soft_prompt: torch.Tensor | None = None, max_new_tokens: int | None = None,

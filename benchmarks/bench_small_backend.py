@@ -1,0 +1,75 @@
+"""Throughput of the ``hf`` knowledge writer on this machine: generated tokens per second at batch 1 and at
+batch B (default 32), with the embedded model and the demo's small-model queries under a 5-token soft prompt.
+The naive baseline, measured in the same run, is batch 1 through transformers' generate().
+
+    python benchmarks/bench_small_backend.py [--n 32] [--batch-size 32] [--max-new-tokens 64]
+
+Tokens counted are the new tokens each question gets (up to its stop token), so rows that stop early do not
+inflate the figure. These are the CPU numbers the README's "Scale" section starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+
+import torch
+
+os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")  # before LLaMA-Factory is imported
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from blade_plugin.paths import bundled_data_dir
+from blade_plugin.qa.data import load_qa
+from blade_plugin.qa.prompts import load_prompts
+from blade_plugin.small_lm.backend import SmallBackendConfig, load_knowledge_writer
+from blade_plugin.small_lm.default_model import materialize_default_model
+from blade_plugin.small_lm.soft_prompt import SoftPromptSpace
+
+
+def timed_tokens(writer, texts: list[str], soft_prompt: torch.Tensor) -> tuple[float, int]:
+    start = time.perf_counter()
+    ids = writer.generate_ids(texts, soft_prompt)
+    return time.perf_counter() - start, sum(map(len, ids))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=32, help="questions")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    data = bundled_data_dir()
+    items = (load_qa(data / "demo_qa_dev.jsonl") + load_qa(data / "demo_qa_test.jsonl")
+             + load_qa(data / "demo_qa_train.jsonl"))[: args.n]
+    prompts = load_prompts()
+    texts = [prompts.small_model_query(item) for item in items]
+    model_dir = str(materialize_default_model())
+    batched = load_knowledge_writer(SmallBackendConfig(model_dir, template="blade_chatml",
+                                                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
+    single = batched.with_settings(batch_size=1)  # same weights, batch 1
+    naive = batched.with_settings(batch_size=1, decoder="hf")  # transformers' generate(), batch 1
+    soft = SoftPromptSpace.for_generator(batched, n_tokens=5, d=10, seed=0).to_soft_prompt(torch.full((10,), 0.3))
+    batched.generate_ids(texts[:2], soft)  # warm-up (lazy inits)
+
+    results = {}
+    for name, writer in (("batch 1, generate()", naive), ("batch 1, our loop", single),
+                         (f"batch {args.batch_size}, our loop", batched)):
+        seconds, tokens = timed_tokens(writer, texts, soft)
+        results[name] = (seconds, tokens)
+        print(f"{name:>24}: {tokens} tokens in {seconds:6.2f} s = {tokens / seconds:6.1f} tokens/s "
+              f"({len(texts) / seconds:.2f} questions/s)")
+    base_s, base_tok = results["batch 1, generate()"]
+    best_s, best_tok = results[f"batch {args.batch_size}, our loop"]
+    print(f"questions {len(texts)}, knowledge <= {args.max_new_tokens} tokens, torch threads "
+          f"{torch.get_num_threads()}, model {model_dir}")
+    print(f"batch {args.batch_size} vs naive batch-1 generate(): {(best_tok / best_s) / (base_tok / base_s):.1f}x "
+          f"tokens/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""A loopback stand-in for `vllm serve MODEL --enable-prompt-embeds`, on 127.0.0.1, for CPU tests.
+
+It speaks the part of vLLM's OpenAI server the ``vllm`` small backend uses: `GET /v1/models` and
+`POST /v1/completions` with `prompt_embeds`. The payload is decoded exactly as vLLM decodes it
+(vllm/renderers/embed_utils.py `safe_load_prompt_embeds`: strict base64, `torch.load(weights_only=True)` under
+sparse-invariant checks, to_dense, a leading batch dimension squeezed, 2-D and hidden-size checks, cast to the
+model's dtype), and the completion comes from transformers' own `generate(inputs_embeds=...)` of the HF model,
+greedy, stopping at the request's stop_token_ids and the model's eos, as vLLM's sampler does at temperature 0.
+The response carries `token_ids` (vLLM's `return_token_ids`), including the stop token it ended on.
+
+    python -m blade_plugin.testing.vllm_loopback_server --model DIR --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import io
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+
+_MODEL_LOCK = threading.Lock()  # one forward pass at a time, also across replicas sharing a model
+
+
+class PromptEmbedsError(ValueError):
+    """A request vLLM would answer with HTTP 400."""
+
+
+def decode_prompt_embeds(embed: str, hidden_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """vLLM's decoding of one `prompt_embeds` entry -> Tensor[seq_len, hidden_size] in the model dtype."""
+    try:
+        payload = base64.b64decode(embed, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise PromptEmbedsError(f"`prompt_embeds` is not valid base64: {err}") from None
+    with torch.sparse.check_sparse_tensor_invariants():
+        try:
+            tensor = torch.load(io.BytesIO(payload), weights_only=True, map_location=torch.device("cpu"))
+        except Exception as err:  # torch.load raises many types for bytes a caller sent; vLLM answers 400
+            raise PromptEmbedsError(f"`prompt_embeds` could not be loaded: {err}") from None
+        if not isinstance(tensor, torch.Tensor):
+            raise PromptEmbedsError("`prompt_embeds` payload did not deserialize to a torch.Tensor.")
+        tensor = tensor.to_dense()
+    if tensor.dim() > 2:
+        tensor = tensor.squeeze(0)
+    if tensor.dim() != 2:
+        raise PromptEmbedsError("`prompt_embeds` must be a 2D tensor of shape (num_tokens, hidden_size); "
+                                f"got shape {tuple(tensor.shape)}.")
+    if tensor.shape[1] != hidden_size:
+        raise PromptEmbedsError(f"`prompt_embeds` hidden_size {tensor.shape[1]} does not match the model's "
+                                f"hidden_size {hidden_size}.")
+    if tensor.dtype != dtype:
+        if not tensor.is_floating_point():
+            raise PromptEmbedsError(f"`prompt_embeds` dtype {tensor.dtype} is not a floating-point type, cannot "
+                                    f"safely cast to the model's dtype {dtype}.")
+        tensor = tensor.to(dtype)
+    return tensor
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args) -> None:  # keep test output clean
+        pass
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, {"error": {"message": message, "type": "BadRequestError", "param": "prompt_embeds",
+                                      "code": status}})
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/v1/models"):
+            loop = self.server.loopback
+            self._send(200, {"object": "list", "data": [{"id": loop.served_name, "object": "model",
+                                                         "owned_by": "vllm", "root": loop.served_name}]})
+        else:
+            self._error(404, "not found")
+
+    def do_POST(self) -> None:
+        loop = self.server.loopback
+        if not self.path.rstrip("/").endswith("/v1/completions"):
+            self._error(404, "not found")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._error(400, "invalid JSON body")
+            return
+        loop.record(body)
+        try:
+            self._send(200, loop.complete(body))
+        except PromptEmbedsError as err:
+            self._error(400, str(err))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, address, loopback: VLLMLoopbackServer):
+        super().__init__(address, _Handler)
+        self.loopback = loopback
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up mid-response
+            return
+        super().handle_error(request, client_address)
+
+
+class VLLMLoopbackServer:
+    """Context manager; `.base_url` is `http://127.0.0.1:PORT/v1`. `model`/`tokenizer` may be shared between
+    replicas (pass the loaded objects) so a round-robin test holds one copy of the weights."""
+
+    def __init__(self, model_dir: str | None = None, *, model=None, tokenizer=None, served_name: str | None = None,
+                 enable_prompt_embeds: bool = True, port: int = 0):
+        if model is None or tokenizer is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.model, self.tokenizer = model, tokenizer
+        self.served_name = served_name or str(model_dir or model.name_or_path)
+        self.enable_prompt_embeds = enable_prompt_embeds
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", port), self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def record(self, body: dict) -> None:
+        with self._lock:
+            self.requests.append(body)
+
+    def complete(self, body: dict) -> dict:
+        """One `/v1/completions` response for a prompt_embeds request (greedy, as at temperature 0)."""
+        embeds = body.get("prompt_embeds")
+        if embeds is None or body.get("prompt") not in (None, ""):
+            raise PromptEmbedsError("this loopback server only serves prompt_embeds requests with an empty prompt")
+        if not self.enable_prompt_embeds:
+            raise PromptEmbedsError("You must set `--enable-prompt-embeds` to input `prompt_embeds`.")
+        if float(body.get("temperature", 1.0)) != 0.0:
+            raise PromptEmbedsError("this loopback server only decodes greedily (temperature 0)")
+        weight = self.model.get_input_embeddings().weight
+        tensors = [decode_prompt_embeds(e, weight.shape[1], weight.dtype)
+                   for e in (embeds if isinstance(embeds, list) else [embeds])]
+        eos = self.model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        stop_ids = list(dict.fromkeys([*(body.get("stop_token_ids") or []), *eos]))
+        choices = []
+        for index, tensor in enumerate(tensors):
+            with _MODEL_LOCK, torch.inference_mode():
+                out = self.model.generate(inputs_embeds=tensor[None], attention_mask=torch.ones(1, len(tensor),
+                                          dtype=torch.long), max_new_tokens=int(body.get("max_tokens", 16)),
+                                          do_sample=False, eos_token_id=stop_ids, pad_token_id=stop_ids[0],
+                                          repetition_penalty=float(body.get("repetition_penalty") or 1.0))
+            ids = out[0].tolist()
+            end = next((k for k, t in enumerate(ids) if t in stop_ids), None)
+            ids = ids if end is None else ids[:end + 1]  # vLLM keeps the stop token in token_ids
+            text_ids = ids if end is None else ids[:-1]
+            choice = {"index": index, "text": self.tokenizer.decode(text_ids, skip_special_tokens=True),
+                      "logprobs": None, "finish_reason": "length" if end is None else "stop",
+                      "stop_reason": None if end is None else ids[-1]}
+            if body.get("return_token_ids"):
+                choice["token_ids"] = ids
+            choices.append(choice)
+        n_prompt = sum(len(t) for t in tensors)
+        n_out = sum(len(c.get("token_ids") or []) for c in choices)
+        return {"id": f"cmpl-loopback-{len(self.requests)}", "object": "text_completion", "created": int(time.time()),
+                "model": body.get("model"), "choices": choices,
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}}
+
+    def start(self) -> VLLMLoopbackServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="vllm-loopback", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> VLLMLoopbackServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Loopback stand-in for vllm serve --enable-prompt-embeds")
+    parser.add_argument("--model", required=True, help="HF model directory")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    with VLLMLoopbackServer(args.model, port=args.port) as server:
+        print(f"serving {args.model} at {server.base_url} (Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
