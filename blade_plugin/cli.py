@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate:evaluate",
     "answer": "answer:answer",
     "demo": "demo:demo",
+    "serve": "serve:serve",
 }
 
 
