@@ -56,6 +56,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
             return
+        with stub._lock:
+            stub.authorizations.append(self.headers.get("Authorization"))
         fault = stub._record(body)
         if stub.latency:
             time.sleep(stub.latency)
@@ -141,6 +143,7 @@ class StubOpenAIServer:
         self.responder = responder or default_responder
         self.latency = latency
         self.stream_delay = 0.0  # seconds between streamed chunks (stream: true requests)
+        self.authorizations: list[str | None] = []  # the Authorization header of each chat request
         self._lock = threading.Lock()
         self._faults: deque[int] = deque()
         self._fail_always: int | None = None
