@@ -57,6 +57,7 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
     from ..errors import BladeError
     from ..qa.prompts import load_prompts
     from ..serve.app import ServeSettings, create_app
+    from ..serve.runner import GracefulServer
     from ..serve.upstream import UpstreamConfig
 
     if not llm_base_url:
@@ -98,4 +99,5 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
                 llm_base_url, llm_model or "from each request", batch_size)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=verbose >= 1,
                             timeout_graceful_shutdown=shutdown_timeout, log_level="debug" if verbose >= 2 else "info")
-    uvicorn.Server(config).run()
+    GracefulServer(config).run()
+    logger.info("BLADE server stopped")
