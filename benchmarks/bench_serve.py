@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="The batcher's collection window.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     levels = [int(x) for x in args.levels.split(",")]
     model_dir = str(materialize_default_model())
     pool = demo_questions()

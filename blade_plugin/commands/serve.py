@@ -60,6 +60,8 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
     from ..serve.runner import GracefulServer
     from ..serve.upstream import UpstreamConfig
 
+    if batch_size < 1:
+        raise click.BadParameter(f"{batch_size} is not >= 1", param_hint="--batch-size")
     if not llm_base_url:
         raise click.UsageError("serve needs an upstream LLM: pass --llm-base-url or set OPENAI_BASE_URL")
     api_key = None
