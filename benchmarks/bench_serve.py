@@ -99,7 +99,7 @@ def main() -> None:
                                  for i in range(n)]
                     figures = asyncio.run(run_level(server.base_url, level, questions))
                     results[mode][level] = figures
-                    logger.info("%-13s c=%-3d %3d requests in %6.1f s: %5.2f req/s, p50 %5.2f s, p95 %5.2f s", mode,
+                    logger.info("%-13s c=%-3d %3d requests in %6.1f s: %6.3f req/s, p50 %5.2f s, p95 %5.2f s", mode,
                                 level, n, figures["wall_s"], figures["throughput"], figures["p50_s"],
                                 figures["p95_s"])
 
@@ -109,8 +109,8 @@ def main() -> None:
           f"{'p95 s':>7} | {'ratio':>6}")
     for level in levels:
         b, o = results["batched"][level], results["one-at-a-time"][level]
-        print(f"{level:>4} | {b['throughput']:>13.2f} {b['p50_s']:>7.2f} {b['p95_s']:>7.2f} | "
-              f"{o['throughput']:>19.2f} {o['p50_s']:>7.2f} {o['p95_s']:>7.2f} | {b['throughput'] / o['throughput']:>5.1f}x")
+        print(f"{level:>4} | {b['throughput']:>13.3f} {b['p50_s']:>7.2f} {b['p95_s']:>7.2f} | "
+              f"{o['throughput']:>19.3f} {o['p50_s']:>7.2f} {o['p95_s']:>7.2f} | {b['throughput'] / o['throughput']:>5.1f}x")
     top = max(levels)
     b, o = results["batched"][top], results["one-at-a-time"][top]
     print(f"\nat c={top}: throughput {b['throughput'] / o['throughput']:.1f}x one-at-a-time (target >= 4x); "
