@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "answer": "answer:answer",
     "demo": "demo:demo",
     "merge": "merge:merge",
+    "serve": "serve:serve",
 }
 
 

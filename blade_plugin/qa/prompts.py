@@ -23,6 +23,7 @@ ALLOWED_VARIABLES = {
     "answer.j2": {"question", "options", "knowledge"},
     "small_model_query.j2": {"question", "options"},
     "system.j2": set(),
+    "chat_system.j2": {"knowledge"},
 }
 REQUIRED = ("knowledge_generation.j2", "answer.j2", "small_model_query.j2")
 
@@ -87,6 +88,10 @@ class PromptSet:
         """Chat messages asking the LLM to answer, with `knowledge` ("" for the LLM-only baseline)."""
         return self._messages(self._render("answer.j2", question=item.question, options=item.options,
                                            knowledge=knowledge or ""))
+
+    def chat_system(self, knowledge: str) -> str | None:
+        """The system message carrying knowledge into free chat (`blade-bpo serve`); None without the file."""
+        return self._render("chat_system.j2", knowledge=knowledge) if "chat_system.j2" in self._templates else None
 
     def small_model_query(self, item: QAItem) -> str:
         """The user turn the small LM receives (its KIT instruction and its BPO/inference input)."""

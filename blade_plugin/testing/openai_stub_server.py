@@ -57,6 +57,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
             return
+        with stub._lock:
+            stub.authorizations.append(self.headers.get("Authorization"))
         fault = stub._record(body)
         if stub.latency:
             time.sleep(stub.latency)
@@ -80,6 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
         text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         completion_tokens = len(text.split())
+        if body.get("stream"):
+            self._send_stream(body, text, prompt_tokens, completion_tokens)
+            return
         self._send(200, {
             "id": f"chatcmpl-stub-{stub.request_count}",
             "object": "chat.completion",
@@ -90,6 +95,38 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })
+
+    def _send_stream(self, body: dict, text: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Server-sent events as OpenAI sends them: a role chunk, one chunk per word, a finish chunk, the
+        usage chunk when `stream_options.include_usage`, then `data: [DONE]`."""
+        stub = self.server.stub
+        base = {"id": f"chatcmpl-stub-{stub.request_count}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.get("model", "stub")}
+
+        def chunk(delta: dict, finish: str | None) -> dict:
+            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        words = text.split(" ")
+        chunks = [chunk({"role": "assistant", "content": ""}, None)]
+        chunks += [chunk({"content": word if i == 0 else " " + word}, None) for i, word in enumerate(words)]
+        chunks.append(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
+                                                            "completion_tokens": completion_tokens,
+                                                            "total_tokens": prompt_tokens + completion_tokens}})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")  # no length: the end of the connection ends the stream
+        self.end_headers()
+        self.close_connection = True
+        for payload in chunks:
+            self.wfile.write(f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode())
+            self.wfile.flush()
+            if stub.stream_delay:
+                time.sleep(stub.stream_delay)
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
 
 
 class _Server(ThreadingHTTPServer):
@@ -122,6 +159,8 @@ class StubOpenAIServer:
         self.latency = latency
         self.fault_retry_after_ms = fault_retry_after_ms
         self.reject_response_format = reject_response_format  # 400 for any request with response_format
+        self.stream_delay = 0.0  # seconds between streamed chunks (stream: true requests)
+        self.authorizations: list[str | None] = []  # the Authorization header of each chat request
         self._lock = threading.Lock()
         self._faults: deque[tuple[int, dict | None]] = deque()
         self._fail_always: int | None = None
