@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate:evaluate",
     "answer": "answer:answer",
     "demo": "demo:demo",
+    "ablate": "ablate:ablate",
+    "probe": "probe:probe",
 }
 
 
