@@ -13,7 +13,7 @@ DATA = Path(__file__).parent / "data"
 
 def test_generic_demo_splits_load(demo_data_dir):
     items = load_qa(demo_data_dir / "demo_qa_train.jsonl")
-    assert len(items) == 24
+    assert len(items) == 54
     multi = [i for i in items if i.is_multi_answer]
     assert multi and all(len(i.answer) == 2 for i in multi)
     assert all(set(i.answer) <= set(i.options) for i in items)

@@ -42,19 +42,25 @@ class LLMConfig:
     timeout: float = 60.0
     cache_db: Path | None = None  # default: paths.default_cache_db()
     use_cache: bool = True
-    backend: Literal["openai", "local"] = "openai"
+    backend: Literal["openai", "local", "reader"] = "openai"  # reader: the offline evidence reader (llm/reader.py)
     local_model_dir: str | None = None
     local_batch_size: int = 8
 
     def resolved_base_url(self) -> str:
         if self.backend == "local":
             return "local:" + str(Path(self.local_model_dir or "").resolve())
+        if self.backend == "reader":
+            from .reader import READER_VERSION
+
+            return "reader:" + READER_VERSION
         url = self.base_url or os.environ.get("OPENAI_BASE_URL")
         return url or "https://api.openai.com/v1"
 
     def resolved_model(self) -> str:
         if self.backend == "local":
             return Path(self.local_model_dir or "local").name
+        if self.backend == "reader":
+            return "evidence-reader"
         model = self.model or os.environ.get("BLADE_LLM_MODEL")
         if not model:
             raise BladeError("no LLM model given: pass --llm-model or set BLADE_LLM_MODEL")
@@ -208,7 +214,7 @@ class LLMClient:
 
     # --- public API -------------------------------------------------------------------------------
     async def acomplete(self, messages: list[dict]) -> str:
-        if self.config.backend == "local":
+        if self.config.backend in ("local", "reader"):
             return (await self.acomplete_many([messages]))[0]
         key = self._key(messages)
         hit = self._cached(key)
@@ -234,7 +240,7 @@ class LLMClient:
 
     async def acomplete_many(self, batch: list[list[dict]], desc: str | None = None) -> list[str]:
         """Completions in input order; the first failure cancels the rest and is raised."""
-        if self.config.backend == "local":
+        if self.config.backend in ("local", "reader"):
             return await self._local_many(batch)
         bar = None
         if desc:
@@ -283,6 +289,10 @@ class LLMClient:
             await state.client.close()
 
     async def _local_many(self, batch: list[list[dict]]) -> list[str]:
+        if self._local is None and self.config.backend == "reader":
+            from .reader import EvidenceReader
+
+            self._local = EvidenceReader()
         if self._local is None:
             from .local import LocalChatBackend
 

@@ -25,9 +25,10 @@ def llm_options(func):
         click.option("--llm-model", default=None, help="Model name at the endpoint (default: $BLADE_LLM_MODEL)."),
         click.option("--llm-api-key-env", default="OPENAI_API_KEY", show_default=True,
                      help="Name of the environment variable holding the API key (the key itself is never stored)."),
-        click.option("--llm-backend", type=click.Choice(["openai", "local"]), default=None,
-                     help="openai: HTTP endpoint; local: an in-process HF model (default: openai if an endpoint "
-                          "is configured, else local)."),
+        click.option("--llm-backend", type=click.Choice(["openai", "local", "reader"]), default=None,
+                     help="openai: HTTP endpoint; local: an in-process HF model; reader: the offline evidence "
+                          "reader, which answers with the option the knowledge states (measures the knowledge, "
+                          "not LLM reasoning) (default: openai if an endpoint is configured, else local)."),
         click.option("--local-llm-model-dir", type=click.Path(file_okay=False), default=None,
                      help="HF model directory for --llm-backend local (default: the embedded model)."),
         click.option("--concurrency", type=int, default=8, show_default=True, help="Concurrent LLM requests."),

@@ -1,0 +1,94 @@
+"""Does a piece of knowledge support the correct option? A reader-independent measure of the small LM.
+
+For one multiple-choice item and the knowledge the small LM wrote for it, each option gets a *support*
+score: the share of the option's discriminative content units that the knowledge states. Units are
+language-aware and need no segmenter: lower-cased words (minus a small stopword list) for Latin script,
+character bigrams for Chinese (a one-character run counts as itself), so "合同无效" is {合同, 同无, 无效}.
+Discriminative means: units that also occur in the question, or in every option, are left out on both sides,
+because they cannot tell the options apart (knowledge that merely repeats the question supports nothing).
+
+    support(option) = |units(option) & units(knowledge)| / |units(option)|   (discriminative units only)
+
+An item's knowledge *supports the correct answer* when every correct option scores strictly higher than
+every distractor, and it *names a wrong option* when some distractor scores at least NAMED_AT (0.75), unless
+that distractor's units all belong to a correct option too (then stating the right answer would count).
+
+`support_summary` aggregates this over items; `blade-bpo evaluate` reports it per mode with knowledge, so a
+user sees whether the small model learned the domain even when the LLM ignores the knowledge.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from .data import QAItem
+
+NAMED_AT = 0.75
+
+_LATIN = re.compile(r"[a-z0-9]+")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+STOPWORDS = frozenset(
+    "a an the of and or to in on at by for with from as is are was were be been being it its this that these "
+    "those which what who whom whose how why when where does do did has have had should would could can must "
+    "may might shall will not no".split())
+
+
+def units(text: str) -> set[str]:
+    """Content units of `text`: English words minus stopwords, plus Chinese character bigrams."""
+    text = text.lower()
+    found = {w for w in _LATIN.findall(text) if w not in STOPWORDS}
+    for run in _CJK.findall(text):
+        found.update([run] if len(run) == 1 else (run[i:i + 2] for i in range(len(run) - 1)))
+    return found
+
+
+def _discriminative_units(options: Mapping[str, str], question: str) -> tuple[dict[str, set[str]], set[str]]:
+    """Each option's units minus those in the question or in every option; and that ignored set."""
+    ignored = units(question)
+    per_option = {letter: units(text) for letter, text in options.items()}
+    if len(per_option) > 1:
+        ignored |= set.intersection(*per_option.values())
+    return {letter: own - ignored for letter, own in per_option.items()}, ignored
+
+
+def option_support(options: Mapping[str, str], knowledge: str, question: str = "") -> dict[str, float]:
+    """Support of each option (letter -> share of its discriminative units the knowledge states, 0..1)."""
+    per_option, ignored = _discriminative_units(options, question)
+    stated = units(knowledge) - ignored
+    return {letter: len(own & stated) / len(own) if own else 0.0 for letter, own in per_option.items()}
+
+
+def item_support(options: Mapping[str, str], correct: Sequence[str], knowledge: str, question: str = "",
+                 named_at: float = NAMED_AT) -> dict:
+    """{"supports_correct": bool, "names_wrong": bool, "support": {letter: score}} for one item."""
+    per_option, _ = _discriminative_units(options, question)
+    support = option_support(options, knowledge, question)
+    wrong = [letter for letter in options if letter not in correct]
+    supports = bool(correct) and all(support[c] > support[w] for c in correct for w in wrong)
+    correct_units = set().union(*(per_option[c] for c in correct)) if correct else set()
+    names_wrong = any(support[w] >= named_at and not per_option[w] <= correct_units for w in wrong)
+    return {"supports_correct": supports, "names_wrong": names_wrong,
+            "support": {letter: round(score, 4) for letter, score in support.items()}}
+
+
+def support_summary(items: Sequence[QAItem], knowledge_texts: Sequence[str]) -> dict:
+    """Rates over the multiple-choice items with non-empty knowledge.
+
+    Returns {"supports_correct": rate, "names_wrong": rate, "n": count, "items": [per-item detail]}; the
+    rates are None when no item qualifies (e.g. free-text items or the LLM-only mode).
+    """
+    if len(items) != len(knowledge_texts):
+        raise ValueError(f"{len(items)} items but {len(knowledge_texts)} knowledge texts")
+    details = []
+    for item, knowledge in zip(items, knowledge_texts):
+        if not item.is_multiple_choice or not item.answer or not (knowledge or "").strip():
+            continue
+        details.append({"id": item.id, **item_support(item.options, item.answer, knowledge, item.question)})
+    n = len(details)
+    return {
+        "supports_correct": round(sum(d["supports_correct"] for d in details) / n, 4) if n else None,
+        "names_wrong": round(sum(d["names_wrong"] for d in details) / n, 4) if n else None,
+        "n": n,
+        "items": details,
+    }
