@@ -184,12 +184,12 @@ def _row_dir(out: Path, plan: RowPlan, items: list[QAItem], prompts: PromptSet, 
     return out / "rows" / f"{plan.key}-{digest_json(parts)}"
 
 
-def _knowledge_support(items: list[QAItem], knowledge: list[str]) -> dict | None:
-    try:
-        from .qa.knowledge_support import support_summary
-    except ImportError:  # the reader-independent metric ships with the fictional-domain data (issue #9 item 3)
-        return None
-    return support_summary(items, knowledge)
+def _knowledge_support(items: list[QAItem], knowledge: list[str]) -> dict:
+    """The reader-independent metric (qa/knowledge_support.py), without the per-item detail."""
+    from .qa.knowledge_support import support_summary
+
+    summary = support_summary(items, knowledge)
+    return {k: v for k, v in summary.items() if k != "items"}
 
 
 def run_ablation(items: list[QAItem], prompts: PromptSet, client, inputs: AblationInputs, config: AblationConfig,
@@ -279,7 +279,7 @@ def _fmt_pair(p: dict | None) -> str:
 def render_markdown(table: dict) -> str:
     lines = [f"# BLADE ablation ({table['n_items']} test questions)", "",
              "| configuration | accuracy | 95% CI | single / multi | unparseable | vs LLM alone | vs row above "
-             "| knowledge support | LLM calls | tokens |",
+             "| knowledge supports correct / names wrong | LLM calls | tokens |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for row in table["rows"]:
@@ -289,17 +289,18 @@ def render_markdown(table: dict) -> str:
         sm = "-"
         if row.get("single_answer") and row.get("multi_answer"):
             sm = f"{row['single_answer']['accuracy']:.3f} / {row['multi_answer']['accuracy']:.3f}"
-        support = row.get("knowledge_support")
+        support = row.get("knowledge_support") or {}
         support_text = "-"
-        if isinstance(support, dict):
-            rate = support.get("support_rate", support.get("rate"))
-            support_text = f"{rate:.3f}" if isinstance(rate, (int, float)) else json.dumps(support)[:40]
+        if support.get("supports_correct") is not None:
+            support_text = f"{support['supports_correct']:.3f} / {support['names_wrong']:.3f}"
         lines.append(f"| {row['title']} | {row['accuracy']:.3f} | [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] | {sm} "
                      f"| {row['unparseable']} | {_fmt_pair(row.get('vs_llm'))} | {_fmt_pair(row.get('vs_previous'))} "
                      f"| {support_text} | {row['llm_calls']} | {row['prompt_tokens'] + row['completion_tokens']} |")
     lines += ["", "Paired differences: accuracy of the row minus the other, exact McNemar p on the discordant "
-              "questions. \"vs row above\" compares with the nearest evaluated row above (not LLM alone). LLM calls "
-              "count requests made in this run (cached answers cost none)."]
+              "questions. \"vs row above\" compares with the nearest evaluated row above. LLM calls "
+              "count requests made in this run (cached answers cost none). Knowledge support (reader-independent, "
+              "qa/knowledge_support.py): share of questions whose knowledge supports the correct option(s) more than "
+              "every distractor / names a wrong option."]
     if notes:
         lines += ["", "Skipped:", *notes]
     return "\n".join(lines) + "\n"

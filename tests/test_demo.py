@@ -27,14 +27,25 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         assert summary["scores_meaningful"] is True
         assert summary["kit"] == {"kept": 4, "total": 4, "file": str(work / "data" / "kit_knowledge.jsonl")}
         assert summary["bpo"]["evaluations"] == 3
-        assert set(summary["test_accuracy"]) == {"llm", "knowledge", "blade"}
+        assert set(summary["test_accuracy"]) == {"llm", "base", "dp", "kit", "dp_kit", "blade"}
+        table = json.loads((work / "runs" / "ablation" / "ablation.json").read_text())
+        assert [r["key"] for r in table["rows"]] == ["llm", "base", "dp", "kit", "dp_kit", "blade"]
+        assert all("skipped" not in r and r["n"] == 4 for r in table["rows"])
+        # BLADE never below DP + KIT on dev: the soft prompt is kept only if it is not worse than none
+        bpo = summary["bpo"]
+        assert bpo["kept_soft_prompt"] == (bpo["dev_best"] >= bpo["dev_baseline"])
+        assert set(summary["stage_peak_memory_mb"]) == {"dp", "kit_data", "kit_train", "bpo", "ablation"}
+        assert summary["stage_peak_memory_mb"]["dp"] > 300  # llamafactory-cli's RSS is counted (child process)
         for name, path in summary["artifacts"].items():
             assert (work / path).exists(), name
         assert (work / "saves" / "dp" / "model.safetensors").is_file()
         assert (work / "saves" / "kit_lora" / "adapter_model.safetensors").is_file()
+        assert (work / "saves" / "kit_base_lora" / "adapter_model.safetensors").is_file()
+        assert not list((work / "saves").glob("*/checkpoint-*"))  # save_strategy=no: only final models
         info = json.loads((work / "data" / "dataset_info.json").read_text())
         assert info["blade_kit_generated"]["file_name"] == "kit_knowledge.jsonl"
-        assert "dataset=blade_kit_generated,blade_demo_kit" in result.stderr  # KIT trained on the kept knowledge
+        assert "dataset=blade_kit_generated " in result.stderr  # KIT trained on the kept knowledge
+        assert "| LLM alone |" in result.stdout and "peak MB" in result.stdout
         assert "Artifacts:" in result.stdout and "soft_prompt" in result.stdout
 
         # a second run resumes: every stage is complete, so no training runs and the LLM is not asked again
