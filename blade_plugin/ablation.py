@@ -214,6 +214,8 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client, inputs: Ablati
         mode = "llm" if plan.key == "llm" else ("blade" if plan.soft_prompt else "knowledge")
         writer = None if plan.model is None else LazyWriter(lambda p=plan: factory(p.model, p.adapter))
         soft = load_soft_prompt(plan.soft_prompt)[0] if plan.soft_prompt else None
+        if soft is not None and soft.shape[0] == 0:
+            soft = None  # zero soft tokens (BPO did not beat its baseline): the same as no soft prompt
         calls_before, usage_before = client.usage.calls, dict(client.usage.as_dict())
         started = time.perf_counter()
         logger.info("ablation row %r: %s", plan.key, ROW_TITLES[plan.key])

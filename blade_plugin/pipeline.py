@@ -27,10 +27,10 @@ class DemoConfig:
     corpus on 2 CPU cores: every document is one example (no packing), a few hundred optimiser steps."""
 
     workdir: Path
-    dp_epochs: float = 6.0
+    dp_epochs: float = 3.0
     dp_lr: float = 3e-4
     dp_steps: int | None = None  # max_steps override (tests, quick looks); None: dp_epochs decides
-    kit_epochs: float = 6.0
+    kit_epochs: float = 4.0
     kit_lr: float = 1e-3
     kit_steps: int | None = None
     kit_on_base: bool = True  # also train KIT on the base model, for the ablation's "KIT only" row
@@ -115,6 +115,19 @@ def _train_overrides(config: DemoConfig, epochs: float, lr: float, steps: int | 
     return overrides
 
 
+def _probe_dp(corpus: Path, base_model: str, dp_model: str, seed: int, n: int = 40) -> dict:
+    from .probe import PROBE_TEMPLATE, cloze_probes, complete, probe_report
+    from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
+
+    probes = cloze_probes(corpus, n, seed)
+    completions = []
+    for model in (base_model, dp_model):
+        writer = load_knowledge_writer(SmallBackendConfig(model, None, PROBE_TEMPLATE, 12))
+        completions.append(complete(writer, probes, 12))
+        del writer
+    return {**probe_report(probes, completions[0], completions[1]), "corpus": str(corpus)}
+
+
 def _keep_better_soft_prompt(bpo_dir: Path, best_score: float, baseline: float, hidden: int) -> dict:
     """BPO's soft prompt if its dev score is at least the no-soft-prompt baseline, else an empty one (so BLADE
     falls back to DP + KIT, never below it on dev). Written as runs/bpo/selected_soft_prompt.safetensors."""
@@ -168,6 +181,17 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
             run_llamafactory_train(work / "recipes" / "blade_dp_full.yaml", overrides, work, logs / "dp.log", desc="DP")
             _mark(dp_dir / "blade_stage.json", {"stage": "dp", **{k: str(v) for k, v in overrides.items()}})
     record("dp", meter)
+
+    # 1b. Did DP teach the corpus? Fact cloze probes on the base and the DP model (runs/probe.json)
+    probe_file = work / "runs" / "probe.json"
+    with StageMeter() as meter:
+        if not probe_file.is_file():
+            probe = _probe_dp(data / "demo_corpus.jsonl", str(base_model), str(dp_dir), config.seed)
+            atomic_write_json(probe_file, probe)
+        probe = json.loads(probe_file.read_text(encoding="utf-8"))
+        logger.info("[1/5] DP probe: %d/%d corpus facts completed before DP, %d/%d after",
+                    probe["before"]["correct"], probe["n"], probe["after"]["correct"], probe["n"])
+    record("probe", meter)
 
     # 2. KIT data (the LLM writes knowledge; consistency filter)
     kit_file = data / "kit_knowledge.jsonl"
@@ -250,6 +274,8 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         "llm": llm_config.describe() if hasattr(llm_config, "describe") else str(llm_config.model),
         "scores_meaningful": not local_scores_warning,
         "kit": {"kept": stats.kept, "total": stats.total, "file": str(kit_file)},
+        "dp_probe": {"n": probe["n"], "hits_before": probe["before"]["correct"],
+                     "hits_after": probe["after"]["correct"], "mcnemar_p": probe["after_vs_before"]["mcnemar_p"]},
         "bpo": {"best_dev_accuracy": summary.best_score, "evaluations": summary.n_evaluations, **selection},
         "test_accuracy": {key: row["accuracy"] for key, row in rows.items()},
         "ablation": [{k: row.get(k) for k in ("key", "title", "accuracy", "ci95", "skipped")} for row in table["rows"]],
@@ -259,7 +285,8 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
             "selected_soft_prompt": str(bpo_dir / "selected_soft_prompt.safetensors"),
             "bpo_trials": str(bpo_dir / "trials.jsonl"), "convergence_plot": str(bpo_dir / "convergence.png"),
             "ablation_table": str(ablation_dir / "ablation.md"), "ablation_json": str(ablation_dir / "ablation.json"),
-            "ablation_chart": str(ablation_dir / "ablation.png"), "logs": str(logs),
+            "ablation_chart": str(ablation_dir / "ablation.png"), "dp_probe": str(probe_file),
+            "logs": str(logs),
         },
         # Summed over resumed runs, so a re-run that skips finished stages does not erase their cost.
         "stage_seconds": _add_previous_times(work / "demo_summary.json", config.stage_times),

@@ -34,7 +34,7 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         # BLADE never below DP + KIT on dev: the soft prompt is kept only if it is not worse than none
         bpo = summary["bpo"]
         assert bpo["kept_soft_prompt"] == (bpo["dev_best"] >= bpo["dev_baseline"])
-        assert set(summary["stage_peak_memory_mb"]) == {"dp", "kit_data", "kit_train", "bpo", "ablation"}
+        assert set(summary["stage_peak_memory_mb"]) == {"dp", "probe", "kit_data", "kit_train", "bpo", "ablation"}
         assert summary["stage_peak_memory_mb"]["dp"] > 300  # llamafactory-cli's RSS is counted (child process)
         for name, path in summary["artifacts"].items():
             assert (work / path).exists(), name
@@ -46,6 +46,8 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         assert info["blade_kit_generated"]["file_name"] == "kit_knowledge.jsonl"
         assert "dataset=blade_kit_generated " in result.stderr  # KIT trained on the kept knowledge
         assert "| LLM alone |" in result.stdout and "peak MB" in result.stdout
+        probe = json.loads((work / "runs" / "probe.json").read_text())
+        assert probe["n"] == 40 and summary["dp_probe"]["hits_after"] == probe["after"]["correct"]
         assert "Artifacts:" in result.stdout and "soft_prompt" in result.stdout
 
         # a second run resumes: every stage is complete, so no training runs and the LLM is not asked again
@@ -70,3 +72,20 @@ def test_without_endpoint_the_local_stand_in_is_used_and_flagged(default_model_d
     assert "not meaningful" in caplog.text
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert config_from_options(llm_model="m").backend == "openai"
+
+
+def test_soft_prompt_is_kept_only_when_not_worse_than_none(tmp_path):
+    import torch
+
+    from blade_plugin.pipeline import _keep_better_soft_prompt
+    from blade_plugin.small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
+
+    tuned = torch.arange(10, dtype=torch.float32).reshape(2, 5)
+    save_soft_prompt(tmp_path / "soft_prompt.safetensors", tuned, {"d": 3})
+    assert _keep_better_soft_prompt(tmp_path, 0.50, 0.50, 5)["kept_soft_prompt"] is True  # a tie keeps BPO's
+    kept, meta = load_soft_prompt(tmp_path / "selected_soft_prompt.safetensors")
+    assert torch.equal(kept, tuned) and meta["selected"] == "bpo"
+    assert _keep_better_soft_prompt(tmp_path, 0.25, 0.50, 5) == {"kept_soft_prompt": False, "dev_best": 0.25,
+                                                                 "dev_baseline": 0.50}
+    dropped, meta = load_soft_prompt(tmp_path / "selected_soft_prompt.safetensors")
+    assert tuple(dropped.shape) == (0, 5) and meta["dev_baseline"] == 0.5  # zero soft tokens: plain DP + KIT

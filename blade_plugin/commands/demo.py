@@ -15,12 +15,12 @@ logger = logging.getLogger(__name__)
 @click.command()
 @click.option("--workdir", type=click.Path(file_okay=False), default="blade_demo", show_default=True,
               help="Where every artifact goes; re-running resumes finished stages.")
-@click.option("--dp-epochs", type=click.FloatRange(0, min_open=True), default=6.0, show_default=True,
+@click.option("--dp-epochs", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
               help="DP (continued pre-training) epochs over the corpus, one document per example.")
 @click.option("--dp-lr", type=click.FloatRange(0, min_open=True), default=3e-4, show_default=True,
               help="DP learning rate (full fine-tuning).")
 @click.option("--dp-steps", type=click.IntRange(1), default=None, help="Stop DP after this many steps (max_steps).")
-@click.option("--kit-epochs", type=click.FloatRange(0, min_open=True), default=6.0, show_default=True,
+@click.option("--kit-epochs", type=click.FloatRange(0, min_open=True), default=4.0, show_default=True,
               help="KIT (instruction tuning, LoRA) epochs.")
 @click.option("--kit-lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
               help="KIT learning rate (LoRA).")
@@ -59,6 +59,9 @@ def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, kit
                         limit_train=limit, limit_dev=limit, limit_test=limit)
     result = run_demo(config, llm_config, local_scores_warning=local)
     click.echo("\nBLADE demo finished in {:.0f} s".format(result["this_run_seconds"]))
+    probe = result["dp_probe"]
+    click.echo(f"  DP probe (fact cloze from the corpus): {probe['hits_before']}/{probe['n']} before DP, "
+               f"{probe['hits_after']}/{probe['n']} after (McNemar p={probe['mcnemar_p']:.2g})")
     click.echo(f"  KIT data kept: {result['kit']['kept']} / {result['kit']['total']}")
     bpo = result["bpo"]
     click.echo(f"  BPO best dev accuracy: {bpo['best_dev_accuracy']:.3f} ({bpo['evaluations']} evaluations; "
