@@ -20,16 +20,16 @@ logger = logging.getLogger(__name__)
 @click.option("--dp-lr", type=click.FloatRange(0, min_open=True), default=3e-4, show_default=True,
               help="DP learning rate (full fine-tuning).")
 @click.option("--dp-steps", type=click.IntRange(1), default=None, help="Stop DP after this many steps (max_steps).")
-@click.option("--kit-epochs", type=click.FloatRange(0, min_open=True), default=4.0, show_default=True,
+@click.option("--kit-epochs", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
               help="KIT (instruction tuning, LoRA) epochs.")
 @click.option("--kit-lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
               help="KIT learning rate (LoRA).")
 @click.option("--kit-steps", type=click.IntRange(1), default=None, help="Stop KIT after this many steps.")
 @click.option("--kit-on-base/--no-kit-on-base", default=True, show_default=True,
               help="Also train KIT on the base model, for the ablation's 'KIT only' row.")
-@click.option("--bpo-init", type=click.IntRange(1), default=3, show_default=True, help="Sobol initial BPO evaluations.")
-@click.option("--bpo-iterations", type=click.IntRange(0), default=3, show_default=True, help="BO rounds after them.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=48, show_default=True,
+@click.option("--bpo-init", type=click.IntRange(1), default=2, show_default=True, help="Sobol initial BPO evaluations.")
+@click.option("--bpo-iterations", type=click.IntRange(0), default=2, show_default=True, help="BO rounds after them.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=40, show_default=True,
               help="Knowledge length (small LM).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N items of each demo QA split.")
 @llm_options
