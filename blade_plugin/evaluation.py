@@ -16,6 +16,7 @@ from .defaults import GENERATION_BATCH_SIZE
 from .errors import LLMError
 from .io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from .knowledge_answering import answer_items
+from .qa.knowledge_support import support_summary
 from .qa.metrics import accuracy_summary, paired_comparison
 from .progress_log import ProgressLog
 from .qa.prompts import PromptSet
@@ -136,6 +137,8 @@ def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resam
         f1s = [r.get("f1") for r in rows if r.get("f1") is not None]
         if f1s:
             summary["mean_f1"] = round(sum(f1s) / len(f1s), 4)
+        if any(r.get("knowledge") for r in rows):  # reader-independent: does the knowledge state the right option?
+            summary["knowledge_support"] = support_summary(items, [r.get("knowledge") or "" for r in rows], False)
         metrics["modes"][mode] = summary
     if "llm" in modes:
         llm_correct = [by_key[("llm", item.id)]["correct"] for item in items]

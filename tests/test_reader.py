@@ -153,3 +153,14 @@ def test_kit_over_http_and_in_process_reproduce_the_bundled_kit_data(demo_data_d
     for result, name in ((http, "http.jsonl"), (local, "local.jsonl")):
         assert "kept 54 / 54 items" in result.stdout
         assert (tmp_path / name).read_text() == expected
+
+
+def test_a_fragment_option_is_not_chosen_beside_the_full_one(prompts):
+    from blade_plugin.qa.prompts import load_prompts
+
+    item = {it.id: it for it in load_qa(DATA / "jecqa_sample.json")}["1_0078"]  # C = A + "，法律另有规定的除外"
+    legal = load_prompts(variant="zh_legal")
+    raw = EvidenceReader().reply(legal.answer(item, "根据民法典，诉讼时效期间为三年，法律另有规定的除外。"))
+    assert raw.endswith("答案：C") and score_answer(item, raw).correct
+    raw = EvidenceReader().reply(legal.answer(item, "诉讼时效期间为三年。"))
+    assert score_answer(item, raw).parsed == ("A",)

@@ -12,7 +12,8 @@ KIT prompt, which carries it by design):
 
 - ANSWER prompt (templates/answer.j2 or the zh_legal / zh_medical variants): parse question, options and the
   background knowledge. Every option whose support is at least `threshold` is answered (several for
-  multi-answer questions); if none reaches it, the best-supported option; if the knowledge supports no option
+  multi-answer questions) except one whose words are a fragment of another chosen option's; if none reaches
+  it, the best-supported option; if the knowledge supports no option
   at all (or is absent), a guess: an option picked by a hash of the question and options, so an LLM-only run
   scores near chance (1/4 on single-answer A-D items, 0 on multi-answer ones) and the same prompt always
   gets the same reply. Replies like an LLM: one sentence of reasoning, then "Answer: B" ("答案：B" in Chinese).
@@ -36,7 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..qa.knowledge_support import option_support
+from ..qa.knowledge_support import discriminative_units, option_support
 from .local import LocalGeneration
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,10 @@ class EvidenceReader:
         if best <= 0.0:
             return [_guess(question, options)], False
         chosen = [letter for letter in sorted(options) if support[letter] >= self.threshold]
+        # an option whose words are part of another chosen option's is that option's fragment: knowledge stating
+        # "three years, unless the law says otherwise" chooses that option, not also "three years"
+        own, _ = discriminative_units(options, question)
+        chosen = [c for c in chosen if not any(own[c] < own[o] for o in chosen if o != c)]
         if not chosen:
             tied = {letter: options[letter] for letter in options if support[letter] == best}
             chosen = [_guess(question, tied)]

@@ -11,7 +11,8 @@ because they cannot tell the options apart (knowledge that merely repeats the qu
 
 An item's knowledge *supports the correct answer* when every correct option scores strictly higher than
 every distractor, and it *names a wrong option* when some distractor scores at least NAMED_AT (0.75), unless
-that distractor's units all belong to a correct option too (then stating the right answer would count).
+that distractor's units all belong to a correct option too (then stating the right answer would count; such a
+distractor may also tie with the correct option without spoiling its support).
 
 `support_summary` aggregates this over items; `blade-bpo evaluate` reports it per mode with knowledge, so a
 user sees whether the small model learned the domain even when the LLM ignores the knowledge.
@@ -43,7 +44,7 @@ def units(text: str) -> set[str]:
     return found
 
 
-def _discriminative_units(options: Mapping[str, str], question: str) -> tuple[dict[str, set[str]], set[str]]:
+def discriminative_units(options: Mapping[str, str], question: str) -> tuple[dict[str, set[str]], set[str]]:
     """Each option's units minus those in the question or in every option; and that ignored set."""
     ignored = units(question)
     per_option = {letter: units(text) for letter, text in options.items()}
@@ -54,7 +55,7 @@ def _discriminative_units(options: Mapping[str, str], question: str) -> tuple[di
 
 def option_support(options: Mapping[str, str], knowledge: str, question: str = "") -> dict[str, float]:
     """Support of each option (letter -> share of its discriminative units the knowledge states, 0..1)."""
-    per_option, ignored = _discriminative_units(options, question)
+    per_option, ignored = discriminative_units(options, question)
     stated = units(knowledge) - ignored
     return {letter: len(own & stated) / len(own) if own else 0.0 for letter, own in per_option.items()}
 
@@ -62,21 +63,26 @@ def option_support(options: Mapping[str, str], knowledge: str, question: str = "
 def item_support(options: Mapping[str, str], correct: Sequence[str], knowledge: str, question: str = "",
                  named_at: float = NAMED_AT) -> dict:
     """{"supports_correct": bool, "names_wrong": bool, "support": {letter: score}} for one item."""
-    per_option, _ = _discriminative_units(options, question)
+    per_option, _ = discriminative_units(options, question)
     support = option_support(options, knowledge, question)
     wrong = [letter for letter in options if letter not in correct]
-    supports = bool(correct) and all(support[c] > support[w] for c in correct for w in wrong)
     correct_units = set().union(*(per_option[c] for c in correct)) if correct else set()
-    names_wrong = any(support[w] >= named_at and not per_option[w] <= correct_units for w in wrong)
+    # a distractor made only of correct-option units ("three years" vs "three years, unless the law says
+    # otherwise") is necessarily stated along with the correct option: a tie with it still counts as support
+    inside = {w for w in wrong if per_option[w] <= correct_units}
+    supports = bool(correct) and all(support[c] > 0 and (support[c] > support[w] or
+                                                         (w in inside and support[c] >= support[w]))
+                                     for c in correct for w in wrong)
+    names_wrong = any(support[w] >= named_at and w not in inside for w in wrong)
     return {"supports_correct": supports, "names_wrong": names_wrong,
             "support": {letter: round(score, 4) for letter, score in support.items()}}
 
 
-def support_summary(items: Sequence[QAItem], knowledge_texts: Sequence[str]) -> dict:
+def support_summary(items: Sequence[QAItem], knowledge_texts: Sequence[str], with_items: bool = True) -> dict:
     """Rates over the multiple-choice items with non-empty knowledge.
 
-    Returns {"supports_correct": rate, "names_wrong": rate, "n": count, "items": [per-item detail]}; the
-    rates are None when no item qualifies (e.g. free-text items or the LLM-only mode).
+    Returns {"supports_correct": rate, "names_wrong": rate, "n": count, "items": [per-item detail]} ("items"
+    only `with_items`); the rates are None when no item qualifies (free-text items, the LLM-only mode).
     """
     if len(items) != len(knowledge_texts):
         raise ValueError(f"{len(items)} items but {len(knowledge_texts)} knowledge texts")
@@ -90,5 +96,5 @@ def support_summary(items: Sequence[QAItem], knowledge_texts: Sequence[str]) -> 
         "supports_correct": round(sum(d["supports_correct"] for d in details) / n, 4) if n else None,
         "names_wrong": round(sum(d["names_wrong"] for d in details) / n, 4) if n else None,
         "n": n,
-        "items": details,
+        **({"items": details} if with_items else {}),
     }
