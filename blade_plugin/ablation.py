@@ -188,8 +188,7 @@ def _knowledge_support(items: list[QAItem], knowledge: list[str]) -> dict:
     """The reader-independent metric (qa/knowledge_support.py), without the per-item detail."""
     from .qa.knowledge_support import support_summary
 
-    summary = support_summary(items, knowledge)
-    return {k: v for k, v in summary.items() if k != "items"}
+    return support_summary(items, knowledge, with_items=False)
 
 
 def run_ablation(items: list[QAItem], prompts: PromptSet, client, inputs: AblationInputs, config: AblationConfig,
@@ -235,7 +234,9 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client, inputs: Ablati
             "n": summary["n"], "correct": summary["correct"], "accuracy": summary["accuracy"], "ci95": summary["ci95"],
             "single_answer": summary.get("single_answer"), "multi_answer": summary.get("multi_answer"),
             "unparseable": sum(1 for item in items if by_id[item.id]["parsed"] in (None, [], "")),
-            "knowledge_support": (_knowledge_support(items, [by_id[item.id]["knowledge"] for item in items])
+            # evaluate's metrics carry it (qa/knowledge_support.py); recomputed from the predictions otherwise
+            "knowledge_support": (summary.get("knowledge_support")
+                                  or _knowledge_support(items, [by_id[item.id]["knowledge"] for item in items])
                                   if plan.model else None),
             "llm_calls": usage_after["calls"] - calls_before,
             "llm_cache_hits": usage_after.get("cache_hits", 0) - usage_before.get("cache_hits", 0),
