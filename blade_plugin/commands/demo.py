@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 @llm_options
 def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, kit_on_base, bpo_init, bpo_iterations,
          max_new_tokens, limit, **llm_kwargs) -> None:
-    """DP -> KIT data -> KIT training -> BPO -> the ablation table, on the bundled fictional domain (about 6-8
-    min on 2 CPU cores). Without an endpoint the offline evidence reader stands in for the LLM."""
+    """DP -> DP probe -> KIT data -> KIT training -> BPO -> the ablation table, on the bundled fictional domain
+    (budgets sized for 2 CPU cores). Without an endpoint the offline evidence reader stands in for the LLM."""
     import os
 
     from ..llm.options import config_from_options
