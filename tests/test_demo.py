@@ -21,7 +21,8 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
             "--cache-db", str(tmp_path / "cache.sqlite3")]
     env = {"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}
     with StubOpenAIServer(QAOracle(items, prompts)) as server:
-        result = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env)
+        # three training runs and the ablation: slow on a shared CPU, so a generous limit
+        result = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env, timeout=2400)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         summary = json.loads((work / "demo_summary.json").read_text())
         assert summary["scores_meaningful"] is True
@@ -52,7 +53,7 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
 
         # a second run resumes: every stage is complete, so no training runs and the LLM is not asked again
         server.reset_stats()
-        again = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env)
+        again = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env, timeout=1200)
         assert again.returncode == 0, again.stderr[-3000:]
         assert server.request_count == 0
     assert "[1/5] DP" not in again.stderr
