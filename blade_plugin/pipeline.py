@@ -190,7 +190,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
             probe = _probe_dp(data / "demo_corpus.jsonl", str(base_model), str(dp_dir), config.seed)
             atomic_write_json(probe_file, probe)
         probe = json.loads(probe_file.read_text(encoding="utf-8"))
-        logger.info("[1/5] DP probe: %d/%d corpus facts completed before DP, %d/%d after",
+        logger.info("Probe (runs/probe.json): %d/%d corpus facts completed before DP, %d/%d after",
                     probe["before"]["correct"], probe["n"], probe["after"]["correct"], probe["n"])
     record("probe", meter)
 
