@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "demo": "demo:demo",
     "merge": "merge:merge",
     "serve": "serve:serve",
+    "ablate": "ablate:ablate",
+    "probe": "probe:probe",
 }
 
 

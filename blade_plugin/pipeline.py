@@ -23,14 +23,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DemoConfig:
+    """Budgets of the demo's stages, sized for 2 CPU cores: DP is full fine-tuning with every corpus
+    document one example (no packing; 150 documents, batch 8: 19 steps an epoch); KIT is LoRA at a high lr
+    (54 examples: 7 steps an epoch), once on the DP model and once on the base model for the ablation."""
+
     workdir: Path
-    dp_steps: int = 20
-    kit_steps: int = 30
-    bpo_init: int = 3
-    bpo_iterations: int = 3
+    dp_epochs: float = 3.0
+    dp_lr: float = 3e-4
+    dp_steps: int | None = None  # max_steps override (tests, quick looks); None: dp_epochs decides
+    kit_epochs: float = 3.0
+    kit_lr: float = 1e-3
+    kit_steps: int | None = None
+    kit_on_base: bool = True  # also train KIT on the base model, for the ablation's "KIT only" row
+    batch_size: int = 8
+    bpo_init: int = 2
+    bpo_iterations: int = 2
     n_tokens: int = 5
     d: int = 10
-    max_new_tokens: int = 64
+    max_new_tokens: int = 40
     limit_train: int | None = None
     limit_dev: int | None = None
     limit_test: int | None = None
@@ -38,6 +48,7 @@ class DemoConfig:
     small_backend: str = "hf"  # "vllm": BPO and evaluation on vLLM servers of the merged KIT model
     small_backend_urls: tuple[str, ...] = ()
     stage_times: dict = field(default_factory=dict)
+    stage_peak_mb: dict = field(default_factory=dict)
 
 
 def _llamafactory_cli() -> str:
@@ -99,15 +110,52 @@ def _mark(path: Path, info: dict) -> None:
     atomic_write_json(path, info)
 
 
+def _train_overrides(config: DemoConfig, epochs: float, lr: float, steps: int | None) -> dict:
+    overrides = {"num_train_epochs": epochs, "learning_rate": lr, "per_device_train_batch_size": config.batch_size,
+                 "gradient_accumulation_steps": 1, "logging_steps": 1, "save_strategy": "no", "seed": config.seed}
+    if steps:
+        overrides["max_steps"] = steps
+    return overrides
+
+
+def _probe_dp(corpus: Path, base_model: str, dp_model: str, seed: int, n: int = 40) -> dict:
+    from .probe import PROBE_TEMPLATE, cloze_probes, complete, probe_report
+    from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
+
+    probes = cloze_probes(corpus, n, seed)
+    completions = []
+    for model in (base_model, dp_model):
+        writer = load_knowledge_writer(SmallBackendConfig(model, None, PROBE_TEMPLATE, 12))
+        completions.append(complete(writer, probes, 12))
+        del writer
+    return {**probe_report(probes, completions[0], completions[1]), "corpus": str(corpus)}
+
+
+def _keep_better_soft_prompt(bpo_dir: Path, best_score: float, baseline: float, hidden: int) -> dict:
+    """BPO's soft prompt if its dev score is at least the no-soft-prompt baseline, else an empty one (so BLADE
+    falls back to DP + KIT, never below it on dev). Written as runs/bpo/selected_soft_prompt.safetensors."""
+    import torch
+
+    from .small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
+
+    keep = best_score >= baseline
+    tensor, meta = load_soft_prompt(bpo_dir / "soft_prompt.safetensors")
+    chosen = tensor if keep else torch.zeros(0, hidden)
+    save_soft_prompt(bpo_dir / "selected_soft_prompt.safetensors", chosen,
+                     {**meta, "selected": "bpo" if keep else "baseline (no soft prompt)",
+                      "dev_best": best_score, "dev_baseline": baseline})
+    return {"kept_soft_prompt": keep, "dev_best": best_score, "dev_baseline": baseline}
+
+
 def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict:
     """Run all stages and return a summary naming every artifact."""
     from .lf.dataset_info import register_dataset
     from .small_lm.default_model import materialize_default_model
-    from .evaluation import EvalConfig, run_evaluation
     from .kit_generator import generate_kit_data
     from .llm.client import LLMClient
     from .qa.prompts import load_prompts
     from .qa.data import load_qa
+    from .resource_meter import StageMeter
     from .workspace import init_workspace
 
     work = config.workdir.resolve()
@@ -121,52 +169,68 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     saves = work / "saves"
     logs = work / "logs"
 
-    # 1. DP
-    t = timer()
+    def record(name: str, meter: StageMeter) -> None:
+        config.stage_times[f"{name}_s"] = round(meter.seconds, 1)
+        config.stage_peak_mb[name] = round(meter.peak_mb)
+
+    # 1. DP: every corpus document one example (recipe: packing false), full fine-tuning
     dp_dir = saves / "dp"
-    if not _done(dp_dir / "blade_stage.json"):
-        logger.info("[1/5] DP: continued pre-training on data/demo_corpus.jsonl (%d steps)", config.dp_steps)
-        run_llamafactory_train(work / "recipes" / "blade_dp_full.yaml",
-                               {"model_name_or_path": base_model, "dataset": "blade_demo_corpus",
-                                "max_steps": config.dp_steps, "output_dir": dp_dir, "save_steps": 100000,
-                                "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                                "cutoff_len": 256, "logging_steps": 1},
-                               work, logs / "dp.log", desc="DP")
-        _mark(dp_dir / "blade_stage.json", {"stage": "dp", "steps": config.dp_steps})
-    config.stage_times["dp_s"] = round(timer() - t, 1)
+    with StageMeter() as meter:
+        if not _done(dp_dir / "blade_stage.json"):
+            logger.info("[1/5] DP: continued pre-training on data/demo_corpus.jsonl (%s epochs, lr %g)",
+                        config.dp_epochs, config.dp_lr)
+            overrides = {"model_name_or_path": base_model, "dataset": "blade_demo_corpus", "output_dir": dp_dir,
+                         "cutoff_len": 128, **_train_overrides(config, config.dp_epochs, config.dp_lr, config.dp_steps)}
+            run_llamafactory_train(work / "recipes" / "blade_dp_full.yaml", overrides, work, logs / "dp.log", desc="DP")
+            _mark(dp_dir / "blade_stage.json", {"stage": "dp", **{k: str(v) for k, v in overrides.items()}})
+    record("dp", meter)
+
+    # 1b. Did DP teach the corpus? Fact cloze probes on the base and the DP model (runs/probe.json)
+    probe_file = work / "runs" / "probe.json"
+    with StageMeter() as meter:
+        if not probe_file.is_file():
+            probe = _probe_dp(data / "demo_corpus.jsonl", str(base_model), str(dp_dir), config.seed)
+            atomic_write_json(probe_file, probe)
+        probe = json.loads(probe_file.read_text(encoding="utf-8"))
+        logger.info("Probe (runs/probe.json): %d/%d corpus facts completed before DP, %d/%d after",
+                    probe["before"]["correct"], probe["n"], probe["after"]["correct"], probe["n"])
+    record("probe", meter)
 
     # 2. KIT data (the LLM writes knowledge; consistency filter)
-    t = timer()
     kit_file = data / "kit_knowledge.jsonl"
-    with LLMClient(llm_config) as client:
+    with StageMeter() as meter, LLMClient(llm_config) as client:
         logger.info("[2/5] KIT data: LLM writes knowledge for data/demo_qa_train.jsonl and filters it")
         train = load_qa(data / "demo_qa_train.jsonl", limit=config.limit_train)
         stats = generate_kit_data(train, prompts, client, kit_file)
         register_dataset("blade_kit_generated", kit_file, data, formatting="alpaca")
-    config.stage_times["kit_data_s"] = round(timer() - t, 1)
-    # A weak local LLM may keep almost nothing; the bundled demo KIT set keeps the training stage meaningful.
-    kit_datasets = "blade_kit_generated,blade_demo_kit" if stats.kept else "blade_demo_kit"
+    record("kit_data", meter)
+    # A weak LLM may keep almost nothing; the bundled KIT set (what the reader writes) keeps KIT meaningful then.
+    kit_datasets = "blade_kit_generated" if stats.kept >= max(1, stats.total // 2) else \
+        ("blade_kit_generated,blade_demo_kit" if stats.kept else "blade_demo_kit")
 
-    # 3. KIT training (LoRA on the DP model)
-    t = timer()
+    # 3. KIT training: LoRA on the DP model (and on the base model for the ablation's "KIT only" row)
     kit_dir = saves / "kit_lora"
-    if not _done(kit_dir / "blade_stage.json"):
-        logger.info("[3/5] KIT training: LoRA on %s (%d steps)", kit_datasets, config.kit_steps)
-        run_llamafactory_train(work / "recipes" / "blade_kit_lora.yaml",
-                               {"model_name_or_path": dp_dir, "dataset": kit_datasets, "max_steps": config.kit_steps,
-                                "output_dir": kit_dir, "save_strategy": "steps", "save_steps": 100000, "per_device_train_batch_size": 2,
-                                "gradient_accumulation_steps": 1, "cutoff_len": 384, "logging_steps": 1},
-                               work, logs / "kit.log", desc="KIT")
-        _mark(kit_dir / "blade_stage.json", {"stage": "kit", "steps": config.kit_steps, "datasets": kit_datasets})
-    config.stage_times["kit_train_s"] = round(timer() - t, 1)
+    kit_base_dir = saves / "kit_base_lora"
+    runs = [("kit", dp_dir, kit_dir)] + ([("kit_base", base_model, kit_base_dir)] if config.kit_on_base else [])
+    with StageMeter() as meter:
+        for name, model, out_dir in runs:
+            if _done(out_dir / "blade_stage.json"):
+                continue
+            logger.info("[3/5] KIT training (%s): LoRA on %s over %s (%s epochs, lr %g)", name, kit_datasets,
+                        Path(model).name, config.kit_epochs, config.kit_lr)
+            overrides = {"model_name_or_path": model, "dataset": kit_datasets, "output_dir": out_dir, "cutoff_len": 256,
+                         **_train_overrides(config, config.kit_epochs, config.kit_lr, config.kit_steps)}
+            run_llamafactory_train(work / "recipes" / "blade_kit_lora.yaml", overrides, work, logs / f"{name}.log",
+                                   desc=name.upper().replace("_", " on "))
+            _mark(out_dir / "blade_stage.json", {"stage": name, **{k: str(v) for k, v in overrides.items()}})
+    record("kit_train", meter)
 
-    # 4. BPO
+    # 4. BPO on the DP + KIT model, then keep its soft prompt only if it beats no soft prompt on dev
     from .bpo.objective import KnowledgeObjective
     from .bpo.run import BPORunConfig, run_bpo
     from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
     from .small_lm.soft_prompt import SoftPromptSpace
 
-    t = timer()
     writer_dir, writer_adapter = str(dp_dir), str(kit_dir)
     if config.small_backend == "vllm":  # prompt embeddings need the adapter merged into the weights
         from .small_lm.merge import merge_adapter
@@ -177,57 +241,80 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         if not config.small_backend_urls:
             raise BladeError(f"KIT model merged into {writer_dir}; serve it with `vllm serve {writer_dir} "
                              f"--enable-prompt-embeds` and re-run with --small-backend-url (finished stages are kept)")
-    generator = load_knowledge_writer(SmallBackendConfig(
-        writer_dir, writer_adapter, template="blade_chatml", max_new_tokens=config.max_new_tokens,
-        backend=config.small_backend, urls=tuple(config.small_backend_urls)))
-    space = SoftPromptSpace.for_generator(generator, n_tokens=config.n_tokens, d=config.d, seed=config.seed)
     bpo_dir = work / "runs" / "bpo"
-    dev = load_qa(data / "demo_qa_dev.jsonl", limit=config.limit_dev)
-    bpo_config = BPORunConfig(out_dir=bpo_dir, d=config.d, n_tokens=config.n_tokens, n_init=config.bpo_init,
-                              iterations=config.bpo_iterations, seed=config.seed,
-                              resume=(bpo_dir / "trials.jsonl").exists())
-    with LLMClient(llm_config) as client:
-        logger.info("[4/5] BPO: %d Sobol + %d BO evaluations on %d dev questions",
-                    config.bpo_init, config.bpo_iterations, len(dev))
-        objective = KnowledgeObjective(dev, prompts, client, generator, space)
-        summary = run_bpo(bpo_config, objective, space.to_soft_prompt,
-                          {**generator.model_fingerprint, "template": "blade_chatml",
-                           "max_new_tokens": config.max_new_tokens})
-    config.stage_times["bpo_s"] = round(timer() - t, 1)
+    with StageMeter() as meter:
+        generator = load_knowledge_writer(SmallBackendConfig(
+            writer_dir, writer_adapter, template="blade_chatml", max_new_tokens=config.max_new_tokens,
+            backend=config.small_backend, urls=tuple(config.small_backend_urls)))
+        space = SoftPromptSpace.for_generator(generator, n_tokens=config.n_tokens, d=config.d, seed=config.seed)
+        dev = load_qa(data / "demo_qa_dev.jsonl", limit=config.limit_dev)
+        bpo_config = BPORunConfig(out_dir=bpo_dir, d=config.d, n_tokens=config.n_tokens, n_init=config.bpo_init,
+                                  iterations=config.bpo_iterations, seed=config.seed)
+        with LLMClient(llm_config) as client:
+            logger.info("[4/5] BPO: %d Sobol + %d BO evaluations on %d dev questions",
+                        config.bpo_init, config.bpo_iterations, len(dev))
+            objective = KnowledgeObjective(dev, prompts, client, generator, space)
+            summary = run_bpo(bpo_config, objective, space.to_soft_prompt,
+                              {**generator.model_fingerprint, "template": "blade_chatml",
+                               "max_new_tokens": config.max_new_tokens})
+        # trial 0 of the run is the baseline: the small LM without soft tokens on the same dev questions
+        selection = _keep_better_soft_prompt(bpo_dir, summary.best_score, summary.baseline["score"],
+                                             generator.hidden_size)
+        del generator
+    record("bpo", meter)
 
-    # 5. Evaluate
-    from .small_lm.soft_prompt import load_soft_prompt
+    # 5. The ablation table on the test set (LLM alone ... full BLADE); finished rows are reused on re-runs
+    from .ablation import AblationConfig, AblationInputs, run_ablation
 
-    t = timer()
-    soft_prompt, _ = load_soft_prompt(bpo_dir / "soft_prompt.safetensors", expected_hidden=generator.hidden_size)
-    test = load_qa(data / "demo_qa_test.jsonl", limit=config.limit_test)
-    eval_dir = work / "runs" / "eval"
-    with LLMClient(llm_config) as client:
-        logger.info("[5/5] Evaluate on %d test questions: llm, knowledge, blade", len(test))
-        metrics = run_evaluation(test, prompts, client,
-                                 EvalConfig(out_dir=eval_dir, modes=("llm", "knowledge", "blade"),
-                                            fingerprint_extra={"soft_prompt": summary.best_score}),
-                                 generator, soft_prompt)
-    config.stage_times["evaluate_s"] = round(timer() - t, 1)
+    ablation_dir = work / "runs" / "ablation"
+    with StageMeter() as meter:
+        test = load_qa(data / "demo_qa_test.jsonl", limit=config.limit_test)
+        inputs = AblationInputs(base_model=str(base_model), dp=str(dp_dir), kit=str(kit_dir),
+                                kit_base=str(kit_base_dir) if config.kit_on_base else None,
+                                soft_prompt=str(bpo_dir / "selected_soft_prompt.safetensors"))
+        with LLMClient(llm_config) as client:
+            logger.info("[5/5] Ablation on %d test questions", len(test))
+            table = run_ablation(test, prompts, client, inputs,
+                                 AblationConfig(out_dir=ablation_dir, template="blade_chatml",
+                                                max_new_tokens=config.max_new_tokens))
+    record("ablation", meter)
     config.stage_times["total_s"] = round(timer() - t_all, 1)
 
+    rows = {row["key"]: row for row in table["rows"] if "skipped" not in row}
     result = {
         "workdir": str(work),
         "llm": llm_config.describe() if hasattr(llm_config, "describe") else str(llm_config.model),
         "scores_meaningful": not local_scores_warning,
         "kit": {"kept": stats.kept, "total": stats.total, "file": str(kit_file)},
-        "bpo": {"best_dev_accuracy": summary.best_score, "evaluations": summary.n_evaluations},
-        "test_accuracy": {m: v["accuracy"] for m, v in metrics["modes"].items()},
+        "dp_probe": {"n": probe["n"], "hits_before": probe["before"]["correct"],
+                     "hits_after": probe["after"]["correct"], "mcnemar_p": probe["after_vs_before"]["mcnemar_p"]},
+        "bpo": {"best_dev_accuracy": summary.best_score, "evaluations": summary.n_evaluations, **selection},
+        "test_accuracy": {key: row["accuracy"] for key, row in rows.items()},
+        "ablation": [{k: row.get(k) for k in ("key", "title", "accuracy", "ci95", "skipped")} for row in table["rows"]],
         "artifacts": {
             "dp_model": str(dp_dir), "kit_adapter": str(kit_dir), "kit_data": str(kit_file),
-            "soft_prompt": str(bpo_dir / "soft_prompt.safetensors"), "bpo_trials": str(bpo_dir / "trials.jsonl"),
-            "convergence_plot": str(bpo_dir / "convergence.png"), "predictions": str(eval_dir / "predictions.jsonl"),
-            "metrics": str(eval_dir / "metrics.json"), "report": str(eval_dir / "report.md"),
+            "soft_prompt": str(bpo_dir / "soft_prompt.safetensors"),
+            "selected_soft_prompt": str(bpo_dir / "selected_soft_prompt.safetensors"),
+            "bpo_trials": str(bpo_dir / "trials.jsonl"), "convergence_plot": str(bpo_dir / "convergence.png"),
+            "ablation_table": str(ablation_dir / "ablation.md"), "ablation_json": str(ablation_dir / "ablation.json"),
+            "ablation_chart": str(ablation_dir / "ablation.png"), "dp_probe": str(probe_file),
             "logs": str(logs),
         },
         # Summed over resumed runs, so a re-run that skips finished stages does not erase their cost.
         "stage_seconds": _add_previous_times(work / "demo_summary.json", config.stage_times),
+        "stage_peak_memory_mb": _max_previous_peaks(work / "demo_summary.json", config.stage_peak_mb),
         "this_run_seconds": config.stage_times["total_s"],
     }
+    if config.kit_on_base:
+        result["artifacts"]["kit_base_adapter"] = str(kit_base_dir)
     atomic_write_json(work / "demo_summary.json", result)
     return result
+
+
+def _max_previous_peaks(summary_file: Path, peaks: dict) -> dict:
+    """Peak memory per stage: the larger of this run's and a previous (resumed-over) run's figure."""
+    try:
+        previous = json.loads(summary_file.read_text(encoding="utf-8")).get("stage_peak_memory_mb", {})
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    return {key: max(value, int(previous.get(key, 0) or 0)) for key, value in peaks.items()}

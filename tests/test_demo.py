@@ -21,25 +21,39 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
             "--cache-db", str(tmp_path / "cache.sqlite3")]
     env = {"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}
     with StubOpenAIServer(QAOracle(items, prompts)) as server:
-        result = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env)
+        # three training runs and the ablation: slow on a shared CPU, so a generous limit
+        result = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env, timeout=2400)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         summary = json.loads((work / "demo_summary.json").read_text())
         assert summary["scores_meaningful"] is True
         assert summary["kit"] == {"kept": 4, "total": 4, "file": str(work / "data" / "kit_knowledge.jsonl")}
         assert summary["bpo"]["evaluations"] == 3
-        assert set(summary["test_accuracy"]) == {"llm", "knowledge", "blade"}
+        assert set(summary["test_accuracy"]) == {"llm", "base", "dp", "kit", "dp_kit", "blade"}
+        table = json.loads((work / "runs" / "ablation" / "ablation.json").read_text())
+        assert [r["key"] for r in table["rows"]] == ["llm", "base", "dp", "kit", "dp_kit", "blade"]
+        assert all("skipped" not in r and r["n"] == 4 for r in table["rows"])
+        # BLADE never below DP + KIT on dev: the soft prompt is kept only if it is not worse than none
+        bpo = summary["bpo"]
+        assert bpo["kept_soft_prompt"] == (bpo["dev_best"] >= bpo["dev_baseline"])
+        assert set(summary["stage_peak_memory_mb"]) == {"dp", "probe", "kit_data", "kit_train", "bpo", "ablation"}
+        assert summary["stage_peak_memory_mb"]["dp"] > 300  # llamafactory-cli's RSS is counted (child process)
         for name, path in summary["artifacts"].items():
             assert (work / path).exists(), name
         assert (work / "saves" / "dp" / "model.safetensors").is_file()
         assert (work / "saves" / "kit_lora" / "adapter_model.safetensors").is_file()
+        assert (work / "saves" / "kit_base_lora" / "adapter_model.safetensors").is_file()
+        assert not list((work / "saves").glob("*/checkpoint-*"))  # save_strategy=no: only final models
         info = json.loads((work / "data" / "dataset_info.json").read_text())
         assert info["blade_kit_generated"]["file_name"] == "kit_knowledge.jsonl"
-        assert "dataset=blade_kit_generated,blade_demo_kit" in result.stderr  # KIT trained on the kept knowledge
+        assert "dataset=blade_kit_generated " in result.stderr  # KIT trained on the kept knowledge
+        assert "| LLM alone |" in result.stdout and "peak MB" in result.stdout
+        probe = json.loads((work / "runs" / "probe.json").read_text())
+        assert probe["n"] == 40 and summary["dp_probe"]["hits_after"] == probe["after"]["correct"]
         assert "Artifacts:" in result.stdout and "soft_prompt" in result.stdout
 
         # a second run resumes: every stage is complete, so no training runs and the LLM is not asked again
         server.reset_stats()
-        again = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env)
+        again = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env, timeout=1200)
         assert again.returncode == 0, again.stderr[-3000:]
         assert server.request_count == 0
     assert "[1/5] DP" not in again.stderr
@@ -59,3 +73,20 @@ def test_without_endpoint_the_local_stand_in_is_used_and_flagged(default_model_d
     assert "not meaningful" in caplog.text
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert config_from_options(llm_model="m").backend == "openai"
+
+
+def test_soft_prompt_is_kept_only_when_not_worse_than_none(tmp_path):
+    import torch
+
+    from blade_plugin.pipeline import _keep_better_soft_prompt
+    from blade_plugin.small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
+
+    tuned = torch.arange(10, dtype=torch.float32).reshape(2, 5)
+    save_soft_prompt(tmp_path / "soft_prompt.safetensors", tuned, {"d": 3})
+    assert _keep_better_soft_prompt(tmp_path, 0.50, 0.50, 5)["kept_soft_prompt"] is True  # a tie keeps BPO's
+    kept, meta = load_soft_prompt(tmp_path / "selected_soft_prompt.safetensors")
+    assert torch.equal(kept, tuned) and meta["selected"] == "bpo"
+    assert _keep_better_soft_prompt(tmp_path, 0.25, 0.50, 5) == {"kept_soft_prompt": False, "dev_best": 0.25,
+                                                                 "dev_baseline": 0.50}
+    dropped, meta = load_soft_prompt(tmp_path / "selected_soft_prompt.safetensors")
+    assert tuple(dropped.shape) == (0, 5) and meta["dev_baseline"] == 0.5  # zero soft tokens: plain DP + KIT

@@ -28,13 +28,15 @@ def test_recipe_runs_two_steps_and_output_loads(recipe, tmp_path, default_model_
     out_dir = tmp_path / "out"
     result = run_cli(
         ["llamafactory-cli", "train", str(RECIPES / f"{recipe}.yaml"), "max_steps=2", f"output_dir={out_dir}",
-         "per_device_train_batch_size=1", "gradient_accumulation_steps=1", "cutoff_len=128"],
+         "per_device_train_batch_size=1", "gradient_accumulation_steps=1", "cutoff_len=128",
+         "save_strategy=no"],  # the README's documented override, written exactly as a user types it
         cwd=tmp_path,  # no data/ here: the bundled demo datasets must resolve through the hook
         env={"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)},
     )
     assert result.returncode == 0, (result.stdout[-3000:] + result.stderr[-3000:])
     state = json.loads((out_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 2
+    assert not list(out_dir.glob("checkpoint-*"))  # only the final model is saved
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,3 +62,37 @@ def test_recipes_are_cpu_safe_by_default():
         assert cfg["preprocessing_num_workers"] == 1 and cfg["dataloader_num_workers"] == 0, path
         assert cfg["model_name_or_path"] == "${blade:default_model}", path
         assert cfg["stage"] == ("pt" if "_dp_" in path.name else "sft"), path
+
+
+def test_bare_no_override_reaches_transformers_as_the_string_no():
+    """OmegaConf reads `save_strategy=no` as False (YAML 1.1); our read_args wrapper hands "no" on."""
+    import llamafactory.hparams.parser as parser
+    from omegaconf import OmegaConf
+    from transformers.trainer_utils import SaveStrategy
+
+    assert OmegaConf.to_container(OmegaConf.from_cli(["save_strategy=no"])) == {"save_strategy": False}
+    from blade_plugin.lf.registry import patch_read_args
+
+    patch_read_args(parser)  # idempotent when the .pth hook already did it
+    import sys
+
+    argv = sys.argv
+    try:
+        sys.argv = ["llamafactory-cli", str(RECIPES / "blade_kit_lora.yaml"), "save_strategy=no",
+                    "eval_strategy=no", "plot_loss=no"]
+        args = parser.read_args()
+    finally:
+        sys.argv = argv
+    assert args["save_strategy"] == "no" and SaveStrategy(args["save_strategy"]) is SaveStrategy.NO
+    assert args["eval_strategy"] == "no"
+    assert args["plot_loss"] is False  # a real boolean stays a boolean
+
+
+def test_recipes_save_only_the_final_model_and_do_not_pack():
+    import yaml
+
+    for path in RECIPES.glob("blade_*.yaml"):
+        cfg = yaml.safe_load(path.read_text())
+        assert cfg["save_strategy"] == "no", path
+        if cfg["stage"] == "pt":
+            assert cfg["packing"] is False, path  # one document = one example for small corpora

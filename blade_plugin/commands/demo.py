@@ -15,47 +15,75 @@ logger = logging.getLogger(__name__)
 @click.command()
 @click.option("--workdir", type=click.Path(file_okay=False), default="blade_demo", show_default=True,
               help="Where every artifact goes; re-running resumes finished stages.")
-@click.option("--dp-steps", type=click.IntRange(min=1), default=20, show_default=True, help="DP (continued pre-training) steps.")
-@click.option("--kit-steps", type=click.IntRange(min=1), default=30, show_default=True, help="KIT (instruction tuning) steps.")
-@click.option("--bpo-init", type=click.IntRange(min=1), default=3, show_default=True, help="Sobol initial BPO evaluations.")
-@click.option("--bpo-iterations", type=click.IntRange(min=0), default=3, show_default=True, help="BO rounds after them.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Knowledge length (small LM).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items of each demo QA split.")
+@click.option("--dp-epochs", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
+              help="DP (continued pre-training) epochs over the corpus, one document per example.")
+@click.option("--dp-lr", type=click.FloatRange(0, min_open=True), default=3e-4, show_default=True,
+              help="DP learning rate (full fine-tuning).")
+@click.option("--dp-steps", type=click.IntRange(1), default=None, help="Stop DP after this many steps (max_steps).")
+@click.option("--kit-epochs", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
+              help="KIT (instruction tuning, LoRA) epochs.")
+@click.option("--kit-lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
+              help="KIT learning rate (LoRA).")
+@click.option("--kit-steps", type=click.IntRange(1), default=None, help="Stop KIT after this many steps.")
+@click.option("--kit-on-base/--no-kit-on-base", default=True, show_default=True,
+              help="Also train KIT on the base model, for the ablation's 'KIT only' row.")
+@click.option("--bpo-init", type=click.IntRange(1), default=2, show_default=True, help="Sobol initial BPO evaluations.")
+@click.option("--bpo-iterations", type=click.IntRange(0), default=2, show_default=True, help="BO rounds after them.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=40, show_default=True,
+              help="Knowledge length (small LM).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N items of each demo QA split.")
 @click.option("--small-backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
               envvar="BLADE_SMALL_BACKEND", help="Where BPO and evaluation run the small LM (vllm: the KIT model "
               "is merged and must be served with `vllm serve DIR --enable-prompt-embeds`).")
 @click.option("--small-backend-url", "small_backend_urls", multiple=True, envvar="BLADE_SMALL_BACKEND_URL",
               help="vLLM server base URL (repeatable, round-robin).")
 @llm_options
-def demo(workdir, dp_steps, kit_steps, bpo_init, bpo_iterations, max_new_tokens, limit, small_backend,
-         small_backend_urls, **llm_kwargs) -> None:
-    """DP -> KIT data -> KIT training -> BPO -> evaluate, with a short budget (about 5-10 min on 2 CPU cores)."""
+def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, kit_on_base, bpo_init, bpo_iterations,
+         max_new_tokens, limit, small_backend, small_backend_urls, **llm_kwargs) -> None:
+    """DP -> DP probe -> KIT data -> KIT training -> BPO -> the ablation table, on the bundled fictional domain
+    (budgets sized for 2 CPU cores). Without an endpoint the offline evidence reader stands in for the LLM."""
+    import os
+
     from ..llm.options import config_from_options
     from ..output_paths import Output, check_outputs
     from ..pipeline import DemoConfig, run_demo
 
     check_outputs([Output("--workdir", Path(workdir), is_dir=True)], [("--cache-db", llm_kwargs.get("cache_db"))],
                   progress=Path(workdir), resume_hint="re-run `blade-bpo demo` with the same --workdir to resume")
+    if llm_kwargs.get("llm_backend") is None and not (llm_kwargs.get("llm_base_url") or os.environ.get("OPENAI_BASE_URL")):
+        llm_kwargs["llm_backend"] = "reader"
     llm_config = config_from_options(**llm_kwargs)
     local = llm_config.backend == "local"
     if local:
-        click.echo("No LLM endpoint configured (OPENAI_BASE_URL / --llm-base-url): the embedded small model stands "
-                   "in for the black-box LLM. The pipeline runs for real, but its scores are NOT meaningful.",
+        click.echo("--llm-backend local: the embedded small model stands in for the black-box LLM. The pipeline "
+                   "runs for real, but its scores are NOT meaningful.", err=True)
+    elif llm_config.backend == "reader":
+        click.echo("No LLM endpoint configured: the offline evidence reader stands in for the LLM. Its accuracy "
+                   "measures whether the small model's knowledge states the right facts, not LLM reasoning.",
                    err=True)
-    config = DemoConfig(workdir=Path(workdir), dp_steps=dp_steps, kit_steps=kit_steps, bpo_init=bpo_init,
-                        bpo_iterations=bpo_iterations, max_new_tokens=max_new_tokens,
+    config = DemoConfig(workdir=Path(workdir), dp_epochs=dp_epochs, dp_lr=dp_lr, dp_steps=dp_steps,
+                        kit_epochs=kit_epochs, kit_lr=kit_lr, kit_steps=kit_steps, kit_on_base=kit_on_base,
+                        bpo_init=bpo_init, bpo_iterations=bpo_iterations, max_new_tokens=max_new_tokens,
                         limit_train=limit, limit_dev=limit, limit_test=limit, small_backend=small_backend,
                         small_backend_urls=tuple(small_backend_urls))
     result = run_demo(config, llm_config, local_scores_warning=local)
     click.echo("\nBLADE demo finished in {:.0f} s".format(result["this_run_seconds"]))
+    probe = result["dp_probe"]
+    click.echo(f"  DP probe (fact cloze from the corpus): {probe['hits_before']}/{probe['n']} before DP, "
+               f"{probe['hits_after']}/{probe['n']} after (McNemar p={probe['mcnemar_p']:.2g})")
     click.echo(f"  KIT data kept: {result['kit']['kept']} / {result['kit']['total']}")
-    click.echo(f"  BPO best dev accuracy: {result['bpo']['best_dev_accuracy']:.3f} "
-               f"({result['bpo']['evaluations']} evaluations)")
-    for mode, acc in result["test_accuracy"].items():
-        click.echo(f"  test accuracy [{mode}]: {acc:.3f}")
+    bpo = result["bpo"]
+    click.echo(f"  BPO best dev accuracy: {bpo['best_dev_accuracy']:.3f} ({bpo['evaluations']} evaluations; "
+               f"no soft prompt: {bpo['dev_baseline']:.3f}; "
+               f"{'soft prompt kept' if bpo['kept_soft_prompt'] else 'soft prompt dropped, BLADE = DP + KIT'})")
+    click.echo("  stage            seconds   peak MB")
+    for stage, peak in result["stage_peak_memory_mb"].items():
+        click.echo(f"  {stage:<14} {result['stage_seconds'].get(stage + '_s', 0):>9.1f} {peak:>9}")
     if local:
         click.echo("  (local stand-in LLM: these numbers only show the pipeline works)")
+    click.echo("")
+    click.echo(Path(result["artifacts"]["ablation_table"]).read_text(encoding="utf-8"))
     click.echo("Artifacts:")
     for name, path in result["artifacts"].items():
-        click.echo(f"  {name:>16}: {path}")
-    click.echo(f"  {'summary':>16}: {(Path(workdir) / 'demo_summary.json').resolve()}")
+        click.echo(f"  {name:>20}: {path}")
+    click.echo(f"  {'summary':>20}: {(Path(workdir) / 'demo_summary.json').resolve()}")

@@ -130,8 +130,21 @@ def substitute_placeholders(value: Any) -> Any:
     return value
 
 
+# TrainingArguments fields whose valid values include "no": YAML 1.1 (OmegaConf.from_cli) reads a bare `no`
+# in `save_strategy=no` as False, which transformers rejects ("False is not a valid SaveStrategy").
+_NO_STRATEGY_KEYS = ("save_strategy", "eval_strategy", "evaluation_strategy", "logging_strategy")
+
+
+def coerce_no_strategies(args: Any) -> Any:
+    """`save_strategy: False` (YAML's reading of `no`) -> "no" for the strategy keys; anything else unchanged."""
+    if isinstance(args, dict):
+        return {k: ("no" if k in _NO_STRATEGY_KEYS and v is False else v) for k, v in args.items()}
+    return args
+
+
 def patch_read_args(module) -> None:
-    """Wrap `read_args` (YAML + `key=value` overrides -> dict) to expand our placeholders.
+    """Wrap `read_args` (YAML + `key=value` overrides -> dict) to expand our placeholders (and read a bare
+    `no` as the strategy "no", see `coerce_no_strategies`).
 
     `llamafactory.hparams` and `llamafactory.train.tuner` import the name after this module executes, so
     they get the wrapped function.
@@ -141,7 +154,7 @@ def patch_read_args(module) -> None:
         return
 
     def read_args(args=None):
-        return substitute_placeholders(original(args))
+        return coerce_no_strategies(substitute_placeholders(original(args)))
 
     read_args._blade_patched = True
     read_args.__wrapped__ = original

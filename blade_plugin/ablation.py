@@ -1,0 +1,334 @@
+"""`blade-bpo ablate`: the paper's ablation table on a test set, one row per configuration of the pipeline.
+
+Rows (in order, each needing the checkpoints named; a row whose checkpoints are missing is skipped with a
+note):
+
+=========  ======================================  ==========================================
+key        configuration                           needs
+=========  ======================================  ==========================================
+llm        LLM alone                               -
+base       + base small LM (no DP, no KIT)         base model
+dp         + DP only                               DP model
+kit        + KIT only (KIT on the base model)      KIT-on-base adapter / model
+dp_kit     + DP + KIT                              DP model and KIT adapter (or a full KIT model)
+blade      + DP + KIT + BPO (full BLADE)           the above and a soft prompt
+=========  ======================================  ==========================================
+
+Every row is one `evaluation.run_evaluation` run in its own directory, named by a digest of exactly what
+the row depends on (items, templates, model identities, soft prompt, LLM). Adding a checkpoint and
+re-running therefore evaluates only the new row: finished rows are read back from their progress logs
+without loading a model or calling the LLM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io_utils import atomic_write_json, atomic_write_text
+from .job_fingerprint import digest_file, digest_items, digest_json, model_identity
+from .qa.data import QAItem
+from .qa.metrics import paired_comparison
+from .qa.prompts import PromptSet
+
+logger = logging.getLogger(__name__)
+
+ROW_KEYS = ("llm", "base", "dp", "kit", "dp_kit", "blade")
+ROW_TITLES = {
+    "llm": "LLM alone",
+    "base": "+ base small LM (no DP/KIT)",
+    "dp": "+ DP only",
+    "kit": "+ KIT only (on base model)",
+    "dp_kit": "+ DP + KIT",
+    "blade": "+ DP + KIT + BPO (full BLADE)",
+}
+
+
+@dataclass
+class AblationInputs:
+    """The checkpoints to compare. `kit`/`kit_base` are LoRA adapters (trained on `dp` / `base_model`) or full
+    HF model directories; `soft_prompt` is BPO's soft_prompt.safetensors tuned on the DP + KIT model."""
+
+    base_model: str
+    dp: str | None = None
+    kit: str | None = None
+    kit_base: str | None = None
+    soft_prompt: str | None = None
+
+    @classmethod
+    def from_workspace(cls, workspace: Path, base_model: str) -> AblationInputs:
+        """The demo's layout: saves/dp, saves/kit_lora|kit_full, saves/kit_base_lora|kit_base_full,
+        runs/bpo/soft_prompt.safetensors (whatever of it exists)."""
+        def first(*names: str) -> str | None:
+            return next((str(workspace / n) for n in names if (workspace / n).exists()), None)
+
+        return cls(base_model=base_model, dp=first("saves/dp"), kit=first("saves/kit_lora", "saves/kit_full"),
+                   kit_base=first("saves/kit_base_lora", "saves/kit_base_full"),
+                   soft_prompt=first("runs/bpo/soft_prompt.safetensors"))
+
+
+@dataclass
+class RowPlan:
+    key: str
+    model: str | None = None  # HF model dir of the knowledge writer (None: LLM alone)
+    adapter: str | None = None
+    soft_prompt: str | None = None
+    skipped: str | None = None  # why the row cannot run
+
+
+def _is_adapter(path: str | None) -> bool:
+    return path is not None and (Path(path) / "adapter_config.json").is_file()
+
+
+def _is_model(path: str | None) -> bool:
+    return path is not None and (Path(path) / "config.json").is_file()
+
+
+def _with_kit(kit: str | None, under: str | None, under_name: str, kit_name: str) -> tuple[str | None, str | None,
+                                                                                          str | None]:
+    """(model, adapter, reason-if-missing) for a KIT checkpoint that is a LoRA adapter on `under` or a full model."""
+    if kit is None:
+        return None, None, f"no {kit_name} checkpoint"
+    if _is_adapter(kit):
+        if not _is_model(under):
+            return None, None, f"{kit_name} {kit} is a LoRA adapter but there is no {under_name} model to apply it to"
+        return under, kit, None
+    if _is_model(kit):
+        return kit, None, None
+    return None, None, f"{kit_name} {kit} is neither a LoRA adapter nor an HF model directory"
+
+
+def plan_rows(inputs: AblationInputs, keys: tuple[str, ...] = ROW_KEYS) -> list[RowPlan]:
+    """What each requested row runs, or why it is skipped (missing checkpoints are a note, not an error)."""
+    plans = []
+    for key in keys:
+        plan = RowPlan(key)
+        if key == "base":
+            plan.model = inputs.base_model if _is_model(inputs.base_model) else None
+            plan.skipped = None if plan.model else f"base model {inputs.base_model} is not an HF model directory"
+        elif key == "dp":
+            plan.model = inputs.dp if _is_model(inputs.dp) else None
+            plan.skipped = None if plan.model else "no DP checkpoint" + (f" at {inputs.dp}" if inputs.dp else "")
+        elif key == "kit":
+            plan.model, plan.adapter, plan.skipped = _with_kit(inputs.kit_base, inputs.base_model, "base",
+                                                               "KIT-on-base")
+        elif key in ("dp_kit", "blade"):
+            plan.model, plan.adapter, plan.skipped = _with_kit(inputs.kit, inputs.dp, "DP", "KIT")
+            if key == "blade" and plan.skipped is None:
+                if inputs.soft_prompt and Path(inputs.soft_prompt).is_file():
+                    plan.soft_prompt = inputs.soft_prompt
+                else:
+                    plan.skipped = "no BPO soft prompt" + (f" at {inputs.soft_prompt}" if inputs.soft_prompt else "")
+        elif key != "llm":
+            raise ValueError(f"unknown ablation row {key!r} (choose from {', '.join(ROW_KEYS)})")
+        plans.append(plan)
+    return plans
+
+
+class LazyWriter:
+    """A KnowledgeWriter built on first use, so rows whose predictions are all saved never load a model."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._writer = None
+
+    def _get(self):
+        if self._writer is None:
+            self._writer = self._factory()
+        return self._writer
+
+    def generate(self, texts, soft_prompt=None, max_new_tokens=None, progress=False):
+        return self._get().generate(texts, soft_prompt, max_new_tokens, progress)
+
+    def release(self) -> None:
+        self._writer = None  # one small model in memory at a time
+
+    @property
+    def loaded(self) -> bool:
+        return self._writer is not None
+
+
+@dataclass
+class AblationConfig:
+    out_dir: Path
+    template: str = "blade_chatml"
+    max_new_tokens: int = 128
+    batch_size: int = 32
+    bootstrap: int = 2000
+    seed: int = 0
+    writer_factory: object = None  # (model, adapter) -> KnowledgeWriter; default small_lm.backend
+    extra: dict = field(default_factory=dict)
+
+
+def _default_writer_factory(config: AblationConfig):
+    from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
+
+    def build(model: str, adapter: str | None):
+        return load_knowledge_writer(SmallBackendConfig(model, adapter, config.template, config.max_new_tokens,
+                                                        config.batch_size))
+
+    return build
+
+
+def _row_dir(out: Path, plan: RowPlan, items: list[QAItem], prompts: PromptSet, config: AblationConfig,
+             llm_identity: dict) -> Path:
+    """rows/<key>-<digest of everything the row's predictions depend on>."""
+    parts = {"items": digest_items(items), "answer_prompt": prompts.answer(items[0], "K") if items else None,
+             "query_prompt": prompts.small_model_query(items[0]) if items and plan.model else None,
+             "model": model_identity(plan.model), "adapter": model_identity(plan.adapter),
+             "soft_prompt": digest_file(plan.soft_prompt), "llm": llm_identity,
+             "generation": [config.template, config.max_new_tokens] if plan.model else None}
+    return out / "rows" / f"{plan.key}-{digest_json(parts)}"
+
+
+def _knowledge_support(items: list[QAItem], knowledge: list[str]) -> dict:
+    """The reader-independent metric (qa/knowledge_support.py), without the per-item detail."""
+    from .qa.knowledge_support import support_summary
+
+    return support_summary(items, knowledge, with_items=False)
+
+
+def run_ablation(items: list[QAItem], prompts: PromptSet, client, inputs: AblationInputs, config: AblationConfig,
+                 keys: tuple[str, ...] = ROW_KEYS) -> dict:
+    """Evaluate every runnable row; write ablation.json, ablation.md, ablation.png; return the table."""
+    from .evaluation import EvalConfig, run_evaluation
+    from .small_lm.soft_prompt import load_soft_prompt
+
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    factory = config.writer_factory or _default_writer_factory(config)
+    rows: list[dict] = []
+    correct_by_row: dict[str, list[bool]] = {}
+    for plan in plan_rows(inputs, keys):
+        row: dict = {"key": plan.key, "title": ROW_TITLES[plan.key], "model": plan.model, "adapter": plan.adapter,
+                     "soft_prompt": plan.soft_prompt}
+        if plan.skipped:
+            logger.info("ablation row %r skipped: %s", plan.key, plan.skipped)
+            rows.append({**row, "skipped": plan.skipped})
+            continue
+        row_dir = _row_dir(out, plan, items, prompts, config, client.identity())
+        mode = "llm" if plan.key == "llm" else ("blade" if plan.soft_prompt else "knowledge")
+        writer = None if plan.model is None else LazyWriter(lambda p=plan: factory(p.model, p.adapter))
+        soft = load_soft_prompt(plan.soft_prompt)[0] if plan.soft_prompt else None
+        if soft is not None and soft.shape[0] == 0:
+            soft = None  # zero soft tokens (BPO did not beat its baseline): the same as no soft prompt
+        calls_before, usage_before = client.usage.calls, dict(client.usage.as_dict())
+        started = time.perf_counter()
+        logger.info("ablation row %r: %s", plan.key, ROW_TITLES[plan.key])
+        metrics = run_evaluation(items, prompts, client,
+                                 EvalConfig(out_dir=row_dir, modes=(mode,), batch_size=config.batch_size,
+                                            bootstrap=config.bootstrap, seed=config.seed,
+                                            fingerprint_extra={"ablation_row": plan.key, "dir": row_dir.name}),
+                                 writer, soft)
+        usage_after = client.usage.as_dict()
+        predictions = [json.loads(line) for line in (row_dir / "predictions.jsonl").read_text("utf-8").splitlines()]
+        by_id = {p["id"]: p for p in predictions}
+        correct = [bool(by_id[item.id]["correct"]) for item in items]
+        correct_by_row[plan.key] = correct
+        summary = metrics["modes"][mode]
+        row.update({
+            "dir": str(row_dir),
+            "n": summary["n"], "correct": summary["correct"], "accuracy": summary["accuracy"], "ci95": summary["ci95"],
+            "single_answer": summary.get("single_answer"), "multi_answer": summary.get("multi_answer"),
+            "unparseable": sum(1 for item in items if by_id[item.id]["parsed"] in (None, [], "")),
+            # evaluate's metrics carry it (qa/knowledge_support.py); recomputed from the predictions otherwise
+            "knowledge_support": (summary.get("knowledge_support")
+                                  or _knowledge_support(items, [by_id[item.id]["knowledge"] for item in items])
+                                  if plan.model else None),
+            "llm_calls": usage_after["calls"] - calls_before,
+            "llm_cache_hits": usage_after.get("cache_hits", 0) - usage_before.get("cache_hits", 0),
+            "prompt_tokens": usage_after.get("prompt_tokens", 0) - usage_before.get("prompt_tokens", 0),
+            "completion_tokens": usage_after.get("completion_tokens", 0) - usage_before.get("completion_tokens", 0),
+            "seconds": round(time.perf_counter() - started, 2),
+            "model_loaded": bool(writer and writer.loaded),
+        })
+        if writer is not None:
+            writer.release()
+        rows.append(row)
+
+    _add_paired(rows, correct_by_row, config)
+    table = {"n_items": len(items), "rows": rows, "inputs": {**inputs.__dict__, **config.extra},
+             "llm": client.identity()}
+    atomic_write_json(out / "ablation.json", table)
+    atomic_write_text(out / "ablation.md", render_markdown(table))
+    plot_ablation(table, out / "ablation.png")
+    return table
+
+
+def _add_paired(rows: list[dict], correct_by_row: dict[str, list[bool]], config: AblationConfig) -> None:
+    """McNemar + bootstrap CI of the difference vs LLM alone and vs the previous evaluated row."""
+    previous: str | None = None
+    for row in rows:
+        if "skipped" in row:
+            continue
+        key = row["key"]
+        if key != "llm" and "llm" in correct_by_row:
+            row["vs_llm"] = paired_comparison(correct_by_row[key], correct_by_row["llm"], config.bootstrap, config.seed)
+        if previous is not None:
+            row["vs_previous"] = {"row": previous, **paired_comparison(correct_by_row[key], correct_by_row[previous],
+                                                                       config.bootstrap, config.seed)}
+        previous = key
+
+
+def _fmt_pair(p: dict | None) -> str:
+    if not p:
+        return "-"
+    return f"{p['accuracy_diff']:+.3f} (p={p['mcnemar_p']:.2g})"
+
+
+def render_markdown(table: dict) -> str:
+    lines = [f"# BLADE ablation ({table['n_items']} test questions)", "",
+             "| configuration | accuracy | 95% CI | single / multi | unparseable | vs LLM alone | vs row above "
+             "| knowledge supports correct / names wrong | LLM calls | tokens |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for row in table["rows"]:
+        if "skipped" in row:
+            notes.append(f"- {row['title']}: skipped ({row['skipped']})")
+            continue
+        sm = "-"
+        if row.get("single_answer") and row.get("multi_answer"):
+            sm = f"{row['single_answer']['accuracy']:.3f} / {row['multi_answer']['accuracy']:.3f}"
+        support = row.get("knowledge_support") or {}
+        support_text = "-"
+        if support.get("supports_correct") is not None:
+            support_text = f"{support['supports_correct']:.3f} / {support['names_wrong']:.3f}"
+        lines.append(f"| {row['title']} | {row['accuracy']:.3f} | [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] | {sm} "
+                     f"| {row['unparseable']} | {_fmt_pair(row.get('vs_llm'))} | {_fmt_pair(row.get('vs_previous'))} "
+                     f"| {support_text} | {row['llm_calls']} | {row['prompt_tokens'] + row['completion_tokens']} |")
+    lines += ["", "Paired differences: accuracy of the row minus the other, exact McNemar p on the discordant "
+              "questions. \"vs row above\" compares with the nearest evaluated row above. LLM calls "
+              "count requests made in this run (cached answers cost none). Knowledge support (reader-independent, "
+              "qa/knowledge_support.py): share of questions whose knowledge supports the correct option(s) more than "
+              "every distractor / names a wrong option."]
+    if notes:
+        lines += ["", "Skipped:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_ablation(table: dict, path: Path) -> None:
+    """Bar chart of accuracy per evaluated row with 95% CI error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table["rows"] if "skipped" not in r]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(rows) + 1), 3.8), dpi=100)
+    xs = list(range(len(rows)))
+    acc = [r["accuracy"] for r in rows]
+    err = [[max(0.0, r["accuracy"] - r["ci95"][0]) for r in rows], [max(0.0, r["ci95"][1] - r["accuracy"]) for r in rows]]
+    colors = ["tab:gray" if r["key"] == "llm" else ("tab:red" if r["key"] == "blade" else "tab:blue") for r in rows]
+    ax.bar(xs, acc, yerr=err, capsize=4, color=colors)
+    ax.set_xticks(xs, [r["title"].replace(" (", "\n(") for r in rows], fontsize=7, rotation=0)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test accuracy (95% CI)")
+    ax.set_title(f"BLADE ablation, {table['n_items']} questions")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
