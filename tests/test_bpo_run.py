@@ -192,11 +192,14 @@ torch.rand(100)
 def slow_objective(z):
     time.sleep(0.3)
     return objective(z)
+def slow_rescore(z):
+    time.sleep(0.3)  # re-scoring rows come last and are cheap: without this a kill "during re-scoring" can miss
+    return rescore_objective(z)
 def slow_prompt(z):
     time.sleep(0.4)  # widens the window between appending a trial and rewriting the soft prompt
     return make_prompt(z)
 run_bpo(cfg(Path({out!r}), iterations=2, q=2), slow_objective, slow_prompt, {{}}, progress=False,
-        rescore=rescore_objective)
+        rescore=slow_rescore)
 """
 
 

@@ -60,7 +60,8 @@ def test_timeout_option_from_the_environment_bounds_a_stalled_endpoint(tmp_path,
         started = time.perf_counter()
         result = run_cli(["blade-bpo", "knowledge", "--train", str(demo_data_dir / "demo_qa_train.jsonl"), "--limit",
                           "1", "--out", str(tmp_path / "kit.jsonl"), "--llm-base-url", server.base_url,
-                          "--llm-model", "stub", "--cache-db", str(tmp_path / "c.sqlite3"), "--max-retries", "0"],
+                          "--llm-model", "stub", "--cache-db", str(tmp_path / "c.sqlite3"), "--max-retries", "0",
+                          "--max-errors", "0"],  # stop at the first failed item, so the timeout is the error
                          cwd=tmp_path, env={"BLADE_LLM_TIMEOUT": "0.5", "BLADE_HOME": str(tmp_path / "home")})
         elapsed = time.perf_counter() - started
     assert result.returncode == 1 and "Traceback" not in result.stderr
