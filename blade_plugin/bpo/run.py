@@ -406,7 +406,7 @@ def run_bpo(
         logger.info("Resuming BPO in %s: %d finished evaluations", out, len(trials))
         write_artifacts("running", "running")  # repairs a soft prompt a kill left behind the trials
 
-    from tqdm.auto import tqdm
+    from ..progress_bar import tqdm
 
     bar = tqdm(total=total_budget, initial=min(len(search), total_budget), desc="BPO", unit="eval",
                disable=not progress)

@@ -128,7 +128,7 @@ class SoftPromptGenerator:
         results: list[list[int]] = [[] for _ in texts]
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress_bar import tqdm
 
             bar = tqdm(total=len(texts), desc="small LM", unit="q", leave=False)
         for start in range(0, len(order), self.batch_size):

@@ -226,7 +226,7 @@ class VLLMKnowledgeWriter:
         limit = asyncio.Semaphore(self.concurrency)
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress_bar import tqdm
 
             bar = tqdm(total=len(payloads), desc="small LM (vllm)", unit="q", leave=False)
 
