@@ -194,11 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with serve_reader(args.port, args.threshold) as server:
         logger.info("evidence reader at %s (model name: any; Ctrl-C to stop)", server.base_url)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        from ..testing.background import block_until_interrupted
+
+        block_until_interrupted()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .background import BackgroundHTTPServer, block_until_interrupted
+
 # A responder returns the reply text, or (text, finish_reason) to script "length" / "content_filter" replies.
 Responder = Callable[[list[dict], dict], "str | tuple[str, str]"]
 
@@ -145,13 +147,15 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class StubOpenAIServer:
+class StubOpenAIServer(BackgroundHTTPServer):
     """Context manager; `.base_url` is `http://127.0.0.1:PORT/v1`. Thread-safe counters and records.
 
     Injected transient faults (`inject_faults`, `fail_always`) carry `retry-after-ms: fault_retry_after_ms`
     (as real rate limiters send a retry-after), so clients retry them quickly; `fail_matching` makes every
     request whose messages contain a text fail for good, with no retry hint (an over-long prompt's 400).
     """
+
+    _thread_name = "stub-openai"
 
     def __init__(self, responder: Responder | None = None, latency: float = 0.0, port: int = 0,
                  fault_retry_after_ms: int = 10, reject_response_format: bool = False):
@@ -221,20 +225,6 @@ class StubOpenAIServer:
                 self.fault_count += 1
             return fault
 
-    def start(self) -> StubOpenAIServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="stub-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> StubOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main() -> None:
@@ -247,11 +237,7 @@ def main() -> None:
     with StubOpenAIServer(latency=args.latency, port=args.port,
                           reject_response_format=args.reject_response_format) as server:
         print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        block_until_interrupted()
 
 
 if __name__ == "__main__":

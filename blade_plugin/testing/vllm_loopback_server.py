@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
+from .background import BackgroundHTTPServer, block_until_interrupted
+
 _MODEL_LOCK = threading.Lock()  # one forward pass at a time, also across replicas sharing a model
 
 
@@ -121,9 +123,11 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class VLLMLoopbackServer:
+class VLLMLoopbackServer(BackgroundHTTPServer):
     """Context manager; `.base_url` is `http://127.0.0.1:PORT/v1`. `model`/`tokenizer` may be shared between
     replicas (pass the loaded objects) so a round-robin test holds one copy of the weights."""
+
+    _thread_name = "vllm-loopback"
 
     def __init__(self, model_dir: str | None = None, *, model=None, tokenizer=None, served_name: str | None = None,
                  enable_prompt_embeds: bool = True, port: int = 0):
@@ -186,20 +190,6 @@ class VLLMLoopbackServer:
                 "model": body.get("model"), "choices": choices,
                 "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}}
 
-    def start(self) -> VLLMLoopbackServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="vllm-loopback", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> VLLMLoopbackServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main() -> None:
@@ -209,11 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     with VLLMLoopbackServer(args.model, port=args.port) as server:
         print(f"serving {args.model} at {server.base_url} (Ctrl-C to stop)", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        block_until_interrupted()
 
 
 if __name__ == "__main__":
