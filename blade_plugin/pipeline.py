@@ -21,26 +21,42 @@ from .io_utils import atomic_write_json
 logger = logging.getLogger(__name__)
 
 
+# The demo workspace's small-model query: the question without its options. Shown four invented names that
+# look alike, the 135M model tends to copy one of them; asked the question alone it recalls the fact DP taught
+# it (DP + KIT stated the right fact for 54% of the test questions this way, 46% with the options listed).
+# The LLM still sees the options (answer.j2). Edit the workspace's template to change it.
+DEMO_SMALL_MODEL_QUERY = """{#- blade-bpo demo: the small model sees the question only (its options go to the LLM) -#}
+Write the background knowledge needed to answer this question.
+
+Question: {{ question }}
+"""
+
+
 @dataclass
 class DemoConfig:
-    """Budgets of the demo's stages, sized for 2 CPU cores: DP is full fine-tuning with every corpus
-    document one example (no packing; 150 documents, batch 8: 19 steps an epoch); KIT is LoRA at a high lr
-    (54 examples: 7 steps an epoch), once on the DP model and once on the base model for the ablation."""
+    """Budgets of the demo's stages, sized for 2 CPU cores (measured, see README "The demo's ablation").
+
+    DP and KIT both tune the top `trainable_layers` of the 30 layers (LLaMA-Factory's `finetuning_type:
+    freeze`): on CPU that costs about half of full fine-tuning per token (backward stops there, no optimiser
+    state for the rest) and, in our runs, taught the corpus faster at lr 1e-3 than full fine-tuning at 3e-4
+    (fact cloze 37/48 vs 21/48 after 4 epochs). DP packs the 150 corpus documents into ~45 blocks of 64 tokens
+    (batch 4: 12 steps an epoch); KIT has 54 examples (batch 8: 7 steps an epoch)."""
 
     workdir: Path
-    dp_epochs: float = 3.0
-    dp_lr: float = 3e-4
+    dp_epochs: float = 6.0
+    dp_lr: float = 1e-3
     dp_steps: int | None = None  # max_steps override (tests, quick looks); None: dp_epochs decides
-    kit_epochs: float = 3.0
-    kit_lr: float = 1e-3
+    kit_epochs: float = 5.0
+    kit_lr: float = 3e-4
     kit_steps: int | None = None
-    kit_on_base: bool = True  # also train KIT on the base model, for the ablation's "KIT only" row
+    trainable_layers: int = 10  # freeze tuning: the top N decoder layers learn, the rest (and embeddings) stay
+    kit_on_base: bool = False  # also train KIT on the base model, for the ablation's "KIT only" row
     batch_size: int = 8
     bpo_init: int = 2
     bpo_iterations: int = 2
     n_tokens: int = 5
     d: int = 10
-    max_new_tokens: int = 40
+    max_new_tokens: int = 24  # the KIT model states a fact in ~8 tokens; untrained rows ramble to the limit
     limit_train: int | None = None
     limit_dev: int | None = None
     limit_test: int | None = None
@@ -111,8 +127,11 @@ def _mark(path: Path, info: dict) -> None:
 
 
 def _train_overrides(config: DemoConfig, epochs: float, lr: float, steps: int | None) -> dict:
-    overrides = {"num_train_epochs": epochs, "learning_rate": lr, "per_device_train_batch_size": config.batch_size,
-                 "gradient_accumulation_steps": 1, "logging_steps": 1, "save_strategy": "no", "seed": config.seed}
+    overrides = {"finetuning_type": "freeze", "freeze_trainable_layers": config.trainable_layers,
+                 "num_train_epochs": epochs, "learning_rate": lr, "per_device_train_batch_size": config.batch_size,
+                 "gradient_accumulation_steps": 1, "logging_steps": 1, "save_strategy": "no", "seed": config.seed,
+                 # a 135M model's activations fit in memory many times over: recomputing them costs ~20% a step
+                 "disable_gradient_checkpointing": True}
     if steps:
         overrides["max_steps"] = steps
     return overrides
@@ -131,20 +150,24 @@ def _probe_dp(corpus: Path, base_model: str, dp_model: str, seed: int, n: int = 
     return {**probe_report(probes, completions[0], completions[1]), "corpus": str(corpus)}
 
 
-def _keep_better_soft_prompt(bpo_dir: Path, best_score: float, baseline: float, hidden: int) -> dict:
-    """BPO's soft prompt if its dev score is at least the no-soft-prompt baseline, else an empty one (so BLADE
-    falls back to DP + KIT, never below it on dev). Written as runs/bpo/selected_soft_prompt.safetensors."""
+def _keep_better_soft_prompt(bpo_dir: Path, best_score: float, baseline: float, hidden: int,
+                             optimism: float | None = None) -> dict:
+    """BPO's soft prompt only if its dev score beats the no-soft-prompt baseline by more than the selection
+    optimism BPO itself estimated (how much the best of several trials overstates on this dev set, split-half;
+    0 when unknown), else an empty one: BLADE then falls back to DP + KIT, never below it on dev, and a tie or a
+    noise-sized win keeps the simpler model. Written as runs/bpo/selected_soft_prompt.safetensors."""
     import torch
 
     from .small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
 
-    keep = best_score >= baseline
+    margin = max(0.0, optimism or 0.0)
+    keep = best_score - baseline > margin
     tensor, meta = load_soft_prompt(bpo_dir / "soft_prompt.safetensors")
     chosen = tensor if keep else torch.zeros(0, hidden)
     save_soft_prompt(bpo_dir / "selected_soft_prompt.safetensors", chosen,
                      {**meta, "selected": "bpo" if keep else "baseline (no soft prompt)",
-                      "dev_best": best_score, "dev_baseline": baseline})
-    return {"kept_soft_prompt": keep, "dev_best": best_score, "dev_baseline": baseline}
+                      "dev_best": best_score, "dev_baseline": baseline, "optimism": margin})
+    return {"kept_soft_prompt": keep, "dev_best": best_score, "dev_baseline": baseline, "optimism": margin}
 
 
 def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict:
@@ -164,6 +187,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     base_model = materialize_default_model()
     if not (work / "recipes").is_dir():
         init_workspace(work)
+        (work / "templates" / "small_model_query.j2").write_text(DEMO_SMALL_MODEL_QUERY, encoding="utf-8")
     prompts = load_prompts(work / "templates")
     data = work / "data"
     saves = work / "saves"
@@ -173,14 +197,17 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         config.stage_times[f"{name}_s"] = round(meter.seconds, 1)
         config.stage_peak_mb[name] = round(meter.peak_mb)
 
-    # 1. DP: every corpus document one example (recipe: packing false), full fine-tuning
+    # 1. DP: the corpus packed into 64-token blocks, the top layers tuned
     dp_dir = saves / "dp"
     with StageMeter() as meter:
         if not _done(dp_dir / "blade_stage.json"):
-            logger.info("[1/5] DP: continued pre-training on data/demo_corpus.jsonl (%s epochs, lr %g)",
-                        config.dp_epochs, config.dp_lr)
+            logger.info("[1/5] DP: continued pre-training on data/demo_corpus.jsonl (%s epochs, lr %g, top %d "
+                        "layers)", config.dp_epochs, config.dp_lr, config.trainable_layers)
             overrides = {"model_name_or_path": base_model, "dataset": "blade_demo_corpus", "output_dir": dp_dir,
-                         "cutoff_len": 128, **_train_overrides(config, config.dp_epochs, config.dp_lr, config.dp_steps)}
+                         **_train_overrides(config, config.dp_epochs, config.dp_lr, config.dp_steps),
+                         # documents packed into 64-token blocks (~45 of them): no padding, a quarter fewer tokens
+                         # to train on than one padded document per example; batch 4 keeps 12 steps an epoch
+                         "packing": True, "cutoff_len": 64, "per_device_train_batch_size": 4}
             run_llamafactory_train(work / "recipes" / "blade_dp_full.yaml", overrides, work, logs / "dp.log", desc="DP")
             _mark(dp_dir / "blade_stage.json", {"stage": "dp", **{k: str(v) for k, v in overrides.items()}})
     record("dp", meter)
@@ -208,38 +235,35 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     kit_datasets = "blade_kit_generated" if stats.kept >= max(1, stats.total // 2) else \
         ("blade_kit_generated,blade_demo_kit" if stats.kept else "blade_demo_kit")
 
-    # 3. KIT training: LoRA on the DP model (and on the base model for the ablation's "KIT only" row)
-    kit_dir = saves / "kit_lora"
-    kit_base_dir = saves / "kit_base_lora"
+    # 3. KIT training: the top layers of the DP model (and of the base model for the ablation's "KIT only" row);
+    # the result is a full model directory (freeze tuning), so no adapter to merge for vLLM
+    kit_dir = saves / "kit_full"
+    kit_base_dir = saves / "kit_base_full"
     runs = [("kit", dp_dir, kit_dir)] + ([("kit_base", base_model, kit_base_dir)] if config.kit_on_base else [])
     with StageMeter() as meter:
         for name, model, out_dir in runs:
             if _done(out_dir / "blade_stage.json"):
                 continue
-            logger.info("[3/5] KIT training (%s): LoRA on %s over %s (%s epochs, lr %g)", name, kit_datasets,
-                        Path(model).name, config.kit_epochs, config.kit_lr)
+            logger.info("[3/5] KIT training (%s): top %d layers of %s on %s (%s epochs, lr %g)", name,
+                        config.trainable_layers, Path(model).name, kit_datasets, config.kit_epochs, config.kit_lr)
             overrides = {"model_name_or_path": model, "dataset": kit_datasets, "output_dir": out_dir, "cutoff_len": 256,
                          **_train_overrides(config, config.kit_epochs, config.kit_lr, config.kit_steps)}
-            run_llamafactory_train(work / "recipes" / "blade_kit_lora.yaml", overrides, work, logs / f"{name}.log",
+            run_llamafactory_train(work / "recipes" / "blade_kit_full.yaml", overrides, work, logs / f"{name}.log",
                                    desc=name.upper().replace("_", " on "))
             _mark(out_dir / "blade_stage.json", {"stage": name, **{k: str(v) for k, v in overrides.items()}})
     record("kit_train", meter)
 
-    # 4. BPO on the DP + KIT model, then keep its soft prompt only if it beats no soft prompt on dev
+    # 4. BPO on the DP + KIT model, then keep its soft prompt only if it beats no soft prompt on dev by more
+    #    than selection noise
     from .bpo.objective import KnowledgeObjective
     from .bpo.run import BPORunConfig, run_bpo
     from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
     from .small_lm.soft_prompt import SoftPromptSpace
 
-    writer_dir, writer_adapter = str(dp_dir), str(kit_dir)
-    if config.small_backend == "vllm":  # prompt embeddings need the adapter merged into the weights
-        from .small_lm.merge import merge_adapter
-
-        writer_dir, writer_adapter = str(saves / "kit_merged"), None
-        if not Path(writer_dir).is_dir():
-            merge_adapter(str(dp_dir), str(kit_dir), writer_dir, template="blade_chatml", dtype="float32")
+    writer_dir, writer_adapter = str(kit_dir), None  # a full model directory: vLLM can serve it as it is
+    if config.small_backend == "vllm":
         if not config.small_backend_urls:
-            raise BladeError(f"KIT model merged into {writer_dir}; serve it with `vllm serve {writer_dir} "
+            raise BladeError(f"KIT model in {writer_dir}; serve it with `vllm serve {writer_dir} "
                              f"--enable-prompt-embeds` and re-run with --small-backend-url (finished stages are kept)")
     bpo_dir = work / "runs" / "bpo"
     with StageMeter() as meter:
@@ -259,7 +283,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
                                "max_new_tokens": config.max_new_tokens})
         # trial 0 of the run is the baseline: the small LM without soft tokens on the same dev questions
         selection = _keep_better_soft_prompt(bpo_dir, summary.best_score, summary.baseline["score"],
-                                             generator.hidden_size)
+                                             generator.hidden_size, summary.noise.get("split_half_optimism"))
         del generator
     record("bpo", meter)
 
@@ -292,7 +316,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         "test_accuracy": {key: row["accuracy"] for key, row in rows.items()},
         "ablation": [{k: row.get(k) for k in ("key", "title", "accuracy", "ci95", "skipped")} for row in table["rows"]],
         "artifacts": {
-            "dp_model": str(dp_dir), "kit_adapter": str(kit_dir), "kit_data": str(kit_file),
+            "dp_model": str(dp_dir), "kit_model": str(kit_dir), "kit_data": str(kit_file),
             "soft_prompt": str(bpo_dir / "soft_prompt.safetensors"),
             "selected_soft_prompt": str(bpo_dir / "selected_soft_prompt.safetensors"),
             "bpo_trials": str(bpo_dir / "trials.jsonl"), "convergence_plot": str(bpo_dir / "convergence.png"),
@@ -306,7 +330,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         "this_run_seconds": config.stage_times["total_s"],
     }
     if config.kit_on_base:
-        result["artifacts"]["kit_base_adapter"] = str(kit_base_dir)
+        result["artifacts"]["kit_base_model"] = str(kit_base_dir)
     atomic_write_json(work / "demo_summary.json", result)
     return result
 
