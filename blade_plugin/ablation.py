@@ -60,14 +60,15 @@ class AblationInputs:
 
     @classmethod
     def from_workspace(cls, workspace: Path, base_model: str) -> AblationInputs:
-        """The demo's layout: saves/dp, saves/kit_lora|kit_full, saves/kit_base_lora|kit_base_full,
-        runs/bpo/soft_prompt.safetensors (whatever of it exists)."""
+        """The demo's layout: saves/dp, saves/kit_full|kit_lora, saves/kit_base_full|kit_base_lora,
+        runs/bpo/selected_soft_prompt.safetensors or soft_prompt.safetensors (whatever of it exists)."""
         def first(*names: str) -> str | None:
             return next((str(workspace / n) for n in names if (workspace / n).exists()), None)
 
-        return cls(base_model=base_model, dp=first("saves/dp"), kit=first("saves/kit_lora", "saves/kit_full"),
-                   kit_base=first("saves/kit_base_lora", "saves/kit_base_full"),
-                   soft_prompt=first("runs/bpo/soft_prompt.safetensors"))
+        return cls(base_model=base_model, dp=first("saves/dp"), kit=first("saves/kit_full", "saves/kit_lora"),
+                   kit_base=first("saves/kit_base_full", "saves/kit_base_lora"),
+                   # the demo's pick (BPO's soft prompt, or none when it did not beat no soft prompt) first
+                   soft_prompt=first("runs/bpo/selected_soft_prompt.safetensors", "runs/bpo/soft_prompt.safetensors"))
 
 
 @dataclass

@@ -19,8 +19,8 @@ _CKPT = click.Path(exists=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for ablation.json, ablation.md, ablation.png and one sub-directory per row.")
 @click.option("--workspace", type=click.Path(exists=True, file_okay=False), default=None,
-              help="A demo-style workspace: saves/dp, saves/kit_lora, saves/kit_base_lora, "
-                   "runs/bpo/soft_prompt.safetensors (explicit options below win).")
+              help="A demo-style workspace: saves/dp, saves/kit_full|kit_lora, saves/kit_base_full|kit_base_lora, "
+                   "runs/bpo/selected_soft_prompt.safetensors or soft_prompt.safetensors (explicit options below win).")
 @click.option("--base-model", type=click.Path(exists=True, file_okay=False), default=None,
               help="The small LM before DP (default: the embedded SmolLM2-135M-Instruct).")
 @click.option("--dp", type=_CKPT, default=None, help="DP model directory (blade_dp_full output).")
