@@ -51,7 +51,8 @@ class DemoConfig:
     kit_steps: int | None = None
     trainable_layers: int = 10  # freeze tuning: the top N decoder layers learn, the rest (and embeddings) stay
     kit_on_base: bool = False  # also train KIT on the base model, for the ablation's "KIT only" row
-    batch_size: int = 8
+    dp_batch_size: int = 4  # of 64-token blocks: 12 steps an epoch
+    kit_batch_size: int = 8
     bpo_init: int = 2
     bpo_iterations: int = 2
     n_tokens: int = 5
@@ -126,9 +127,9 @@ def _mark(path: Path, info: dict) -> None:
     atomic_write_json(path, info)
 
 
-def _train_overrides(config: DemoConfig, epochs: float, lr: float, steps: int | None) -> dict:
+def _train_overrides(config: DemoConfig, epochs: float, lr: float, steps: int | None, batch_size: int) -> dict:
     overrides = {"finetuning_type": "freeze", "freeze_trainable_layers": config.trainable_layers,
-                 "num_train_epochs": epochs, "learning_rate": lr, "per_device_train_batch_size": config.batch_size,
+                 "num_train_epochs": epochs, "learning_rate": lr, "per_device_train_batch_size": batch_size,
                  "gradient_accumulation_steps": 1, "logging_steps": 1, "save_strategy": "no", "seed": config.seed,
                  # a 135M model's activations fit in memory many times over: recomputing them costs ~20% a step
                  "disable_gradient_checkpointing": True}
@@ -204,10 +205,11 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
             logger.info("[1/5] DP: continued pre-training on data/demo_corpus.jsonl (%s epochs, lr %g, top %d "
                         "layers)", config.dp_epochs, config.dp_lr, config.trainable_layers)
             overrides = {"model_name_or_path": base_model, "dataset": "blade_demo_corpus", "output_dir": dp_dir,
-                         **_train_overrides(config, config.dp_epochs, config.dp_lr, config.dp_steps),
+                         **_train_overrides(config, config.dp_epochs, config.dp_lr, config.dp_steps,
+                                            config.dp_batch_size),
                          # documents packed into 64-token blocks (~45 of them): no padding, a quarter fewer tokens
-                         # to train on than one padded document per example; batch 4 keeps 12 steps an epoch
-                         "packing": True, "cutoff_len": 64, "per_device_train_batch_size": 4}
+                         # to train on than one padded document per example
+                         "packing": True, "cutoff_len": 64}
             run_llamafactory_train(work / "recipes" / "blade_dp_full.yaml", overrides, work, logs / "dp.log", desc="DP")
             _mark(dp_dir / "blade_stage.json", {"stage": "dp", **{k: str(v) for k, v in overrides.items()}})
     record("dp", meter)
@@ -247,7 +249,8 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
             logger.info("[3/5] KIT training (%s): top %d layers of %s on %s (%s epochs, lr %g)", name,
                         config.trainable_layers, Path(model).name, kit_datasets, config.kit_epochs, config.kit_lr)
             overrides = {"model_name_or_path": model, "dataset": kit_datasets, "output_dir": out_dir, "cutoff_len": 256,
-                         **_train_overrides(config, config.kit_epochs, config.kit_lr, config.kit_steps)}
+                         **_train_overrides(config, config.kit_epochs, config.kit_lr, config.kit_steps,
+                                            config.kit_batch_size)}
             run_llamafactory_train(work / "recipes" / "blade_kit_full.yaml", overrides, work, logs / f"{name}.log",
                                    desc=name.upper().replace("_", " on "))
             _mark(out_dir / "blade_stage.json", {"stage": name, **{k: str(v) for k, v in overrides.items()}})
@@ -260,7 +263,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
     from .small_lm.soft_prompt import SoftPromptSpace
 
-    writer_dir, writer_adapter = str(kit_dir), None  # a full model directory: vLLM can serve it as it is
+    writer_dir = str(kit_dir)  # a full model directory: vLLM can serve it as it is
     if config.small_backend == "vllm":
         if not config.small_backend_urls:
             raise BladeError(f"KIT model in {writer_dir}; serve it with `vllm serve {writer_dir} "
@@ -268,7 +271,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     bpo_dir = work / "runs" / "bpo"
     with StageMeter() as meter:
         generator = load_knowledge_writer(SmallBackendConfig(
-            writer_dir, writer_adapter, template="blade_chatml", max_new_tokens=config.max_new_tokens,
+            writer_dir, None, template="blade_chatml", max_new_tokens=config.max_new_tokens,
             backend=config.small_backend, urls=tuple(config.small_backend_urls)))
         space = SoftPromptSpace.for_generator(generator, n_tokens=config.n_tokens, d=config.d, seed=config.seed)
         dev = load_qa(data / "demo_qa_dev.jsonl", limit=config.limit_dev)

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 @click.option("--trainable-layers", type=click.IntRange(1), default=10, show_default=True,
               help="DP and KIT tune the top N decoder layers (LLaMA-Factory's finetuning_type freeze).")
 @click.option("--kit-on-base/--no-kit-on-base", default=False, show_default=True,
-              help="Also train KIT on the base model, for the ablation's 'KIT only' row (about 1 min more).")
+              help="Also train KIT on the base model, for the ablation's 'KIT only' row (about 1.5 min more).")
 @click.option("--bpo-init", type=click.IntRange(1), default=2, show_default=True, help="Sobol initial BPO evaluations.")
 @click.option("--bpo-iterations", type=click.IntRange(0), default=2, show_default=True, help="BO rounds after them.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=24, show_default=True,
@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 @click.option("--small-backend-url", "small_backend_urls", multiple=True, envvar="BLADE_SMALL_BACKEND_URL",
               help="vLLM server base URL (repeatable, round-robin).")
 @llm_options
-def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, trainable_layers, kit_on_base, bpo_init, bpo_iterations,
-         max_new_tokens, limit, small_backend, small_backend_urls, **llm_kwargs) -> None:
+def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, trainable_layers, kit_on_base,
+         bpo_init, bpo_iterations, max_new_tokens, limit, small_backend, small_backend_urls, **llm_kwargs) -> None:
     """DP -> DP probe -> KIT data -> KIT training -> BPO -> the ablation table, on the bundled fictional domain
     (budgets sized for 2 CPU cores). Without an endpoint the offline evidence reader stands in for the LLM."""
     import os
