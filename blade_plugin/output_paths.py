@@ -70,6 +70,8 @@ def _check_writable(output: Output) -> None:
             pass
     except OSError as err:
         reason = "permission denied" if err.errno in (errno.EACCES, errno.EPERM) else err.strerror
+        if existing != directory:  # name the directory that cannot be made, not only its nearest parent
+            raise BladeError(f"{what}: cannot create {directory}: {existing} is not writable ({reason})") from None
         raise BladeError(f"{what}: directory {existing} is not writable ({reason})") from None
     if real.is_file() and not os.access(real, os.W_OK):
         raise BladeError(f"{what}: file is not writable")

@@ -102,7 +102,17 @@ def test_unwritable_outputs_fail_before_any_request(tmp_path, train, option):
     with StubOpenAIServer() as server:
         line = _one_line_error(_run(server, tmp_path, "knowledge", *args))
         assert server.request_count == 0
-    assert line.startswith(f"Error: {option} {locked}/") and f"directory {locked} is not writable" in line
+    assert line.startswith(f"Error: {option} {locked}/") and f"{locked} is not writable (" in line
+
+
+def test_out_in_a_directory_that_cannot_be_made_names_both(tmp_path, train):
+    locked = _unwritable_dir(tmp_path)
+    args = ["--train", str(train), "--out", str(locked / "runs" / "kit.jsonl")]
+    with StubOpenAIServer() as server:
+        line = _one_line_error(_run(server, tmp_path, "knowledge", *args))
+        assert server.request_count == 0
+    assert line.startswith(f"Error: --out {locked}/runs/kit.jsonl: cannot create {locked}/runs: "
+                           f"{locked} is not writable (")
 
 
 def test_out_under_a_regular_file_fails_before_any_request(tmp_path, train):

@@ -57,6 +57,30 @@ def test_malformed_lines_name_file_line_and_field(name, line, field, text):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("answer, expected", [
+    (None, "field 'answer': missing"),
+    ([], "field 'answer': empty answer (no option letter given)"),
+    ("", "field 'answer': empty answer (no option letter given)"),
+])
+def test_absent_or_empty_answer_is_named_as_such(tmp_path, answer, expected):
+    path = tmp_path / "qa.jsonl"
+    good = {"id": "a", "question": "Q?", "options": {"A": "a", "B": "b"}, "answer": "A"}
+    bad = {"id": "b", "question": "Q2?", "options": {"A": "a", "B": "b"}}
+    if answer is not None:
+        bad["answer"] = answer
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(BladeInputError) as err:
+        load_qa(path)
+    assert str(err.value).startswith(f"{path}:2: {expected}")
+
+
+def test_free_text_empty_answer_is_empty_not_missing(tmp_path):
+    path = tmp_path / "free.jsonl"
+    path.write_text(json.dumps({"question": "Capital of France?", "answer": ""}) + "\n")
+    with pytest.raises(BladeInputError, match=r"free.jsonl:1: field 'answer': empty answer"):
+        load_qa(path)
+
+
 def test_duplicate_ids_are_rejected(tmp_path):
     path = tmp_path / "dup.jsonl"
     row = {"id": "x", "question": "Q?", "options": {"A": "a", "B": "b"}, "answer": "A"}

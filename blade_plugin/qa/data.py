@@ -134,7 +134,9 @@ def item_from_record(record: dict, path, line: int, fmt: str = "generic", requir
     raw_answer = record.get("answer")
     if raw_answer is None or raw_answer == "" or raw_answer == []:
         if require_answer:
-            _fail(path, line, "missing", "answer")
+            # An empty list is what raw JEC-QA records carry: say "empty", as the jecqa reader does, not "missing".
+            _fail(path, line, "missing" if raw_answer is None
+                  else "empty answer (no option letter given)" if options else "empty answer", "answer")
         answer: tuple[str, ...] | str = () if options else ""
     elif options is not None:
         answer = _letters(raw_answer, options, path, line, "answer")
