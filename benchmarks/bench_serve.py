@@ -78,7 +78,8 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="The batcher's collection window.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    for noisy in ("httpx", "httpx2"):  # one line per request otherwise (openai 3.x logs through httpx2)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     levels = [int(x) for x in args.levels.split(",")]
     model_dir = str(materialize_default_model())
     pool = demo_questions()
