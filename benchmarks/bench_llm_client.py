@@ -123,7 +123,7 @@ def main() -> None:
     print(f"knowledge on {args.n} questions ({2 * args.n} requests), {args.latency} s latency, "
           f"--concurrency {args.concurrency}")
     print(f"bare client, sequential, {SEQUENTIAL_REQUESTS} requests:   {sequential_s:7.2f} s  "
-          f"{SEQUENTIAL_REQUESTS / sequential_s:7.1f} req/s  (floor {1 / args.latency:.1f} req/s)")
+          f"{SEQUENTIAL_REQUESTS / sequential_s:7.1f} req/s  (at most {1 / args.latency:.1f} req/s)")
     print(f"bare client, concurrency {args.concurrency}, {2 * args.n} requests: {client_s:5.2f} s  "
           f"{2 * args.n / client_s:7.1f} req/s  ({2 * args.n / client_s * sequential_s / SEQUENTIAL_REQUESTS:.1f}x "
           f"sequential)")

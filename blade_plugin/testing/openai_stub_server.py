@@ -13,9 +13,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from .background import BackgroundHTTPServer, block_until_interrupted
+from .background import BackgroundHTTPServer, LoopbackHandler, block_until_interrupted
 
 # A responder returns the reply text, or (text, finish_reason) to script "length" / "content_filter" replies.
 Responder = Callable[[list[dict], dict], "str | tuple[str, str]"]
@@ -25,16 +25,8 @@ def default_responder(messages: list[dict], body: dict) -> str:
     return "Answer: A"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-    # TCP_NODELAY, as uvicorn, vLLM and any real endpoint set it: http.server writes the headers and the body
-    # in two sends, and with Nagle on, the body waits for the client's delayed ACK (~40 ms a response on
-    # Linux), so a "0.2 s" stub would really answer in 0.24 s and hide client-side gains.
-    disable_nagle_algorithm = True
-
-    def log_message(self, fmt, *args) -> None:  # keep test output clean
-        pass
 
     def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()

@@ -21,11 +21,11 @@ import json
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import torch
 
-from .background import BackgroundHTTPServer, block_until_interrupted
+from .background import BackgroundHTTPServer, LoopbackHandler, block_until_interrupted
 
 _MODEL_LOCK = threading.Lock()  # one forward pass at a time, also across replicas sharing a model
 
@@ -64,16 +64,8 @@ def decode_prompt_embeds(embed: str, hidden_size: int, dtype: torch.dtype) -> to
     return tensor
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-    # TCP_NODELAY, as uvicorn, vLLM and any real endpoint set it: http.server writes the headers and the body
-    # in two sends, and with Nagle on, the body waits for the client's delayed ACK (~40 ms a response on
-    # Linux), so a "0.2 s" stub would really answer in 0.24 s and hide client-side gains.
-    disable_nagle_algorithm = True
-
-    def log_message(self, fmt, *args) -> None:  # keep test output clean
-        pass
 
     def _send(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
