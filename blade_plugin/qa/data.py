@@ -51,6 +51,9 @@ class QAItems(list):
 SKIP_HINT = "pass --skip-invalid to skip such records and list them in the stats"
 
 
+EMPTY_LETTERS = "empty answer (no option letter given)"  # one wording for every reader
+
+
 def _fail(path, line, message, field_name=None, index_note=False):
     raise BladeInputError(path, message + (" (JSON array element)" if index_note else ""), line=line,
                           field=field_name)
@@ -100,7 +103,7 @@ def _letters(raw: Any, options: dict[str, str], path, line, key: str) -> tuple[s
                 _fail(path, line, f"answer {part.strip()!r} is not an option letter ({span})", key)
             letters.extend(token.upper())
     if not letters:
-        _fail(path, line, "empty answer (no option letter given)", key)
+        _fail(path, line, EMPTY_LETTERS, key)
     return tuple(sorted(set(letters)))
 
 
@@ -135,8 +138,8 @@ def item_from_record(record: dict, path, line: int, fmt: str = "generic", requir
     if raw_answer is None or raw_answer == "" or raw_answer == []:
         if require_answer:
             # An empty list is what raw JEC-QA records carry: say "empty", as the jecqa reader does, not "missing".
-            _fail(path, line, "missing" if raw_answer is None
-                  else "empty answer (no option letter given)" if options else "empty answer", "answer")
+            _fail(path, line, "missing" if raw_answer is None else EMPTY_LETTERS if options else "empty answer",
+                  "answer")
         answer: tuple[str, ...] | str = () if options else ""
     elif options is not None:
         answer = _letters(raw_answer, options, path, line, "answer")
