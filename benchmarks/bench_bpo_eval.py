@@ -28,10 +28,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from blade_plugin.small_lm.default_model import materialize_default_model
-from blade_plugin.defaults import GENERATION_BATCH_SIZE
-from blade_plugin.knowledge_answering import accuracy, answer_items
+from blade_plugin.extras.constants import GENERATION_BATCH_SIZE
+from blade_plugin.qa.answering import accuracy, answer_items
 from blade_plugin.llm.client import LLMClient, LLMConfig
-from blade_plugin.paths import bundled_data_dir
+from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.qa.prompts import load_prompts
 from blade_plugin.qa.data import QAItem, load_qa
 from blade_plugin.small_lm.hf_backend import SoftPromptGenerator

@@ -33,7 +33,7 @@ from io import BytesIO
 from pathlib import Path
 
 from blade_plugin.llm.client import LLMClient, LLMConfig
-from blade_plugin.paths import bundled_data_dir
+from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.qa.data import load_qa
 from blade_plugin.qa.prompts import load_prompts
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blade_plugin.paths import bundled_data_dir
+from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.small_lm.default_model import materialize_default_model
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from blade_plugin.testing.serve_process import ServeProcess

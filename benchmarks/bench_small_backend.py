@@ -21,7 +21,7 @@ os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")  # before LLaMA-Factory 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from blade_plugin.paths import bundled_data_dir
+from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.qa.data import load_qa
 from blade_plugin.qa.prompts import load_prompts
 from blade_plugin.small_lm.backend import SmallBackendConfig, load_knowledge_writer

@@ -11,7 +11,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import BladeError
+from .extras.errors import BladeError
 
 # name -> "module:attribute" under blade_plugin.commands
 COMMANDS: dict[str, str] = {
@@ -63,7 +63,7 @@ def cli(verbose: int) -> None:
 
 def interrupted_message() -> str:
     """What Ctrl-C leaves behind: the progress file of the running command and how to resume from it."""
-    from .output_paths import resume_note
+    from .runs.outputs import resume_note
 
     note = resume_note()
     if note is None:

@@ -44,7 +44,7 @@ def stub_llm():
 
 @pytest.fixture(scope="session")
 def demo_data_dir() -> Path:
-    from blade_plugin.paths import bundled_data_dir
+    from blade_plugin.extras.paths import bundled_data_dir
 
     return bundled_data_dir()
 

@@ -46,7 +46,7 @@ def test_ablation_rows_stats_and_rerun_costs_only_new_rows(demo_data_dir, prompt
                                                           isolated_home):
     from scipy.stats import binomtest
 
-    from blade_plugin.ablation import AblationConfig, AblationInputs, run_ablation
+    from blade_plugin.stages.ablation import AblationConfig, AblationInputs, run_ablation
     from blade_plugin.llm.client import LLMClient, LLMConfig
 
     items = load_qa(demo_data_dir / "demo_qa_test.jsonl", limit=N_ITEMS)

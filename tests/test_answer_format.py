@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from blade_plugin.errors import LLMError
-from blade_plugin.kit_generator import generate_kit_data
+from blade_plugin.extras.errors import LLMError
+from blade_plugin.stages.kit import generate_kit_data
 from blade_plugin.llm.client import LLMClient
 from blade_plugin.llm.options import config_from_options
 from blade_plugin.qa.data import QAItem, load_qa
@@ -124,7 +124,7 @@ def test_cache_keys_include_the_answer_format(items, prompts, tmp_path):
 
 def test_free_text_items_get_a_string_schema(prompts, tmp_path):
     item = QAItem("f1", "What is the capital of France?", None, "Paris", {})
-    from blade_plugin.knowledge_answering import answer_items
+    from blade_plugin.qa.answering import answer_items
 
     with StubOpenAIServer(lambda m, b: '{"answer": "Paris"}') as server, \
             LLMClient(llm_config(server, tmp_path, answer_format="json")) as client:

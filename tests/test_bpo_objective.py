@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from blade_plugin.bpo.objective import KnowledgeObjective
-from blade_plugin.knowledge_answering import AnswerRecord, AnswerTimings
+from blade_plugin.qa.answering import AnswerRecord, AnswerTimings
 
 
 @dataclass

@@ -13,8 +13,8 @@ import torch
 
 from blade_plugin.bpo.run import (TIMING_FIELDS, BPORunConfig, TrialResult, min_detectable_difference, run_bpo,
                                   select, split_half_optimism)
-from blade_plugin.errors import BladeError
-from blade_plugin.job_fingerprint import JobFingerprint
+from blade_plugin.extras.errors import BladeError
+from blade_plugin.runs.fingerprint import JobFingerprint
 from blade_plugin.small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
 from helpers import sigkill_when
 

@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from blade_plugin.cli import cli
-from blade_plugin.errors import BladeError
+from blade_plugin.extras.errors import BladeError
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from helpers import BIN, run_cli
 
@@ -110,7 +110,7 @@ def test_ctrl_c_says_where_progress_is_saved_and_how_to_resume(tmp_path, demo_da
 
 # --- logs -------------------------------------------------------------------------------------------------
 def test_progress_bar_off_a_terminal_logs_one_line_per_real_change(monkeypatch):
-    from blade_plugin.progress_bar import tqdm
+    from blade_plugin.runs.progress import tqdm
 
     monkeypatch.setenv("BLADE_PROGRESS_INTERVAL", "30")
     log = io.StringIO()  # not a TTY, like a captured demo log

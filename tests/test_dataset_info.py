@@ -5,7 +5,7 @@ import json
 import pytest
 
 from blade_plugin.lf.dataset_info import load_dataset_info, register_dataset
-from blade_plugin.errors import BladeInputError
+from blade_plugin.extras.errors import BladeInputError
 
 
 def test_register_adds_and_updates_keeping_other_entries(tmp_path):

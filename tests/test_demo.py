@@ -79,7 +79,7 @@ def test_without_endpoint_the_local_stand_in_is_used_and_flagged(default_model_d
 def test_soft_prompt_is_kept_only_when_not_worse_than_none(tmp_path):
     import torch
 
-    from blade_plugin.pipeline import _keep_better_soft_prompt
+    from blade_plugin.stages.demo import _keep_better_soft_prompt
     from blade_plugin.small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
 
     tuned = torch.arange(10, dtype=torch.float32).reshape(2, 5)

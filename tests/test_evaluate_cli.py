@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from blade_plugin.evaluation import compute_metrics
+from blade_plugin.stages.evaluation import compute_metrics
 from blade_plugin.qa.metrics import mcnemar_exact_p
 from blade_plugin.qa.data import load_qa
 from blade_plugin.small_lm.soft_prompt import SoftPromptSpace, save_soft_prompt

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blade_plugin.errors import BladeInputError
+from blade_plugin.extras.errors import BladeInputError
 from blade_plugin.qa.data import load_qa
 from blade_plugin.qa.prompts import load_prompts
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
@@ -117,7 +117,7 @@ def test_gbk_input_is_read_as_gb18030_and_says_so(tmp_path, caplog):
     gbk = _gbk_copy(tmp_path)
     with pytest.raises(UnicodeDecodeError):
         gbk.read_text(encoding="utf-8")  # really not UTF-8
-    with caplog.at_level(logging.INFO, logger="blade_plugin.io_utils"):
+    with caplog.at_level(logging.INFO, logger="blade_plugin.runs.atomic_io"):
         items = load_qa(gbk, skip_invalid=True)
     assert [it.question for it in items] == [it.question for it in load_qa(JECQA, skip_invalid=True)]
     assert any("GB18030" in r.getMessage() and str(gbk) in r.getMessage() for r in caplog.records)
@@ -151,7 +151,7 @@ def test_knowledge_cli_on_binary_input_is_one_line(tmp_path):
 
 
 def test_gbk_template_loads_and_an_undecodable_one_is_one_line(tmp_path):
-    from blade_plugin.paths import templates_dir
+    from blade_plugin.extras.paths import templates_dir
 
     zh = tmp_path / "zh"
     shutil.copytree(templates_dir() / "zh_legal", zh)

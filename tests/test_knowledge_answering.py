@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from blade_plugin.errors import LLMError
-from blade_plugin.knowledge_answering import answer_items, resolve_max_errors
+from blade_plugin.extras.errors import LLMError
+from blade_plugin.qa.answering import answer_items, resolve_max_errors
 from blade_plugin.llm.client import LLMClient
 from blade_plugin.qa.data import load_qa
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer

@@ -190,7 +190,7 @@ def test_sigkill_at_any_point_resumes_to_the_uninterrupted_result(demo_data_dir,
 def test_changed_inputs_refuse_to_resume_in_one_line(train_items, prompts, tmp_path):
     import shutil
 
-    from blade_plugin.paths import templates_dir
+    from blade_plugin.extras.paths import templates_dir
 
     train_file = _write(train_items, tmp_path / "train.jsonl")
     with StubOpenAIServer(QAOracle(train_items, prompts)) as server:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blade_plugin.evaluation import compute_metrics
+from blade_plugin.stages.evaluation import compute_metrics
 from blade_plugin.qa.data import QAItem
 from blade_plugin.qa.knowledge_support import item_support, option_support, support_summary, units
 

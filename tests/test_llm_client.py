@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from blade_plugin.errors import LLMError
+from blade_plugin.extras.errors import LLMError
 from blade_plugin.llm.client import LLMClient, LLMConfig
 from conftest import llm_config
 
@@ -121,7 +121,7 @@ def test_cache_logs_prompt_and_response(stub_llm, tmp_path):
 
 
 def test_missing_model_name_is_a_clear_error(monkeypatch, tmp_path):
-    from blade_plugin.errors import BladeError
+    from blade_plugin.extras.errors import BladeError
 
     monkeypatch.delenv("BLADE_LLM_MODEL", raising=False)
     with pytest.raises(BladeError, match="--llm-model or set BLADE_LLM_MODEL"):

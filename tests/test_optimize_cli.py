@@ -106,7 +106,7 @@ def test_changed_template_refuses_to_resume_before_any_request_and_restart_start
                                                                                       default_model_dir):
     import shutil
 
-    from blade_plugin.paths import templates_dir
+    from blade_plugin.extras.paths import templates_dir
 
     server, dev_file, tmp_path = dev_setup
     env = {**os.environ, "BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from blade_plugin.io_utils import atomic_write_json
+from blade_plugin.runs.atomic_io import atomic_write_json
 from blade_plugin.lf.dataset_info import register_dataset
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from helpers import run_cli

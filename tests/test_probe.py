@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from blade_plugin.probe import PROBE_TEMPLATE, ClozeProbe, cloze_probes, complete, normalise, score, split_cloze
+from blade_plugin.stages.probe import PROBE_TEMPLATE, ClozeProbe, cloze_probes, complete, normalise, score, split_cloze
 from helpers import run_cli
 
 CORPUS = [

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from blade_plugin.errors import BladeError
-from blade_plugin.io_utils import append_jsonl, iter_jsonl
-from blade_plugin.job_fingerprint import JobFingerprint
-from blade_plugin.progress_log import ProgressLog
+from blade_plugin.extras.errors import BladeError
+from blade_plugin.runs.atomic_io import append_jsonl, iter_jsonl
+from blade_plugin.runs.fingerprint import JobFingerprint
+from blade_plugin.runs.job_log import ProgressLog
 
 
 def _rows(path):

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from blade_plugin.errors import BladeInputError
-from blade_plugin.paths import templates_dir
+from blade_plugin.extras.errors import BladeInputError
+from blade_plugin.extras.paths import templates_dir
 from blade_plugin.qa.prompts import load_prompts
 from blade_plugin.qa.data import QAItem
 

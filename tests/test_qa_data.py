@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from blade_plugin.errors import BladeInputError
+from blade_plugin.extras.errors import BladeInputError
 from blade_plugin.qa.data import load_qa
 
 DATA = Path(__file__).parent / "data"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from blade_plugin.resource_meter import StageMeter
+from blade_plugin.runs.meter import StageMeter
 
 
 def test_peak_includes_a_child_process_and_time_is_wall_time():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blade_plugin.errors import BladeError
+from blade_plugin.extras.errors import BladeError
 from blade_plugin.small_lm.soft_prompt import SoftPromptSpace, load_soft_prompt, save_soft_prompt
 
 

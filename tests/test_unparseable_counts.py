@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from blade_plugin.evaluation import EvalConfig, run_evaluation
-from blade_plugin.kit_generator import generate_kit_data
+from blade_plugin.stages.evaluation import EvalConfig, run_evaluation
+from blade_plugin.stages.kit import generate_kit_data
 from blade_plugin.llm.client import LLMClient
 from blade_plugin.qa.data import QAItem
 from blade_plugin.qa.metrics import accuracy_summary

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from blade_plugin.small_lm.default_model import materialize_default_model
-from blade_plugin.errors import BladeError
-from blade_plugin.workspace import init_workspace
+from blade_plugin.extras.errors import BladeError
+from blade_plugin.stages.workspace import init_workspace
 from helpers import run_cli
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .run import TrialResult
-from ..defaults import GENERATION_BATCH_SIZE
-from ..knowledge_answering import answer_items
+from ..extras.constants import GENERATION_BATCH_SIZE
+from ..qa.answering import answer_items
 from ..qa.prompts import PromptSet
 from ..qa.data import QAItem
 

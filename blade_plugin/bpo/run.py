@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from .optimizer import BayesianOptimizer
-from ..errors import BladeError
-from ..io_utils import append_jsonl, atomic_write_json, iter_jsonl, read_json
-from ..job_fingerprint import JobFingerprint
+from ..extras.errors import BladeError
+from ..runs.atomic_io import append_jsonl, atomic_write_json, iter_jsonl, read_json
+from ..runs.fingerprint import JobFingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ def run_bpo(
         logger.info("Resuming BPO in %s: %d finished evaluations", out, len(trials))
         write_artifacts("running", "running")  # repairs a soft prompt a kill left behind the trials
 
-    from ..progress_bar import tqdm
+    from ..runs.progress import tqdm
 
     bar = tqdm(total=total_budget, initial=min(len(search), total_budget), desc="BPO", unit="eval",
                disable=not progress)

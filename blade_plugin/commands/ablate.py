@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..defaults import GENERATION_BATCH_SIZE
+from ..extras.constants import GENERATION_BATCH_SIZE
 from ..llm.options import llm_options
 from .common import QA_FORMATS, prompt_options
 
@@ -47,8 +47,8 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
     """One row per pipeline configuration on the same test items: accuracy with 95% CI, paired McNemar tests
     against LLM alone and the row above, knowledge support, LLM cost. Rows whose checkpoints are missing are
     skipped with a note; re-running after adding a checkpoint evaluates only the new row."""
-    from ..ablation import ROW_KEYS, AblationConfig, AblationInputs, run_ablation
-    from ..errors import BladeError
+    from ..stages.ablation import ROW_KEYS, AblationConfig, AblationInputs, run_ablation
+    from ..extras.errors import BladeError
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
     from ..qa.data import load_qa

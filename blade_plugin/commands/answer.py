@@ -32,8 +32,8 @@ def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, t
     """Print the small LM's knowledge and the LLM's answer (JSONL in -> JSONL out in batch mode)."""
 
     from ..qa.answers import parse_choices
-    from ..errors import BladeInputError
-    from ..knowledge_answering import answer_items
+    from ..extras.errors import BladeInputError
+    from ..qa.answering import answer_items
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
     from ..qa.data import QAItem, item_from_record

@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from ..defaults import GENERATION_BATCH_SIZE
+from ..extras.constants import GENERATION_BATCH_SIZE
 
 QA_FORMATS = click.Choice(["auto", "generic", "jecqa", "mlecqa"])
 
@@ -71,7 +71,7 @@ def resolve_small_model(small_model: str | None) -> str:
     """The model directory to load, checked up front so a typo fails in one line, not in a traceback."""
     from pathlib import Path
 
-    from ..errors import BladeError
+    from ..extras.errors import BladeError
 
     if small_model is None:
         from ..small_lm.default_model import materialize_default_model
@@ -102,7 +102,7 @@ def load_generator(small_model, adapter, template, max_new_tokens, batch_size, b
     backend/urls/concurrency default to the `--small-backend*` options of the running command."""
     from pathlib import Path
 
-    from ..errors import BladeError
+    from ..extras.errors import BladeError
     from ..small_lm.backend import SmallBackendConfig, load_knowledge_writer
 
     ctx = click.get_current_context(silent=True)
@@ -139,7 +139,7 @@ def report_skipped(items, report_path) -> None:
     import logging
     from pathlib import Path
 
-    from ..io_utils import atomic_write_json, read_json
+    from ..runs.atomic_io import atomic_write_json, read_json
 
     skipped = getattr(items, "skipped", [])
     if not skipped:

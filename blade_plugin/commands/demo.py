@@ -47,8 +47,8 @@ def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, tra
     import os
 
     from ..llm.options import config_from_options
-    from ..output_paths import Output, check_outputs
-    from ..pipeline import DemoConfig, run_demo
+    from ..runs.outputs import Output, check_outputs
+    from ..stages.demo import DemoConfig, run_demo
 
     check_outputs([Output("--workdir", Path(workdir), is_dir=True)], [("--cache-db", llm_kwargs.get("cache_db"))],
                   progress=Path(workdir), resume_hint="re-run `blade-bpo demo` with the same --workdir to resume")

@@ -35,12 +35,12 @@ from .error_options import max_errors_option
 def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed, restart, max_errors, skip_invalid,
              small_model, adapter, template, max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
     """Score the black-box LLM on a test set in each mode and compare them on the same items."""
-    from ..errors import BladeError
-    from ..evaluation import MODES, EvalConfig, run_evaluation
-    from ..job_fingerprint import digest_file, model_identity
+    from ..extras.errors import BladeError
+    from ..stages.evaluation import MODES, EvalConfig, run_evaluation
+    from ..runs.fingerprint import digest_file, model_identity
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
-    from ..output_paths import Output, check_outputs
+    from ..runs.outputs import Output, check_outputs
     from ..qa.data import load_qa
 
     chosen = tuple(m.strip() for m in modes.split(",")) if modes else \

@@ -12,7 +12,7 @@ import click
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 def init_workspace(directory: str, variant: str | None, force: bool) -> None:
     """Scaffold a workspace: recipes, editable Jinja prompt templates, data/dataset_info.json, demo data."""
-    from ..workspace import init_workspace as scaffold
+    from ..stages.workspace import init_workspace as scaffold
 
     written = scaffold(directory, variant=variant, force=force)
     click.echo(f"Wrote {len(written)} files to {directory}. Next: cd {directory} && cat README.md")

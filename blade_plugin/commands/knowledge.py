@@ -37,10 +37,10 @@ def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk
               templates_dir, variant, **llm_kwargs) -> None:
     """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right."""
     from ..lf.dataset_info import DATA_CONFIG, check_dataset_name, load_dataset_info, register_dataset
-    from ..kit_generator import generate_kit_data, progress_path_for
+    from ..stages.kit import generate_kit_data, progress_path_for
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
-    from ..output_paths import Output, check_outputs
+    from ..runs.outputs import Output, check_outputs
     from ..qa.data import load_qa
 
     # Every output is checked before the first request: not an input, writable, a valid dataset entry.

@@ -57,10 +57,10 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
 
     from ..bpo.objective import KnowledgeObjective
     from ..bpo.run import BPORunConfig, run_bpo
-    from ..job_fingerprint import JobFingerprint, digest_file, digest_items, digest_texts, model_identity
+    from ..runs.fingerprint import JobFingerprint, digest_file, digest_items, digest_texts, model_identity
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
-    from ..output_paths import Output, check_outputs
+    from ..runs.outputs import Output, check_outputs
     from ..qa.data import load_qa
     from ..small_lm.soft_prompt import SoftPromptSpace
 
@@ -119,7 +119,7 @@ def split_dev(items: list, dev_path: str, rescore_path: str | None, holdout: flo
     """
     import random
 
-    from ..errors import BladeError
+    from ..extras.errors import BladeError
     from ..qa.data import load_qa
 
     if rescore_path is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..defaults import GENERATION_BATCH_SIZE
+from ..extras.constants import GENERATION_BATCH_SIZE
 
 
 @click.command()
@@ -29,14 +29,14 @@ from ..defaults import GENERATION_BATCH_SIZE
 def probe(small_model, adapter, base_model, no_base, corpus, n, max_new_tokens, batch_size, seed, out) -> None:
     """Fact cloze probes: each corpus sentence cut before its last content-word span, completed greedily;
     a hit when the completion contains the span. Reports hits before (base model) and after DP."""
-    from ..io_utils import atomic_write_json
-    from ..probe import PROBE_TEMPLATE, cloze_probes, complete, probe_report
+    from ..runs.atomic_io import atomic_write_json
+    from ..stages.probe import PROBE_TEMPLATE, cloze_probes, complete, probe_report
     from ..small_lm.backend import SmallBackendConfig, load_knowledge_writer
     from .common import resolve_small_model
 
     probes = cloze_probes(Path(corpus), n, seed)  # input errors surface before any model loads
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        from ..errors import BladeError
+        from ..extras.errors import BladeError
 
         raise BladeError(f"--adapter {adapter}: not a LoRA adapter directory (no adapter_config.json)")
 

@@ -54,7 +54,7 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
     to each question and answers with the upstream LLM; GET /v1/models, /health, /metrics."""
     import uvicorn
 
-    from ..errors import BladeError
+    from ..extras.errors import BladeError
     from ..qa.prompts import load_prompts
     from ..serve.app import ServeSettings, create_app
     from ..serve.runner import GracefulServer

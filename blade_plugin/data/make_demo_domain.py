@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             print("out of date: " + ", ".join(stale), file=sys.stderr)
             return 1
         return 0
-    from blade_plugin.io_utils import atomic_write_text
+    from blade_plugin.runs.atomic_io import atomic_write_text
 
     for name, text in files.items():
         atomic_write_text(args.out / name, text)

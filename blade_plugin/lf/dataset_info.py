@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import BladeInputError
-from ..io_utils import atomic_write_json, read_text_file
+from ..extras.errors import BladeInputError
+from ..runs.atomic_io import atomic_write_json, read_text_file
 
 DATA_CONFIG = "dataset_info.json"
 

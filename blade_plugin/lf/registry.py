@@ -16,7 +16,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from ..paths import bundled_data_dir, recipes_dir
+from ..extras.paths import bundled_data_dir, recipes_dir
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..errors import BladeError, LLMError
-from ..paths import default_cache_db
+from ..extras.errors import BladeError, LLMError
+from ..extras.paths import default_cache_db
 from .cache import ResponseCache, cache_key, normalize_base_url
 from .structured import ResponseFormat, rejects_response_format, with_instruction
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import BladeInputError
-from ..io_utils import read_text_file
+from ..extras.errors import BladeInputError
+from ..runs.atomic_io import read_text_file
 
 Format = Literal["auto", "generic", "jecqa", "mlecqa"]
 

@@ -13,9 +13,9 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from ..errors import BladeInputError
-from ..io_utils import read_text_file
-from ..paths import templates_dir as bundled_templates_dir
+from ..extras.errors import BladeInputError
+from ..runs.atomic_io import read_text_file
+from ..extras.paths import templates_dir as bundled_templates_dir
 from .data import QAItem
 
 ALLOWED_VARIABLES = {

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..defaults import GENERATION_BATCH_SIZE
+from ..extras.constants import GENERATION_BATCH_SIZE
 
 if TYPE_CHECKING:
     import torch

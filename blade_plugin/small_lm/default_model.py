@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import BladeError
-from ..paths import blade_home
+from ..extras.errors import BladeError
+from ..extras.paths import blade_home
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 
 import torch
 
-from ..defaults import GENERATION_BATCH_SIZE
+from ..extras.constants import GENERATION_BATCH_SIZE
 from .backend import check_soft_prompt, weights_fingerprint
 from .greedy import DECODERS, Decoder, generate_batch, left_padded_embeds
 
@@ -128,7 +128,7 @@ class SoftPromptGenerator:
         results: list[list[int]] = [[] for _ in texts]
         bar = None
         if progress:
-            from ..progress_bar import tqdm
+            from ..runs.progress import tqdm
 
             bar = tqdm(total=len(texts), desc="small LM", unit="q", leave=False)
         for start in range(0, len(order), self.batch_size):

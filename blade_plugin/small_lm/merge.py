@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..errors import BladeError
+from ..extras.errors import BladeError
 from .backend import MERGE_RECORD
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from ..errors import BladeError
+from ..extras.errors import BladeError
 
 SOFT_PROMPT_KEY = "soft_prompt"
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BladeError
+from ..extras.errors import BladeError
 from .backend import check_soft_prompt, weights_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class VLLMKnowledgeWriter:
         limit = asyncio.Semaphore(self.concurrency)
         bar = None
         if progress:
-            from ..progress_bar import tqdm
+            from ..runs.progress import tqdm
 
             bar = tqdm(total=len(payloads), desc="small LM (vllm)", unit="q", leave=False)
 

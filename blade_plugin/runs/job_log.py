@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
-from .errors import BladeError
-from .io_utils import append_jsonl, iter_jsonl, truncate_torn_tail
-from .job_fingerprint import JobFingerprint
+from ..extras.errors import BladeError
+from .atomic_io import append_jsonl, iter_jsonl, truncate_torn_tail
+from .fingerprint import JobFingerprint
 
 logger = logging.getLogger(__name__)
 

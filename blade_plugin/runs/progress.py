@@ -5,7 +5,7 @@ write a carriage-return line every refresh, so a log fills with hundreds of iden
 There the bar writes one plain line per real change of its count, and at most one every
 `BLADE_PROGRESS_INTERVAL` seconds (default 30) for fast-moving counts, plus the final state.
 
-Use `from blade_plugin.progress_bar import tqdm` wherever a bar is made: it takes tqdm's arguments.
+Use `from blade_plugin.runs.progress import tqdm` wherever a bar is made: it takes tqdm's arguments.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import BladeInputError
+from ..extras.errors import BladeInputError
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BladeError
-from .io_utils import atomic_write_json
+from ..extras.errors import BladeError
+from ..runs.atomic_io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _llamafactory_cli() -> str:
 def run_llamafactory_train(recipe: Path, overrides: dict, cwd: Path, log_path: Path, desc: str = "train") -> None:
     """`llamafactory-cli train recipe key=value ...`, logged to a file, with a progress bar fed from the
     trainer_log.jsonl LLaMA-Factory writes; a failure names the log and quotes its last line."""
-    from .progress_bar import tqdm
+    from ..runs.progress import tqdm
 
     args = [_llamafactory_cli(), "train", str(recipe), *[f"{k}={v}" for k, v in overrides.items()]]
     logger.info("$ %s", " ".join(args))
@@ -140,7 +140,7 @@ def _train_overrides(config: DemoConfig, epochs: float, lr: float, steps: int | 
 
 def _probe_dp(corpus: Path, base_model: str, dp_model: str, seed: int, n: int = 40) -> dict:
     from .probe import PROBE_TEMPLATE, cloze_probes, complete, probe_report
-    from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
+    from ..small_lm.backend import SmallBackendConfig, load_knowledge_writer
 
     probes = cloze_probes(corpus, n, seed)
     completions = []
@@ -159,7 +159,7 @@ def _keep_better_soft_prompt(bpo_dir: Path, best_score: float, baseline: float, 
     noise-sized win keeps the simpler model. Written as runs/bpo/selected_soft_prompt.safetensors."""
     import torch
 
-    from .small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
+    from ..small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
 
     margin = max(0.0, optimism or 0.0)
     keep = best_score - baseline > margin
@@ -173,13 +173,13 @@ def _keep_better_soft_prompt(bpo_dir: Path, best_score: float, baseline: float, 
 
 def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict:
     """Run all stages and return a summary naming every artifact."""
-    from .lf.dataset_info import register_dataset
-    from .small_lm.default_model import materialize_default_model
-    from .kit_generator import generate_kit_data
-    from .llm.client import LLMClient
-    from .qa.prompts import load_prompts
-    from .qa.data import load_qa
-    from .resource_meter import StageMeter
+    from ..lf.dataset_info import register_dataset
+    from ..small_lm.default_model import materialize_default_model
+    from .kit import generate_kit_data
+    from ..llm.client import LLMClient
+    from ..qa.prompts import load_prompts
+    from ..qa.data import load_qa
+    from ..runs.meter import StageMeter
     from .workspace import init_workspace
 
     work = config.workdir.resolve()
@@ -258,10 +258,10 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
 
     # 4. BPO on the DP + KIT model, then keep its soft prompt only if it beats no soft prompt on dev by more
     #    than selection noise
-    from .bpo.objective import KnowledgeObjective
-    from .bpo.run import BPORunConfig, run_bpo
-    from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
-    from .small_lm.soft_prompt import SoftPromptSpace
+    from ..bpo.objective import KnowledgeObjective
+    from ..bpo.run import BPORunConfig, run_bpo
+    from ..small_lm.backend import SmallBackendConfig, load_knowledge_writer
+    from ..small_lm.soft_prompt import SoftPromptSpace
 
     writer_dir = str(kit_dir)  # a full model directory: vLLM can serve it as it is
     if config.small_backend == "vllm":

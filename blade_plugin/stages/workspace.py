@@ -6,8 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BladeError
-from .paths import bundled_data_dir, recipes_dir, templates_dir
+from ..extras.errors import BladeError
+from ..extras.paths import bundled_data_dir, recipes_dir, templates_dir
 
 WORKSPACE_README = """# BLADE workspace
 

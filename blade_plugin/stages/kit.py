@@ -17,16 +17,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .progress_bar import tqdm
+from ..runs.progress import tqdm
 
-from .qa.answers import answer_response_format, score_answer
-from .errors import LLMError
-from .io_utils import atomic_write_json, atomic_write_jsonl
-from .job_fingerprint import JobFingerprint, digest_items, llm_parts, template_parts
-from .knowledge_answering import ErrorBudget, resolve_max_errors
-from .progress_log import ProgressLog
-from .qa.prompts import PromptSet
-from .qa.data import QAItem
+from ..qa.answers import answer_response_format, score_answer
+from ..extras.errors import LLMError
+from ..runs.atomic_io import atomic_write_json, atomic_write_jsonl
+from ..runs.fingerprint import JobFingerprint, digest_items, llm_parts, template_parts
+from ..qa.answering import ErrorBudget, resolve_max_errors
+from ..runs.job_log import ProgressLog
+from ..qa.prompts import PromptSet
+from ..qa.data import QAItem
 
 logger = logging.getLogger(__name__)
 

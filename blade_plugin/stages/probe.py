@@ -13,8 +13,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import BladeInputError
-from .io_utils import iter_jsonl
+from ..extras.errors import BladeInputError
+from ..runs.atomic_io import iter_jsonl
 
 # Function words that never end a fact: the span is the run of other words at the sentence's end.
 _STOP = frozenset("""a an the of and or to in on at by for with from as is are was were be been being it its this
@@ -95,7 +95,7 @@ def score(probes: list[ClozeProbe], completions: list[str]) -> list[bool]:
 
 def probe_report(probes: list[ClozeProbe], before: list[str] | None, after: list[str]) -> dict:
     """Hits before/after, a paired McNemar test, and every probe with both completions."""
-    from .qa.metrics import accuracy_summary, paired_comparison
+    from ..qa.metrics import accuracy_summary, paired_comparison
 
     hits_after = score(probes, after)
     report: dict = {"n": len(probes), "after": accuracy_summary(hits_after)}

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .qa.answers import answer_response_format, score_answer
-from .defaults import GENERATION_BATCH_SIZE
-from .errors import LLMError
-from .qa.prompts import PromptSet
-from .qa.data import QAItem
+from .answers import answer_response_format, score_answer
+from ..extras.constants import GENERATION_BATCH_SIZE
+from ..extras.errors import LLMError
+from .prompts import PromptSet
+from .data import QAItem
 
 DEFAULT_MAX_ERROR_FRACTION = 0.05
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BladeError
+from ..extras.errors import BladeError
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io_utils import atomic_write_json, atomic_write_text
-from .job_fingerprint import digest_file, digest_items, digest_json, model_identity
-from .qa.data import QAItem
-from .qa.metrics import paired_comparison
-from .qa.prompts import PromptSet
+from ..runs.atomic_io import atomic_write_json, atomic_write_text
+from ..runs.fingerprint import digest_file, digest_items, digest_json, model_identity
+from ..qa.data import QAItem
+from ..qa.metrics import paired_comparison
+from ..qa.prompts import PromptSet
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class AblationConfig:
 
 
 def _default_writer_factory(config: AblationConfig):
-    from .small_lm.backend import SmallBackendConfig, load_knowledge_writer
+    from ..small_lm.backend import SmallBackendConfig, load_knowledge_writer
 
     def build(model: str, adapter: str | None):
         return load_knowledge_writer(SmallBackendConfig(model, adapter, config.template, config.max_new_tokens,
@@ -187,7 +187,7 @@ def _row_dir(out: Path, plan: RowPlan, items: list[QAItem], prompts: PromptSet, 
 
 def _knowledge_support(items: list[QAItem], knowledge: list[str]) -> dict:
     """The reader-independent metric (qa/knowledge_support.py), without the per-item detail."""
-    from .qa.knowledge_support import support_summary
+    from ..qa.knowledge_support import support_summary
 
     return support_summary(items, knowledge, with_items=False)
 
@@ -196,7 +196,7 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client, inputs: Ablati
                  keys: tuple[str, ...] = ROW_KEYS) -> dict:
     """Evaluate every runnable row; write ablation.json, ablation.md, ablation.png; return the table."""
     from .evaluation import EvalConfig, run_evaluation
-    from .small_lm.soft_prompt import load_soft_prompt
+    from ..small_lm.soft_prompt import load_soft_prompt
 
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,18 +15,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .progress_bar import tqdm
+from ..runs.progress import tqdm
 
-from .defaults import GENERATION_BATCH_SIZE
-from .errors import LLMError
-from .io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from .job_fingerprint import JobFingerprint, digest_items, llm_parts, template_parts
-from .knowledge_answering import answer_items, resolve_max_errors
-from .qa.knowledge_support import support_summary
-from .qa.metrics import accuracy_summary, paired_comparison
-from .progress_log import ProgressLog
-from .qa.prompts import PromptSet
-from .qa.data import QAItem
+from ..extras.constants import GENERATION_BATCH_SIZE
+from ..extras.errors import LLMError
+from ..runs.atomic_io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..runs.fingerprint import JobFingerprint, digest_items, llm_parts, template_parts
+from ..qa.answering import answer_items, resolve_max_errors
+from ..qa.knowledge_support import support_summary
+from ..qa.metrics import accuracy_summary, paired_comparison
+from ..runs.job_log import ProgressLog
+from ..qa.prompts import PromptSet
+from ..qa.data import QAItem
 
 logger = logging.getLogger(__name__)
 
