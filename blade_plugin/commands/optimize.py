@@ -57,7 +57,7 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
 
     from ..bpo.objective import KnowledgeObjective
     from ..bpo.run import BPORunConfig, run_bpo
-    from ..runs.fingerprint import JobFingerprint, digest_file, digest_items, digest_texts, model_identity
+    from ..runs.fingerprint import digest_file, job_fingerprint, model_identity
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
     from ..runs.outputs import Output, check_outputs
@@ -90,16 +90,16 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
         "dev_digest": digest_file(dev_path),
         "rescore": rescore_source,
     }
-    used_templates = {name: path.read_text(encoding="utf-8") for name, (_, path) in prompts._templates.items()
-                      if name != "knowledge_generation.j2"}  # BPO never asks for KIT knowledge
+    used_templates = tuple(name for name in prompts.template_names
+                           if name != "knowledge_generation.j2")  # BPO never asks for KIT knowledge
     with LLMClient(config_from_options(**llm_kwargs)) as client:
-        fingerprint = JobFingerprint(
-            dev_items=digest_items(search_items), rescore_items=digest_items(rescore_items or []),
-            rescore_source=rescore_source, templates=digest_texts(used_templates),
+        fingerprint = job_fingerprint(
+            items={"dev_items": search_items, "rescore_items": rescore_items or []},
+            prompts=prompts, template_names=used_templates, templates_part="templates",
+            llm=client.identity(), llm_part="llm", rescore_source=rescore_source,
             small_model=model_identity(model.get("base_model")), adapter=model_identity(model.get("adapter")),
             chat_template=generator.template_name, max_new_tokens=max_new_tokens, init=init_mode,
-            scale=space.scale, llm=client.identity(),
-            answer_format=getattr(client.config, "answer_format", "text"))
+            scale=space.scale, answer_format=getattr(client.config, "answer_format", "text"))
         objective = KnowledgeObjective(search_items, prompts, client, generator, space, batch_size=batch_size)
         rescore = (KnowledgeObjective(rescore_items, prompts, client, generator, space, batch_size=batch_size)
                    if rescore_items else None)
