@@ -97,7 +97,7 @@ def guess_template(model_dir: str, template: str | None) -> str:
 
 def load_generator(small_model, adapter, template, max_new_tokens, batch_size, backend: str | None = None,
                    urls: tuple[str, ...] | None = None, concurrency: int | None = None):
-    """The small LM's KnowledgeWriter (the seam in `small_lm/backend.py`); argument errors become one line.
+    """The small LM's KnowledgeWriter (the seam in `small_lm/base.py`, built by `small_lm/backend.py`); argument errors become one line.
 
     backend/urls/concurrency default to the `--small-backend*` options of the running command."""
     from pathlib import Path
