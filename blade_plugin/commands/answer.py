@@ -33,7 +33,7 @@ def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, t
 
     from ..qa.answers import parse_choices
     from ..extras.errors import BladeInputError
-    from ..qa.answering import answer_items
+    from ..qa.answering import KnowledgeAnswerer
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
     from ..qa.data import QAItem, item_from_record
@@ -65,8 +65,8 @@ def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, t
 
             prompt_tensor, _ = load_soft_prompt(soft_prompt, expected_hidden=generator.hidden_size)
     with LLMClient(config_from_options(**llm_kwargs)) as client:
-        records, _ = client.run(answer_items(items, prompts, client, generator, prompt_tensor, batch_size=batch_size,
-                                             max_errors=0))  # ad-hoc answers: a failure is an error, not an empty answer
+        answerer = KnowledgeAnswerer(prompts, client, generator, prompt_tensor, batch_size)
+        records, _ = answerer.answer_sync(items, max_errors=0)  # ad-hoc answers: a failure is an error, not an empty answer
     for item, record in zip(items, records):
         parsed = parse_choices(record.raw, sorted(item.options)) if item.options else None
         if batch:

@@ -37,6 +37,7 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
     """Score the black-box LLM on a test set in each mode and compare them on the same items."""
     from ..extras.errors import BladeError
     from ..stages.evaluation import MODES, EvalConfig, run_evaluation
+    from ..qa.answering import KnowledgeAnswerer
     from ..runs.fingerprint import digest_file, model_identity
     from ..llm.client import LLMClient
     from ..llm.options import config_from_options
@@ -75,11 +76,11 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
                  "adapter": model_identity(fingerprint.get("adapter")), "template": generator.template_name,
                  "max_new_tokens": max_new_tokens}
     config = EvalConfig(
-        out_dir=Path(out_dir), modes=chosen, batch_size=batch_size, bootstrap=bootstrap, seed=seed, restart=restart,
+        out_dir=Path(out_dir), modes=chosen, bootstrap=bootstrap, seed=seed, restart=restart,
         max_errors=max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(soft_prompt)},
     )
     with LLMClient(config_from_options(**llm_kwargs)) as client:
-        metrics = run_evaluation(items, prompts, client, config, generator, prompt_tensor)
+        metrics = run_evaluation(items, KnowledgeAnswerer(prompts, client, generator, prompt_tensor, batch_size), config)
     report_skipped(items, out / "metrics.json")
     for mode, m in metrics["modes"].items():
         click.echo(f"{mode:>9}: accuracy {m['accuracy']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]  "

@@ -56,6 +56,7 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
     import logging
 
     from ..bpo.objective import KnowledgeObjective
+    from ..qa.answering import KnowledgeAnswerer
     from ..bpo.run import BPORunConfig, run_bpo
     from ..runs.fingerprint import digest_file, job_fingerprint, model_identity
     from ..llm.client import LLMClient
@@ -100,9 +101,9 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
             small_model=model_identity(model.get("base_model")), adapter=model_identity(model.get("adapter")),
             chat_template=generator.template_name, max_new_tokens=max_new_tokens, init=init_mode,
             scale=space.scale, answer_format=getattr(client.config, "answer_format", "text"))
-        objective = KnowledgeObjective(search_items, prompts, client, generator, space, batch_size=batch_size)
-        rescore = (KnowledgeObjective(rescore_items, prompts, client, generator, space, batch_size=batch_size)
-                   if rescore_items else None)
+        answerer = KnowledgeAnswerer(prompts, client, generator, batch_size=batch_size)
+        objective = KnowledgeObjective(search_items, answerer, space)
+        rescore = KnowledgeObjective(rescore_items, answerer, space) if rescore_items else None
         summary = run_bpo(config, objective, space.to_soft_prompt, metadata, fingerprint=fingerprint,
                           rescore=rescore)
     for line in report_lines(summary, len(search_items), len(rescore_items or []), rescore_source):

@@ -55,6 +55,7 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
     import uvicorn
 
     from ..extras.errors import BladeError
+    from ..qa.answering import KnowledgeAnswerer
     from ..qa.prompts import load_prompts
     from ..serve.app import ServeSettings, create_app
     from ..serve.runner import GracefulServer
@@ -84,15 +85,14 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
         prompt_tensor, metadata = load_soft_prompt(soft_prompt, expected_hidden=writer.hidden_size)
         check_compatible(metadata, writer)
 
-    def generate(texts: list[str]) -> list[str]:
-        return writer.generate(texts, prompt_tensor)
-
+    # The upstream LLM is reached by the server's own proxy (streaming, tools), not by an LLM client here.
+    answerer = KnowledgeAnswerer(prompts, None, writer, prompt_tensor)
     settings = ServeSettings(served_model_name=served_model_name, api_key=api_key, max_body_bytes=max_body_bytes,
                              max_message_chars=max_message_chars, max_batch_size=batch_size, max_wait_ms=max_wait_ms,
                              max_queue=max_queue, knowledge_cache_size=knowledge_cache_size)
     upstream = UpstreamConfig(base_url=llm_base_url, model=llm_model, api_key_env=llm_api_key_env,
                               timeout=llm_timeout, max_retries=llm_max_retries)
-    app = create_app(settings, generate, prompts, chat_prompts, upstream)
+    app = create_app(settings, answerer.write_knowledge, prompts, chat_prompts, upstream)
     verbose = click.get_current_context().find_root().params.get("verbose", 0)
     # The upstream key must never reach a log line: the SDK and httpx log request details at DEBUG.
     for noisy in ("openai", "httpx", "httpcore", "httpx2", "httpcore2"):

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from ..runs.progress import tqdm
 
-from ..extras.constants import GENERATION_BATCH_SIZE
 from ..extras.errors import LLMError
 from ..runs.fingerprint import JobFingerprint, job_fingerprint
-from ..qa.answering import answer_items, resolve_max_errors
+from ..qa.answering import KnowledgeAnswerer, resolve_max_errors
 from ..qa.knowledge_support import support_summary
 from ..qa.metrics import accuracy_summary, paired_comparison
 from ..runs.job_log import JobLog
@@ -36,8 +35,6 @@ MODE_TITLES = {"llm": "LLM alone", "knowledge": "LLM + small-LM knowledge", "bla
 class EvalConfig:
     out_dir: Path
     modes: tuple[str, ...]
-    chunk_size: int = 32
-    batch_size: int = GENERATION_BATCH_SIZE
     bootstrap: int = 2000
     seed: int = 0
     restart: bool = False
@@ -56,15 +53,13 @@ def eval_fingerprint(items: list[QAItem], prompts: PromptSet, config: EvalConfig
                            **{name.replace("_", " "): value for name, value in config.fingerprint_extra.items()})
 
 
-def run_evaluation(
-    items: list[QAItem],
-    prompts: PromptSet,
-    client,
-    config: EvalConfig,
-    generator=None,
-    soft_prompt=None,
-) -> dict:
-    """Evaluate every mode, write predictions.jsonl, metrics.json and report.md; return the metrics."""
+def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: EvalConfig) -> dict:
+    """Evaluate every mode, write predictions.jsonl, metrics.json and report.md; return the metrics.
+
+    Modes: "llm" asks `answerer.llm_only()`, "knowledge" the answerer without its soft prompt, "blade" the
+    answerer as given (with its soft prompt)."""
+    prompts, client = answerer.prompts, answerer.client
+    by_mode = {"llm": answerer.llm_only(), "knowledge": answerer.with_soft_prompt(None), "blade": answerer}
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     progress_path = out / "predictions.progress.jsonl"
@@ -91,9 +86,7 @@ def run_evaluation(
             with tqdm(total=len(items), initial=len(items) - len(todo), desc=f"evaluate [{mode}]", unit="q",
                       disable=None) as bar:
                 try:
-                    await answer_items(todo, prompts, client, None if mode == "llm" else generator,
-                                       soft_prompt if mode == "blade" else None, batch_size=config.batch_size,
-                                       progress=bar, max_errors=max_errors, on_record=save(mode))
+                    await by_mode[mode].answer(todo, progress=bar, max_errors=max_errors, on_record=save(mode))
                 except LLMError as err:
                     saved = sum(1 for row in done.values() if not row.get("error"))
                     raise LLMError(f"{err} -- {saved} finished predictions are saved in {progress_path}; "

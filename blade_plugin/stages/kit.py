@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..runs.progress import tqdm
 
@@ -26,6 +27,9 @@ from ..qa.answering import ErrorBudget, resolve_max_errors
 from ..runs.job_log import JobLog
 from ..qa.prompts import PromptSet
 from ..qa.data import QAItem
+
+if TYPE_CHECKING:
+    from ..llm.base import LLMClientProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ def kit_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict)
     return job_fingerprint(items=items, prompts=prompts, template_names=KIT_TEMPLATES, llm=llm_identity)
 
 
-async def kit_item(item: QAItem, prompts: PromptSet, client) -> dict:
+async def kit_item(item: QAItem, prompts: PromptSet, client: LLMClientProtocol) -> dict:
     """One item's progress row: knowledge from (question, gold), then the LLM answering with it."""
     knowledge = ""
     try:
@@ -76,7 +80,7 @@ async def kit_item(item: QAItem, prompts: PromptSet, client) -> dict:
 def generate_kit_data(
     items: list[QAItem],
     prompts: PromptSet,
-    client,
+    client: LLMClientProtocol,
     out_path: Path,
     chunk_size: int | None = None,
     restart: bool = False,
