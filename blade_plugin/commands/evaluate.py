@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..llm.options import llm_options
-from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options, report_skipped,
-                     skip_invalid_option, small_model_options)
+from .arguments import llm_options, small_model_options
+from .common import QA_FORMATS, load_prompt_set, prompt_options, report_skipped, skip_invalid_option
 from .error_options import max_errors_option
 
 
@@ -33,14 +32,13 @@ from .error_options import max_errors_option
 @prompt_options
 @llm_options
 def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed, restart, max_errors, skip_invalid,
-             small_model, adapter, template, max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
+             small_args, templates_dir, variant, llm_args) -> None:
     """Score the black-box LLM on a test set in each mode and compare them on the same items."""
     from ..extras.errors import BladeError
     from ..stages.evaluation import MODES, EvalConfig, run_evaluation
     from ..qa.answering import KnowledgeAnswerer
     from ..runs.fingerprint import digest_file, model_identity
     from ..llm.client import LLMClient
-    from ..llm.options import config_from_options
     from ..runs.outputs import Output, check_outputs
     from ..qa.data import load_qa
 
@@ -55,13 +53,13 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
     out = Path(out_dir)
     check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
                    ("predictions.jsonl", "predictions.progress.jsonl", "metrics.json", "report.md")],
-                  [("--test", test_path), ("--soft-prompt", soft_prompt), ("--cache-db", llm_kwargs.get("cache_db"))],
+                  [("--test", test_path), ("--soft-prompt", soft_prompt), ("--cache-db", llm_args.cache_db)],
                   progress=out / "predictions.progress.jsonl")
     items = load_qa(test_path, fmt=fmt, limit=limit, skip_invalid=skip_invalid)
     prompts = load_prompt_set(templates_dir, variant)
     generator = prompt_tensor = None
     if any(m != "llm" for m in chosen):
-        generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
+        generator = small_args.load_writer()
         if soft_prompt:
             from ..small_lm.soft_prompt import check_compatible, load_soft_prompt
 
@@ -74,13 +72,14 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
         fingerprint = generator.model_fingerprint
         small = {"small_model": model_identity(fingerprint.get("base_model")),
                  "adapter": model_identity(fingerprint.get("adapter")), "template": generator.template_name,
-                 "max_new_tokens": max_new_tokens}
+                 "max_new_tokens": small_args.max_new_tokens}
     config = EvalConfig(
         out_dir=Path(out_dir), modes=chosen, bootstrap=bootstrap, seed=seed, restart=restart,
         max_errors=max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(soft_prompt)},
     )
-    with LLMClient(config_from_options(**llm_kwargs)) as client:
-        metrics = run_evaluation(items, KnowledgeAnswerer(prompts, client, generator, prompt_tensor, batch_size), config)
+    with LLMClient(llm_args.to_config()) as client:
+        answerer = KnowledgeAnswerer(prompts, client, generator, prompt_tensor, small_args.batch_size)
+        metrics = run_evaluation(items, answerer, config)
     report_skipped(items, out / "metrics.json")
     for mode, m in metrics["modes"].items():
         click.echo(f"{mode:>9}: accuracy {m['accuracy']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]  "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..llm.options import llm_options
+from .arguments import llm_options
 from .common import QA_FORMATS, load_prompt_set, prompt_options, report_skipped, skip_invalid_option
 from .error_options import max_errors_option
 
@@ -34,12 +34,11 @@ logger = logging.getLogger(__name__)
 @llm_options
 def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk_size, restart, max_errors,
               skip_invalid,
-              templates_dir, variant, **llm_kwargs) -> None:
+              templates_dir, variant, llm_args) -> None:
     """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right."""
     from ..lf.dataset_info import DATA_CONFIG, check_dataset_name, load_dataset_info, register_dataset
     from ..stages.kit import generate_kit_data, progress_path_for
     from ..llm.client import LLMClient
-    from ..llm.options import config_from_options
     from ..runs.outputs import Output, check_outputs
     from ..qa.data import load_qa
 
@@ -51,11 +50,11 @@ def knowledge(train_path, fmt, out_path, dataset_dir, dataset_name, limit, chunk
         check_dataset_name(dataset_name or out.stem, dataset_dir)
         load_dataset_info(dataset_dir)  # a malformed one fails now, not after every request was paid for
         outputs.append(Output("--dataset-dir", Path(dataset_dir) / DATA_CONFIG))
-    check_outputs(outputs, [("--train", train_path), ("--cache-db", llm_kwargs.get("cache_db"))],
+    check_outputs(outputs, [("--train", train_path), ("--cache-db", llm_args.cache_db)],
                   progress=progress_path_for(out))
     items = load_qa(train_path, fmt=fmt, limit=limit, skip_invalid=skip_invalid)
     prompts = load_prompt_set(templates_dir, variant)
-    config = config_from_options(**llm_kwargs)
+    config = llm_args.to_config()
     with LLMClient(config) as client:
         stats = generate_kit_data(items, prompts, client, out, restart=restart, max_errors=max_errors)
     report_skipped(items, stats_path)

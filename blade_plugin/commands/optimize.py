@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..llm.options import llm_options
-from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options, report_skipped,
-                     skip_invalid_option, small_model_options)
+from .arguments import llm_options, small_model_options
+from .common import QA_FORMATS, load_prompt_set, prompt_options, report_skipped, skip_invalid_option
 
 
 @click.command()
@@ -46,8 +45,8 @@ from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options
 @prompt_options
 @llm_options
 def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_evaluations, max_llm_calls,
-             init_mode, seed, limit, restart, resume, rescore_path, holdout, top_k, skip_invalid, small_model, adapter, template,
-             max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
+             init_mode, seed, limit, restart, resume, rescore_path, holdout, top_k, skip_invalid, small_args,
+             templates_dir, variant, llm_args) -> None:
     """Tune n soft tokens p = A z by Bayesian optimisation so the LLM scores best on the dev set.
 
     Trial 0 is a baseline without soft tokens; the best candidates are re-scored on questions the search
@@ -60,7 +59,6 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
     from ..bpo.run import BPORunConfig, run_bpo
     from ..runs.fingerprint import digest_file, job_fingerprint, model_identity
     from ..llm.client import LLMClient
-    from ..llm.options import config_from_options
     from ..runs.outputs import Output, check_outputs
     from ..qa.data import load_qa
     from ..small_lm.soft_prompt import SoftPromptSpace
@@ -68,14 +66,14 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
     out = Path(out_dir)
     check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
                    ("trials.jsonl", "config.json", "soft_prompt.safetensors", "summary.json", "convergence.png")],
-                  [("--dev", dev_path), ("--rescore-dev", rescore_path), ("--cache-db", llm_kwargs.get("cache_db"))],
+                  [("--dev", dev_path), ("--rescore-dev", rescore_path), ("--cache-db", llm_args.cache_db)],
                   progress=out / "trials.jsonl", resume_hint="re-run the same command to resume")
     if resume:
         logging.getLogger(__name__).warning("--resume is the default now and will be removed; drop it")
     items = load_qa(dev_path, fmt=fmt, limit=limit, skip_invalid=skip_invalid)
     search_items, rescore_items, rescore_source = split_dev(items, dev_path, rescore_path, holdout, fmt, seed)
     prompts = load_prompt_set(templates_dir, variant)
-    generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
+    generator = small_args.load_writer()
     space = SoftPromptSpace.for_generator(generator, n_tokens=n_tokens, d=dim, seed=seed, init=init_mode)
     config = BPORunConfig(out_dir=Path(out_dir), d=dim, n_tokens=n_tokens, n_init=n_init, q=q, iterations=iterations,
                           max_evaluations=max_evaluations, max_llm_calls=max_llm_calls, seed=seed, restart=restart,
@@ -84,7 +82,7 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
     metadata = {
         **model,
         "template": generator.template_name,
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": small_args.max_new_tokens,
         "init": init_mode,
         "scale": space.scale,
         "dev_file": str(dev_path),
@@ -93,15 +91,15 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
     }
     used_templates = tuple(name for name in prompts.template_names
                            if name != "knowledge_generation.j2")  # BPO never asks for KIT knowledge
-    with LLMClient(config_from_options(**llm_kwargs)) as client:
+    with LLMClient(llm_args.to_config()) as client:
         fingerprint = job_fingerprint(
             items={"dev_items": search_items, "rescore_items": rescore_items or []},
             prompts=prompts, template_names=used_templates, templates_part="templates",
             llm=client.identity(), llm_part="llm", rescore_source=rescore_source,
             small_model=model_identity(model.get("base_model")), adapter=model_identity(model.get("adapter")),
-            chat_template=generator.template_name, max_new_tokens=max_new_tokens, init=init_mode,
+            chat_template=generator.template_name, max_new_tokens=small_args.max_new_tokens, init=init_mode,
             scale=space.scale, answer_format=getattr(client.config, "answer_format", "text"))
-        answerer = KnowledgeAnswerer(prompts, client, generator, batch_size=batch_size)
+        answerer = KnowledgeAnswerer(prompts, client, generator, batch_size=small_args.batch_size)
         objective = KnowledgeObjective(search_items, answerer, space)
         rescore = KnowledgeObjective(rescore_items, answerer, space) if rescore_items else None
         summary = run_bpo(config, objective, space.to_soft_prompt, metadata, fingerprint=fingerprint,

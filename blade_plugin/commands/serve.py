@@ -7,7 +7,8 @@ import os
 
 import click
 
-from .common import load_generator, load_prompt_set, prompt_options, small_model_options
+from .arguments import small_model_options
+from .common import load_prompt_set, prompt_options
 
 logger = logging.getLogger(__name__)
 
@@ -17,11 +18,10 @@ logger = logging.getLogger(__name__)
               help="soft_prompt.safetensors from `blade-bpo optimize`.")
 @small_model_options
 @prompt_options
-@click.option("--llm-base-url", "--upstream-base-url", "llm_base_url", envvar="OPENAI_BASE_URL",
-              help="The upstream OpenAI-compatible endpoint the answers come from [env: OPENAI_BASE_URL].")
-@click.option("--llm-model", envvar="BLADE_LLM_MODEL", default=None,
-              help="Upstream model for every request [env: BLADE_LLM_MODEL]; unset: the caller's `model` "
-                   "passes through.")
+@click.option("--llm-base-url", "--upstream-base-url", "llm_base_url", envvar="OPENAI_BASE_URL", show_envvar=True,
+              help="The upstream OpenAI-compatible endpoint the answers come from.")
+@click.option("--llm-model", envvar="BLADE_LLM_MODEL", show_envvar=True, default=None,
+              help="Upstream model for every request; unset: the caller's `model` passes through.")
 @click.option("--llm-api-key-env", default="OPENAI_API_KEY", show_default=True,
               help="Environment variable holding the upstream API key (never logged or echoed).")
 @click.option("--llm-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
@@ -46,10 +46,10 @@ logger = logging.getLogger(__name__)
               help="Largest single message content accepted (413 beyond).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish.")
-def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_size, templates_dir, variant,
+def serve(soft_prompt, small_args, templates_dir, variant,
           llm_base_url, llm_model, llm_api_key_env, llm_timeout, llm_max_retries, host, port, api_key_env,
           served_model_name, max_wait_ms, max_queue, knowledge_cache_size, max_body_bytes, max_message_chars,
-          shutdown_timeout, **small_backend_options) -> None:
+          shutdown_timeout) -> None:
     """Serve BLADE as an OpenAI-compatible endpoint: POST /v1/chat/completions adds the small LM's knowledge
     to each question and answers with the upstream LLM; GET /v1/models, /health, /metrics."""
     import uvicorn
@@ -61,6 +61,7 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
     from ..serve.runner import GracefulServer
     from ..serve.upstream import UpstreamConfig
 
+    batch_size = small_args.batch_size
     if batch_size < 1:
         raise click.BadParameter(f"{batch_size} is not >= 1", param_hint="--batch-size")
     if not llm_base_url:
@@ -77,7 +78,7 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
     prompts = load_prompt_set(templates_dir, variant)
     chat_prompts = prompts if prompts.chat_system("") is not None else load_prompts(variant=variant)
 
-    writer = load_generator(small_model, adapter, template, max_new_tokens, batch_size, **small_backend_options)
+    writer = small_args.load_writer()
     prompt_tensor = None
     if soft_prompt:
         from ..small_lm.soft_prompt import check_compatible, load_soft_prompt
