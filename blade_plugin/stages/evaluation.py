@@ -39,7 +39,7 @@ class EvalConfig:
     seed: int = 0
     restart: bool = False
     fingerprint_extra: dict = field(default_factory=dict)  # small model, adapter, soft prompt digest, ...
-    max_errors: int | float | None = None  # per mode; see knowledge_answering.resolve_max_errors
+    max_errors: int | float | None = None  # per mode; see qa.answering.resolve_max_errors
 
 
 # Templates a prediction depends on: the small LM's query and the LLM's answer prompt (+ system message).
