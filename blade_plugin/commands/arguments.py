@@ -10,7 +10,8 @@ from dataclasses import MISSING, fields
 
 import click
 
-from ..hparams import LLMArguments, SmallModelArguments
+from ..hparams import EvaluateArguments, KnowledgeArguments, LLMArguments, OptimizeArguments, SmallModelArguments
+from .error_options import MaxErrors
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -24,10 +25,13 @@ class FiniteFloatRange(click.FloatRange):
 
 
 def _click_type(spec: dict, annotation: str):
+    if spec.get("kind") == "max_errors":
+        return MaxErrors()
     if "choices" in spec:
         return click.Choice(list(spec["choices"]))
     if "path" in spec:
-        return click.Path(file_okay=spec["path"] != "dir", dir_okay=spec["path"] != "file")
+        return click.Path(exists=spec.get("exists", False), file_okay=spec["path"] != "dir",
+                          dir_okay=spec["path"] != "file")
     bounds = {key: spec[key] for key in ("min", "max", "min_open") if key in spec}
     if annotation.startswith("float"):
         if spec.get("finite"):
@@ -42,7 +46,12 @@ def _option(f) -> click.Option:
     spec = dict(f.metadata)
     name = spec.get("option", "--" + f.name.replace("_", "-"))
     kwargs: dict = {"help": spec.get("help")}
-    default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    if f.default is not MISSING:
+        default = f.default
+    elif f.default_factory is not MISSING:  # type: ignore[misc]
+        default = f.default_factory()  # type: ignore[misc]
+    else:
+        default = None  # a required field
     if spec.get("flag"):
         kwargs["is_flag"] = True
     else:
@@ -52,6 +61,10 @@ def _option(f) -> click.Option:
             kwargs["type"] = click_type
     if spec.get("multiple"):
         kwargs["multiple"] = True
+    if spec.get("required"):
+        kwargs.update(required=True, default=None)
+    if spec.get("hidden"):
+        kwargs["hidden"] = True
     if spec.get("show_default"):
         kwargs["show_default"] = True
     if "envvar" in spec:
@@ -82,3 +95,6 @@ def arguments(cls, dest: str):
 
 llm_options = arguments(LLMArguments, "llm_args")
 small_model_options = arguments(SmallModelArguments, "small_args")
+knowledge_arguments = arguments(KnowledgeArguments, "args")
+evaluate_arguments = arguments(EvaluateArguments, "args")
+optimize_arguments = arguments(OptimizeArguments, "args")

@@ -1,4 +1,4 @@
-"""Options shared by several sub-commands (task data and prompt templates)."""
+"""Options and helpers shared by several sub-commands (task data format, prompt templates, skipped records)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import functools
 
 import click
 
-QA_FORMATS = click.Choice(["auto", "generic", "jecqa", "mlecqa"])
+from ..hparams.job_args import QA_FORMAT_CHOICES
+
+QA_FORMATS = click.Choice(list(QA_FORMAT_CHOICES))
 
 
 def prompt_options(func):
@@ -26,19 +28,6 @@ def load_prompt_set(templates_dir: str | None, variant: str | None):
     from ..qa.prompts import load_prompts
 
     return load_prompts(templates_dir, variant=variant)
-
-
-def skip_invalid_option(func):
-    """--skip-invalid: leave out unusable records of a public dataset (listed in the run's stats)."""
-
-    @click.option("--skip-invalid", is_flag=True,
-                  help="Skip records that cannot be used (e.g. an empty answer list in raw JEC-QA) instead of "
-                       "stopping; they are counted and listed (file:line: reason) in the stats/metrics JSON.")
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        return func(*args, **kwargs)
-
-    return wrapper
 
 
 def report_skipped(items, report_path) -> None:
