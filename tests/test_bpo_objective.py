@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from blade_plugin.bpo.objective import KnowledgeObjective
-from blade_plugin.qa.answering import AnswerRecord, AnswerTimings
+from blade_plugin.qa.answering import AnswerRecord, AnswerTimings, KnowledgeAnswerer
 
 
 @dataclass
@@ -38,7 +38,8 @@ class _Space:
 
 
 def _objective(records):
-    return KnowledgeObjective(items=[], prompts=None, client=_RecordedClient(records), generator=None, space=_Space())
+    return KnowledgeObjective(items=[], answerer=KnowledgeAnswerer(prompts=None, client=_RecordedClient(records)),
+                              space=_Space())
 
 
 def test_errors_are_counted_and_scored_wrong():

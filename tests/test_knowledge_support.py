@@ -6,7 +6,8 @@ import pytest
 
 from blade_plugin.stages.evaluation import compute_metrics
 from blade_plugin.qa.data import QAItem
-from blade_plugin.qa.knowledge_support import item_support, option_support, support_summary, units
+from blade_plugin.extras.lexical import units
+from blade_plugin.qa.knowledge_support import item_support, option_support, support_summary
 
 EN_Q = "Which agent reverses an overdose of Gorvaxin?"
 EN_OPTIONS = {"A": "Solvarin", "B": "Wyndoquel", "C": "Nuvacort sodium", "D": "Fennidol sodium"}

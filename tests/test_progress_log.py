@@ -9,7 +9,7 @@ import pytest
 from blade_plugin.extras.errors import BladeError
 from blade_plugin.runs.atomic_io import append_jsonl, iter_jsonl
 from blade_plugin.runs.fingerprint import JobFingerprint
-from blade_plugin.runs.job_log import ProgressLog
+from blade_plugin.runs.job_log import JobLog
 
 
 def _rows(path):
@@ -54,27 +54,27 @@ def _fp(**changes):
 
 def test_resume_returns_finished_rows_last_one_wins(tmp_path):
     path = tmp_path / "progress.jsonl"
-    log = ProgressLog(path, _fp())
+    log = JobLog(path, _fp())
     assert log.load(key=lambda r: r["id"]) == {}
     log.append({"id": "a", "error": "HTTP 400"})
     log.append({"id": "b", "ok": 1})
     log.append({"id": "a", "ok": 2})  # retried on a resume
-    done = ProgressLog(path, _fp()).load(key=lambda r: r["id"])
+    done = JobLog(path, _fp()).load(key=lambda r: r["id"])
     assert done == {"a": {"id": "a", "ok": 2}, "b": {"id": "b", "ok": 1}}
 
 
 def test_mismatch_is_one_line_naming_the_changed_parts(tmp_path):
     path = tmp_path / "progress.jsonl"
-    log = ProgressLog(path, _fp())
+    log = JobLog(path, _fp())
     log.load(key=lambda r: r["id"])
     log.append({"id": "a"})
     with pytest.raises(BladeError) as err:
-        ProgressLog(path, _fp(**{"llm model": "gpt-y", "template answer.j2": "t2"})).load(key=lambda r: r["id"])
+        JobLog(path, _fp(**{"llm model": "gpt-y", "template answer.j2": "t2"})).load(key=lambda r: r["id"])
     message = str(err.value)
     assert "\n" not in message and str(path) in message and "--restart" in message
     assert "(llm model, template answer.j2 changed)" in message
     # --restart discards it
-    assert ProgressLog(path, _fp(**{"llm model": "gpt-y"}), restart=True).load(key=lambda r: r["id"]) == {}
+    assert JobLog(path, _fp(**{"llm model": "gpt-y"}), restart=True).load(key=lambda r: r["id"]) == {}
     header = json.loads(path.read_text().splitlines()[0])
     assert header["fingerprint"]["parts"]["llm model"] == "gpt-y"
 
@@ -82,8 +82,8 @@ def test_mismatch_is_one_line_naming_the_changed_parts(tmp_path):
 def test_a_file_without_finished_rows_belongs_to_no_job(tmp_path):
     """A run that failed before saving anything must not block fixing the URL or temperature."""
     path = tmp_path / "progress.jsonl"
-    ProgressLog(path, _fp()).load(key=lambda r: r["id"])  # header only
+    JobLog(path, _fp()).load(key=lambda r: r["id"])  # header only
     changed = _fp(**{"llm sampling": {"temperature": 0.7}})
-    assert ProgressLog(path, changed).load(key=lambda r: r["id"]) == {}
+    assert JobLog(path, changed).load(key=lambda r: r["id"]) == {}
     lines = path.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["fingerprint"] == changed.to_json()

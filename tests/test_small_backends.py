@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from blade_plugin.extras.errors import BladeError
-from blade_plugin.small_lm.backend import KnowledgeWriter, SmallBackendConfig, load_knowledge_writer
+from blade_plugin.small_lm.backend import SmallBackendConfig, load_knowledge_writer
+from blade_plugin.small_lm.base import KnowledgeWriter
 from blade_plugin.testing.vllm_loopback_server import VLLMLoopbackServer
 from helpers import run_cli
 

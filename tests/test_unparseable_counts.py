@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from blade_plugin.qa.answering import KnowledgeAnswerer
 from blade_plugin.stages.evaluation import EvalConfig, run_evaluation
 from blade_plugin.stages.kit import generate_kit_data
 from blade_plugin.llm.client import LLMClient
@@ -58,8 +59,8 @@ def test_accuracy_summary_counts_unparseable():
 def test_evaluation_reports_unparseable(demo_data_dir, prompts, tmp_path):
     items = _items(demo_data_dir)
     with StubOpenAIServer(_responder) as server, LLMClient(llm_config(server, tmp_path)) as client:
-        metrics = run_evaluation(items, prompts, client, EvalConfig(out_dir=tmp_path / "eval", modes=("llm",),
-                                                                    bootstrap=200))
+        metrics = run_evaluation(items, KnowledgeAnswerer(prompts, client),
+                                 EvalConfig(out_dir=tmp_path / "eval", modes=("llm",), bootstrap=200))
     llm = metrics["modes"]["llm"]
     assert (llm["n"], llm["correct"], llm["unparseable"]) == (3, 1, 2)
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]

@@ -4,12 +4,14 @@ writes under the soft prompt p = A z."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .run import TrialResult
-from ..extras.constants import GENERATION_BATCH_SIZE
-from ..qa.answering import answer_items
-from ..qa.prompts import PromptSet
+from ..qa.answering import KnowledgeAnswerer
 from ..qa.data import QAItem
+
+if TYPE_CHECKING:
+    from ..small_lm.soft_prompt import SoftPromptSpace
 
 
 def usage_delta(before: dict, after: dict) -> dict:
@@ -21,23 +23,20 @@ class KnowledgeObjective:
     """Callable `z: Tensor[d] | None -> TrialResult`; the LLM cache makes repeated (question, knowledge) free."""
 
     items: list[QAItem]
-    prompts: PromptSet
-    client: object  # LLMClient
-    generator: object  # SoftPromptGenerator
-    space: object  # SoftPromptSpace
-    batch_size: int = GENERATION_BATCH_SIZE
+    answerer: KnowledgeAnswerer  # its soft prompt is replaced by A z for each call
+    space: SoftPromptSpace
 
     def __call__(self, z) -> TrialResult:
         """Score the soft prompt A z (z: Tensor[d]); z=None scores the small LM without soft tokens (baseline)."""
         soft_prompt = None if z is None else self.space.to_soft_prompt(z)
-        before = self.client.usage.as_dict()
-        records, timings = self.client.run(answer_items(self.items, self.prompts, self.client, self.generator,
-                                                    soft_prompt, batch_size=self.batch_size))
+        client = self.answerer.client
+        before = client.usage.as_dict()
+        records, timings = self.answerer.with_soft_prompt(soft_prompt).answer_sync(self.items)
         # a request that failed for good marks its record (AnswerRecord.error) and scores it wrong; older
         # answer_items versions have no such field and raise instead
         errors = [r.id for r in records if getattr(r, "error", None)]
         correct = [bool(r.correct) and not getattr(r, "error", None) for r in records]
-        usage = usage_delta(before, self.client.usage.as_dict())
+        usage = usage_delta(before, client.usage.as_dict())
         request_s = usage.pop("seconds", None)  # a timing, not a count: kept apart so usage is reproducible
         return TrialResult(
             score=sum(correct) / len(correct) if correct else 0.0,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,8 +27,9 @@ import torch
 
 from .optimizer import BayesianOptimizer
 from ..extras.errors import BladeError
-from ..runs.atomic_io import append_jsonl, atomic_write_json, iter_jsonl, read_json
+from ..runs.atomic_io import atomic_write_json, read_json
 from ..runs.fingerprint import JobFingerprint
+from ..runs.job_log import JobLog
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ class BPORunConfig:
     max_evaluations: int | None = None  # search trials (the baseline and re-scoring are not counted)
     max_llm_calls: int | None = None  # every LLM call: baseline, search and re-scoring
     seed: int = 0
-    resume: bool = True  # kept for old callers: resuming is the default, `restart` starts over
     restart: bool = False
     num_restarts: int = 10
     raw_samples: int = 256
@@ -98,26 +97,12 @@ class BPOSummary:
 
 
 # --- trials.jsonl ----------------------------------------------------------------------------------------
-def _truncate_torn_tail(path: Path) -> None:
-    """Cut a partial last line (a kill mid-append) so the next append starts on a line of its own."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        logger.warning("%s: dropping a partial last line left by an interrupted write", path)
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
+def trial_log(out_dir: Path) -> JobLog:
+    """trials.jsonl: no header row (the identity is in config.json, checked below); every row fsync'd."""
+    return JobLog(Path(out_dir) / "trials.jsonl", fingerprint=None, sync_interval=0.0)
 
 
-def _load_trials(path: Path) -> list[dict]:
-    _truncate_torn_tail(path)
-    return [row for _, row in iter_jsonl(path)] if path.exists() else []
-
-
-def _prepare_out_dir(config: BPORunConfig, fingerprint: JobFingerprint) -> list[dict]:
+def _prepare_out_dir(config: BPORunConfig, fingerprint: JobFingerprint) -> tuple[JobLog, list[dict]]:
     out = Path(config.out_dir)
     config_path = out / "config.json"
     if not config_path.exists() and any((out / name).exists() for name in ("soft_prompt.safetensors", "summary.json")):
@@ -129,7 +114,8 @@ def _prepare_out_dir(config: BPORunConfig, fingerprint: JobFingerprint) -> list[
             (out / name).unlink()
         if removed:
             logger.info("--restart: removed %s from %s", ", ".join(removed), out)
-    trials = _load_trials(out / "trials.jsonl")
+    log = trial_log(out)
+    trials = log.rows()
     if trials:
         saved = None
         if config_path.exists():
@@ -140,7 +126,7 @@ def _prepare_out_dir(config: BPORunConfig, fingerprint: JobFingerprint) -> list[
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(config_path, {"fingerprint": fingerprint.to_json(), "iterations": config.iterations,
                                     "max_evaluations": config.max_evaluations, "max_llm_calls": config.max_llm_calls})
-    return trials
+    return log, trials
 
 
 # --- selection and statistics (pure functions of the trial rows) ---------------------------------------
@@ -344,8 +330,7 @@ def run_bpo(
     identity = JobFingerprint(**config.identity())
     for name, value in (fingerprint.parts if fingerprint is not None else {}).items():
         identity.add(name, value)
-    trials = _prepare_out_dir(config, identity)
-    trials_path = out / "trials.jsonl"
+    log, trials = _prepare_out_dir(config, identity)
     soft_prompt_path = out / "soft_prompt.safetensors"
     search = [t for t in trials if t["phase"] in SEARCH_PHASES]
     optimizer = BayesianOptimizer.from_history(
@@ -397,7 +382,7 @@ def run_bpo(
         result = fn(None if z is None else z.clone())
         seconds = {"objective_s": round(time.perf_counter() - t0, 3), "propose_s": round(propose_s, 3)}
         row = _row(len(trials), phase, z, result, seconds, config.seed, **extra)
-        append_jsonl(trials_path, row)
+        log.append(row)
         trials.append(row)
         llm_calls += int(result.usage.get("calls", 0))
         return row

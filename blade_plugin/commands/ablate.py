@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..extras.constants import GENERATION_BATCH_SIZE
-from ..llm.options import llm_options
+from .arguments import llm_options
 from .common import QA_FORMATS, prompt_options
 
 _CKPT = click.Path(exists=True)
@@ -43,16 +43,16 @@ _CKPT = click.Path(exists=True)
 @prompt_options
 @llm_options
 def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, soft_prompt, rows, template,
-           max_new_tokens, batch_size, limit, bootstrap, seed, templates_dir, variant, **llm_kwargs) -> None:
+           max_new_tokens, batch_size, limit, bootstrap, seed, templates_dir, variant, llm_args) -> None:
     """One row per pipeline configuration on the same test items: accuracy with 95% CI, paired McNemar tests
     against LLM alone and the row above, knowledge support, LLM cost. Rows whose checkpoints are missing are
     skipped with a note; re-running after adding a checkpoint evaluates only the new row."""
     from ..stages.ablation import ROW_KEYS, AblationConfig, AblationInputs, run_ablation
     from ..extras.errors import BladeError
     from ..llm.client import LLMClient
-    from ..llm.options import config_from_options
     from ..qa.data import load_qa
-    from .common import guess_template, load_prompt_set, resolve_small_model
+    from .common import load_prompt_set
+    from ..small_lm.loading import guess_template, resolve_small_model
 
     keys = tuple(k.strip() for k in rows.split(",")) if rows else ROW_KEYS
     unknown = [k for k in keys if k not in ROW_KEYS]
@@ -72,7 +72,7 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
         click.echo("No --workspace and no checkpoints given: only the LLM-alone and base-model rows can run.", err=True)
     config = AblationConfig(out_dir=Path(out_dir), template=guess_template(inputs.dp or base, template),
                             max_new_tokens=max_new_tokens, batch_size=batch_size, bootstrap=bootstrap, seed=seed)
-    with LLMClient(config_from_options(**llm_kwargs)) as client:
+    with LLMClient(llm_args.to_config()) as client:
         table = run_ablation(items, prompts, client, inputs, config, keys)
     click.echo((Path(out_dir) / "ablation.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {Path(out_dir) / 'ablation.json'}, ablation.md, ablation.png")

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from ..llm.options import llm_options
-from .common import load_generator, load_prompt_set, prompt_options, small_model_options
+from .arguments import llm_options, small_model_options
+from .common import load_prompt_set, prompt_options
 
 
 def _parse_option(text: str) -> tuple[str, str]:
@@ -27,15 +27,13 @@ def _parse_option(text: str) -> tuple[str, str]:
 @small_model_options
 @prompt_options
 @llm_options
-def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, template, max_new_tokens, batch_size,
-           templates_dir, variant, **llm_kwargs) -> None:
+def answer(question, options, soft_prompt, no_knowledge, small_args, templates_dir, variant, llm_args) -> None:
     """Print the small LM's knowledge and the LLM's answer (JSONL in -> JSONL out in batch mode)."""
 
     from ..qa.answers import parse_choices
     from ..extras.errors import BladeInputError
-    from ..qa.answering import answer_items
+    from ..qa.answering import KnowledgeAnswerer
     from ..llm.client import LLMClient
-    from ..llm.options import config_from_options
     from ..qa.data import QAItem, item_from_record
 
     if question is not None:
@@ -59,14 +57,14 @@ def answer(question, options, soft_prompt, no_knowledge, small_model, adapter, t
     prompts = load_prompt_set(templates_dir, variant)
     generator = prompt_tensor = None
     if not no_knowledge:
-        generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
+        generator = small_args.load_writer()
         if soft_prompt:
             from ..small_lm.soft_prompt import load_soft_prompt
 
             prompt_tensor, _ = load_soft_prompt(soft_prompt, expected_hidden=generator.hidden_size)
-    with LLMClient(config_from_options(**llm_kwargs)) as client:
-        records, _ = client.run(answer_items(items, prompts, client, generator, prompt_tensor, batch_size=batch_size,
-                                             max_errors=0))  # ad-hoc answers: a failure is an error, not an empty answer
+    with LLMClient(llm_args.to_config()) as client:
+        answerer = KnowledgeAnswerer(prompts, client, generator, prompt_tensor, small_args.batch_size)
+        records, _ = answerer.answer_sync(items, max_errors=0)  # ad-hoc answers: a failure is an error, not an empty answer
     for item, record in zip(items, records):
         parsed = parse_choices(record.raw, sorted(item.options)) if item.options else None
         if batch:

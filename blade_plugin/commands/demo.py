@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from ..llm.options import llm_options
+from .arguments import llm_options
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +36,23 @@ logger = logging.getLogger(__name__)
               help="Knowledge length (small LM).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N items of each demo QA split.")
 @click.option("--small-backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
-              envvar="BLADE_SMALL_BACKEND", help="Where BPO and evaluation run the small LM (vllm: the KIT model "
+              envvar="BLADE_SMALL_BACKEND", show_envvar=True, help="Where BPO and evaluation run the small LM (vllm: the KIT model "
               "is merged and must be served with `vllm serve DIR --enable-prompt-embeds`).")
-@click.option("--small-backend-url", "small_backend_urls", multiple=True, envvar="BLADE_SMALL_BACKEND_URL",
+@click.option("--small-backend-url", "small_backend_urls", multiple=True, envvar="BLADE_SMALL_BACKEND_URL", show_envvar=True,
               help="vLLM server base URL (repeatable, round-robin).")
 @llm_options
 def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, trainable_layers, kit_on_base,
-         bpo_init, bpo_iterations, max_new_tokens, limit, small_backend, small_backend_urls, **llm_kwargs) -> None:
+         bpo_init, bpo_iterations, max_new_tokens, limit, small_backend, small_backend_urls, llm_args) -> None:
     """DP -> DP probe -> KIT data -> KIT training -> BPO -> the ablation table, on the bundled fictional domain
     (budgets sized for 2 CPU cores). Without an endpoint the offline evidence reader stands in for the LLM."""
-    import os
-
-    from ..llm.options import config_from_options
     from ..runs.outputs import Output, check_outputs
     from ..stages.demo import DemoConfig, run_demo
 
-    check_outputs([Output("--workdir", Path(workdir), is_dir=True)], [("--cache-db", llm_kwargs.get("cache_db"))],
+    check_outputs([Output("--workdir", Path(workdir), is_dir=True)], [("--cache-db", llm_args.cache_db)],
                   progress=Path(workdir), resume_hint="re-run `blade-bpo demo` with the same --workdir to resume")
-    if llm_kwargs.get("llm_backend") is None and not (llm_kwargs.get("llm_base_url") or os.environ.get("OPENAI_BASE_URL")):
-        llm_kwargs["llm_backend"] = "reader"
-    llm_config = config_from_options(**llm_kwargs)
+    if llm_args.llm_backend is None and not llm_args.llm_base_url:  # $OPENAI_BASE_URL arrives through click
+        llm_args = replace(llm_args, llm_backend="reader")
+    llm_config = llm_args.to_config()
     local = llm_config.backend == "local"
     if local:
         click.echo("--llm-backend local: the embedded small model stands in for the black-box LLM. The pipeline "

@@ -1,8 +1,7 @@
-"""`--max-errors`: how many items whose LLM request failed for good a run tolerates before it stops."""
+"""`--max-errors` values: how many items whose LLM request failed for good a run tolerates before it stops
+(the option itself is a field of the job arguments in `hparams/job_args.py`)."""
 
 from __future__ import annotations
-
-import functools
 
 import click
 
@@ -31,15 +30,3 @@ class MaxErrors(click.ParamType):
         if not 0 < number < 1:  # also rejects nan and inf
             self.fail(f"{value!r}: a fraction must lie in (0, 1); give a whole number for a count", param, ctx)
         return number
-
-
-def max_errors_option(func):
-    @click.option("--max-errors", type=MaxErrors(), default=None,
-                  help="Items whose LLM request fails after all retries are marked as errors (scored wrong, listed "
-                       "in the outputs); the run stops once more than this many failed: a count, or a fraction "
-                       "of the items like 0.1 (default: 5% of the items, at least 1).")
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        return func(*args, **kwargs)
-
-    return wrapper

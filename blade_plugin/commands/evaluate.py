@@ -6,65 +6,47 @@ from pathlib import Path
 
 import click
 
-from ..llm.options import llm_options
-from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options, report_skipped,
-                     skip_invalid_option, small_model_options)
-from .error_options import max_errors_option
+from .arguments import evaluate_arguments, llm_options, small_model_options
+from .common import load_prompt_set, prompt_options, report_skipped
 
 
 @click.command()
-@click.option("--test", "test_path", required=True, type=click.Path(dir_okay=False), help="Test QA items.")
-@click.option("--format", "fmt", type=QA_FORMATS, default="auto", show_default=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for predictions.jsonl, metrics.json, report.md.")
-@click.option("--soft-prompt", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="soft_prompt.safetensors from `blade-bpo optimize` (enables the blade mode).")
-@click.option("--modes", default=None,
-              help="Comma-separated subset of llm,knowledge,blade (default: all that the inputs allow).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N items.")
-@click.option("--bootstrap", type=click.IntRange(min=1), default=2000, show_default=True, help="Bootstrap resamples for the CIs.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--restart", is_flag=True,
-              help="Discard saved progress in --out and start over (resuming is the default; the LLM cache "
-                   "still applies).")
-@max_errors_option
-@skip_invalid_option
+@evaluate_arguments
 @small_model_options
 @prompt_options
 @llm_options
-def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed, restart, max_errors, skip_invalid,
-             small_model, adapter, template, max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
+def evaluate(args, small_args, templates_dir, variant, llm_args) -> None:
     """Score the black-box LLM on a test set in each mode and compare them on the same items."""
     from ..extras.errors import BladeError
     from ..stages.evaluation import MODES, EvalConfig, run_evaluation
+    from ..qa.answering import KnowledgeAnswerer
     from ..runs.fingerprint import digest_file, model_identity
     from ..llm.client import LLMClient
-    from ..llm.options import config_from_options
     from ..runs.outputs import Output, check_outputs
     from ..qa.data import load_qa
 
-    chosen = tuple(m.strip() for m in modes.split(",")) if modes else \
-        (("llm", "knowledge", "blade") if soft_prompt else ("llm", "knowledge"))
+    chosen = tuple(m.strip() for m in args.modes.split(",")) if args.modes else \
+        (("llm", "knowledge", "blade") if args.soft_prompt else ("llm", "knowledge"))
     unknown = [m for m in chosen if m not in MODES]
     if unknown:
         raise BladeError(f"--modes: unknown mode(s) {', '.join(unknown)} (choose from {', '.join(MODES)})")
-    if "blade" in chosen and not soft_prompt:
+    if "blade" in chosen and not args.soft_prompt:
         raise BladeError("--modes includes blade but no --soft-prompt was given")
 
-    out = Path(out_dir)
+    out = Path(args.out_dir)
     check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
                    ("predictions.jsonl", "predictions.progress.jsonl", "metrics.json", "report.md")],
-                  [("--test", test_path), ("--soft-prompt", soft_prompt), ("--cache-db", llm_kwargs.get("cache_db"))],
+                  [("--test", args.test_path), ("--soft-prompt", args.soft_prompt), ("--cache-db", llm_args.cache_db)],
                   progress=out / "predictions.progress.jsonl")
-    items = load_qa(test_path, fmt=fmt, limit=limit, skip_invalid=skip_invalid)
+    items = load_qa(args.test_path, fmt=args.fmt, limit=args.limit, skip_invalid=args.skip_invalid)
     prompts = load_prompt_set(templates_dir, variant)
     generator = prompt_tensor = None
     if any(m != "llm" for m in chosen):
-        generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
-        if soft_prompt:
+        generator = small_args.load_writer()
+        if args.soft_prompt:
             from ..small_lm.soft_prompt import check_compatible, load_soft_prompt
 
-            prompt_tensor, metadata = load_soft_prompt(soft_prompt, expected_hidden=generator.hidden_size)
+            prompt_tensor, metadata = load_soft_prompt(args.soft_prompt, expected_hidden=generator.hidden_size)
             check_compatible(metadata, generator)
     # What the knowledge depends on (the generator's own identity when one is loaded, so the default model
     # counts too); an LLM-only evaluation does not depend on the small model at all.
@@ -73,13 +55,14 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
         fingerprint = generator.model_fingerprint
         small = {"small_model": model_identity(fingerprint.get("base_model")),
                  "adapter": model_identity(fingerprint.get("adapter")), "template": generator.template_name,
-                 "max_new_tokens": max_new_tokens}
+                 "max_new_tokens": small_args.max_new_tokens}
     config = EvalConfig(
-        out_dir=Path(out_dir), modes=chosen, batch_size=batch_size, bootstrap=bootstrap, seed=seed, restart=restart,
-        max_errors=max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(soft_prompt)},
+        out_dir=Path(args.out_dir), modes=chosen, bootstrap=args.bootstrap, seed=args.seed, restart=args.restart,
+        max_errors=args.max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(args.soft_prompt)},
     )
-    with LLMClient(config_from_options(**llm_kwargs)) as client:
-        metrics = run_evaluation(items, prompts, client, config, generator, prompt_tensor)
+    with LLMClient(llm_args.to_config()) as client:
+        answerer = KnowledgeAnswerer(prompts, client, generator, prompt_tensor, small_args.batch_size)
+        metrics = run_evaluation(items, answerer, config)
     report_skipped(items, out / "metrics.json")
     for mode, m in metrics["modes"].items():
         click.echo(f"{mode:>9}: accuracy {m['accuracy']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]  "
@@ -90,4 +73,4 @@ def evaluate(test_path, fmt, out_dir, soft_prompt, modes, limit, bootstrap, seed
     if metrics.get("errors"):
         click.echo(f"{len(metrics['errors'])} prediction(s) failed after retries and are scored wrong (listed in "
                    f"report.md); re-running the same command retries them")
-    click.echo(f"wrote {Path(out_dir) / 'predictions.jsonl'}, metrics.json, report.md")
+    click.echo(f"wrote {Path(args.out_dir) / 'predictions.jsonl'}, metrics.json, report.md")

@@ -19,7 +19,7 @@ import click
 def merge(model_dir, adapter_dir, out_dir, template, dtype) -> None:
     """Merge ADAPTER into MODEL as a plain HF model in OUT (LLaMA-Factory's export), ready for `vllm serve`."""
     from ..small_lm.merge import merge_adapter
-    from .common import guess_template
+    from ..small_lm.loading import guess_template
 
     out = merge_adapter(model_dir, adapter_dir, out_dir, template=guess_template(model_dir, template), dtype=dtype)
     click.echo(f"merged model: {out}\nserve it with:  vllm serve {out} --enable-prompt-embeds\n"

@@ -6,48 +6,16 @@ from pathlib import Path
 
 import click
 
-from ..llm.options import llm_options
-from .common import (QA_FORMATS, load_generator, load_prompt_set, prompt_options, report_skipped,
-                     skip_invalid_option, small_model_options)
+from .arguments import llm_options, optimize_arguments, small_model_options
+from .common import load_prompt_set, prompt_options, report_skipped
 
 
 @click.command()
-@click.option("--dev", "dev_path", required=True, type=click.Path(dir_okay=False),
-              help="Dev QA items the objective scores (accuracy of the LLM with the small LM's knowledge).")
-@click.option("--format", "fmt", type=QA_FORMATS, default="auto", show_default=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Run directory: trials.jsonl, soft_prompt.safetensors, summary.json, convergence.png.")
-@click.option("--n-tokens", type=click.IntRange(min=1), default=5, show_default=True, help="Soft tokens prepended to the input.")
-@click.option("--d", "dim", type=click.IntRange(min=1), default=10, show_default=True, help="Dimension of the search space z.")
-@click.option("--n-init", type=click.IntRange(min=1), default=5, show_default=True, help="Scrambled Sobol initial points.")
-@click.option("--q", type=click.IntRange(min=1), default=1, show_default=True, help="Proposals per BO round (qLogEI when > 1).")
-@click.option("--iterations", type=click.IntRange(min=0), default=10, show_default=True, help="BO rounds after the initial points.")
-@click.option("--max-evaluations", type=click.IntRange(min=1), default=None,
-              help="Stop after this many search evaluations (the baseline and re-scoring come on top).")
-@click.option("--max-llm-calls", type=click.IntRange(min=1), default=None,
-              help="Stop once this many LLM API calls were made (all of them).")
-@click.option("--init", "init_mode", type=click.Choice(["random", "vocab"]), default="random", show_default=True,
-              help="Search around the origin (random) or around real token embeddings (vocab).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds the projection A and the optimiser.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N dev items.")
-@click.option("--restart", is_flag=True,
-              help="Start over in --out (removes its trials, soft prompt and summary); by default a run resumes.")
-@click.option("--resume", is_flag=True, hidden=True,
-              help="Accepted for one release and ignored: resuming is the default now.")
-@click.option("--rescore-dev", "rescore_path", default=None, type=click.Path(dir_okay=False),
-              help="Second dev set: the top candidates and the baseline are re-scored on it before choosing.")
-@click.option("--holdout", type=click.FloatRange(0.0, 0.8), default=None,
-              help="Without --rescore-dev: the fraction of --dev held out of the search to re-score the top "
-                   "candidates on (default 0.25; 0 chooses on the search scores alone).")
-@click.option("--top-k", type=click.IntRange(1), default=3, show_default=True,
-              help="Search candidates re-scored (plus the baseline) before the soft prompt is chosen.")
-@skip_invalid_option
+@optimize_arguments
 @small_model_options
 @prompt_options
 @llm_options
-def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_evaluations, max_llm_calls,
-             init_mode, seed, limit, restart, resume, rescore_path, holdout, top_k, skip_invalid, small_model, adapter, template,
-             max_new_tokens, batch_size, templates_dir, variant, **llm_kwargs) -> None:
+def optimize(args, small_args, templates_dir, variant, llm_args) -> None:
     """Tune n soft tokens p = A z by Bayesian optimisation so the LLM scores best on the dev set.
 
     Trial 0 is a baseline without soft tokens; the best candidates are re-scored on questions the search
@@ -56,60 +24,62 @@ def optimize(dev_path, fmt, out_dir, n_tokens, dim, n_init, q, iterations, max_e
     import logging
 
     from ..bpo.objective import KnowledgeObjective
+    from ..qa.answering import KnowledgeAnswerer
     from ..bpo.run import BPORunConfig, run_bpo
-    from ..runs.fingerprint import JobFingerprint, digest_file, digest_items, digest_texts, model_identity
+    from ..runs.fingerprint import digest_file, job_fingerprint, model_identity
     from ..llm.client import LLMClient
-    from ..llm.options import config_from_options
     from ..runs.outputs import Output, check_outputs
     from ..qa.data import load_qa
     from ..small_lm.soft_prompt import SoftPromptSpace
 
-    out = Path(out_dir)
+    out = Path(args.out_dir)
     check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
                    ("trials.jsonl", "config.json", "soft_prompt.safetensors", "summary.json", "convergence.png")],
-                  [("--dev", dev_path), ("--rescore-dev", rescore_path), ("--cache-db", llm_kwargs.get("cache_db"))],
+                  [("--dev", args.dev_path), ("--rescore-dev", args.rescore_path), ("--cache-db", llm_args.cache_db)],
                   progress=out / "trials.jsonl", resume_hint="re-run the same command to resume")
-    if resume:
+    if args.resume:
         logging.getLogger(__name__).warning("--resume is the default now and will be removed; drop it")
-    items = load_qa(dev_path, fmt=fmt, limit=limit, skip_invalid=skip_invalid)
-    search_items, rescore_items, rescore_source = split_dev(items, dev_path, rescore_path, holdout, fmt, seed)
+    items = load_qa(args.dev_path, fmt=args.fmt, limit=args.limit, skip_invalid=args.skip_invalid)
+    search_items, rescore_items, rescore_source = split_dev(items, args.dev_path, args.rescore_path, args.holdout,
+                                                            args.fmt, args.seed)
     prompts = load_prompt_set(templates_dir, variant)
-    generator = load_generator(small_model, adapter, template, max_new_tokens, batch_size)
-    space = SoftPromptSpace.for_generator(generator, n_tokens=n_tokens, d=dim, seed=seed, init=init_mode)
-    config = BPORunConfig(out_dir=Path(out_dir), d=dim, n_tokens=n_tokens, n_init=n_init, q=q, iterations=iterations,
-                          max_evaluations=max_evaluations, max_llm_calls=max_llm_calls, seed=seed, restart=restart,
-                          top_k=top_k)
+    generator = small_args.load_writer()
+    space = SoftPromptSpace.for_generator(generator, n_tokens=args.n_tokens, d=args.dim, seed=args.seed,
+                                          init=args.init_mode)
+    config = BPORunConfig(out_dir=Path(args.out_dir), d=args.dim, n_tokens=args.n_tokens, n_init=args.n_init, q=args.q,
+                          iterations=args.iterations, max_evaluations=args.max_evaluations,
+                          max_llm_calls=args.max_llm_calls, seed=args.seed, restart=args.restart, top_k=args.top_k)
     model = generator.model_fingerprint
     metadata = {
         **model,
         "template": generator.template_name,
-        "max_new_tokens": max_new_tokens,
-        "init": init_mode,
+        "max_new_tokens": small_args.max_new_tokens,
+        "init": args.init_mode,
         "scale": space.scale,
-        "dev_file": str(dev_path),
-        "dev_digest": digest_file(dev_path),
+        "dev_file": str(args.dev_path),
+        "dev_digest": digest_file(args.dev_path),
         "rescore": rescore_source,
     }
-    used_templates = {name: path.read_text(encoding="utf-8") for name, (_, path) in prompts._templates.items()
-                      if name != "knowledge_generation.j2"}  # BPO never asks for KIT knowledge
-    with LLMClient(config_from_options(**llm_kwargs)) as client:
-        fingerprint = JobFingerprint(
-            dev_items=digest_items(search_items), rescore_items=digest_items(rescore_items or []),
-            rescore_source=rescore_source, templates=digest_texts(used_templates),
+    used_templates = tuple(name for name in prompts.template_names
+                           if name != "knowledge_generation.j2")  # BPO never asks for KIT knowledge
+    with LLMClient(llm_args.to_config()) as client:
+        fingerprint = job_fingerprint(
+            items={"dev_items": search_items, "rescore_items": rescore_items or []},
+            prompts=prompts, template_names=used_templates, templates_part="templates",
+            llm=client.identity(), llm_part="llm", rescore_source=rescore_source,
             small_model=model_identity(model.get("base_model")), adapter=model_identity(model.get("adapter")),
-            chat_template=generator.template_name, max_new_tokens=max_new_tokens, init=init_mode,
-            scale=space.scale, llm=client.identity(),
-            answer_format=getattr(client.config, "answer_format", "text"))
-        objective = KnowledgeObjective(search_items, prompts, client, generator, space, batch_size=batch_size)
-        rescore = (KnowledgeObjective(rescore_items, prompts, client, generator, space, batch_size=batch_size)
-                   if rescore_items else None)
+            chat_template=generator.template_name, max_new_tokens=small_args.max_new_tokens, init=args.init_mode,
+            scale=space.scale, answer_format=getattr(client.config, "answer_format", "text"))
+        answerer = KnowledgeAnswerer(prompts, client, generator, batch_size=small_args.batch_size)
+        objective = KnowledgeObjective(search_items, answerer, space)
+        rescore = KnowledgeObjective(rescore_items, answerer, space) if rescore_items else None
         summary = run_bpo(config, objective, space.to_soft_prompt, metadata, fingerprint=fingerprint,
                           rescore=rescore)
     for line in report_lines(summary, len(search_items), len(rescore_items or []), rescore_source):
         click.echo(line)
     report_skipped(items, out / "summary.json")
     click.echo(f"best dev accuracy {summary.best_score:.3f} after {summary.n_evaluations} evaluations "
-               f"({summary.stop_reason}); soft prompt: {Path(out_dir) / 'soft_prompt.safetensors'}")
+               f"({summary.stop_reason}); soft prompt: {Path(args.out_dir) / 'soft_prompt.safetensors'}")
 
 
 def split_dev(items: list, dev_path: str, rescore_path: str | None, holdout: float | None, fmt: str, seed: int):

@@ -32,7 +32,7 @@ def probe(small_model, adapter, base_model, no_base, corpus, n, max_new_tokens, 
     from ..runs.atomic_io import atomic_write_json
     from ..stages.probe import PROBE_TEMPLATE, cloze_probes, complete, probe_report
     from ..small_lm.backend import SmallBackendConfig, load_knowledge_writer
-    from .common import resolve_small_model
+    from ..small_lm.loading import resolve_small_model
 
     probes = cloze_probes(Path(corpus), n, seed)  # input errors surface before any model loads
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():

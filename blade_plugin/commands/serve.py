@@ -7,7 +7,8 @@ import os
 
 import click
 
-from .common import load_generator, load_prompt_set, prompt_options, small_model_options
+from .arguments import small_model_options
+from .common import load_prompt_set, prompt_options
 
 logger = logging.getLogger(__name__)
 
@@ -17,11 +18,10 @@ logger = logging.getLogger(__name__)
               help="soft_prompt.safetensors from `blade-bpo optimize`.")
 @small_model_options
 @prompt_options
-@click.option("--llm-base-url", "--upstream-base-url", "llm_base_url", envvar="OPENAI_BASE_URL",
-              help="The upstream OpenAI-compatible endpoint the answers come from [env: OPENAI_BASE_URL].")
-@click.option("--llm-model", envvar="BLADE_LLM_MODEL", default=None,
-              help="Upstream model for every request [env: BLADE_LLM_MODEL]; unset: the caller's `model` "
-                   "passes through.")
+@click.option("--llm-base-url", "--upstream-base-url", "llm_base_url", envvar="OPENAI_BASE_URL", show_envvar=True,
+              help="The upstream OpenAI-compatible endpoint the answers come from.")
+@click.option("--llm-model", envvar="BLADE_LLM_MODEL", show_envvar=True, default=None,
+              help="Upstream model for every request; unset: the caller's `model` passes through.")
 @click.option("--llm-api-key-env", default="OPENAI_API_KEY", show_default=True,
               help="Environment variable holding the upstream API key (never logged or echoed).")
 @click.option("--llm-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
@@ -46,20 +46,22 @@ logger = logging.getLogger(__name__)
               help="Largest single message content accepted (413 beyond).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish.")
-def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_size, templates_dir, variant,
+def serve(soft_prompt, small_args, templates_dir, variant,
           llm_base_url, llm_model, llm_api_key_env, llm_timeout, llm_max_retries, host, port, api_key_env,
           served_model_name, max_wait_ms, max_queue, knowledge_cache_size, max_body_bytes, max_message_chars,
-          shutdown_timeout, **small_backend_options) -> None:
+          shutdown_timeout) -> None:
     """Serve BLADE as an OpenAI-compatible endpoint: POST /v1/chat/completions adds the small LM's knowledge
     to each question and answers with the upstream LLM; GET /v1/models, /health, /metrics."""
     import uvicorn
 
     from ..extras.errors import BladeError
+    from ..qa.answering import KnowledgeAnswerer
     from ..qa.prompts import load_prompts
     from ..serve.app import ServeSettings, create_app
     from ..serve.runner import GracefulServer
     from ..serve.upstream import UpstreamConfig
 
+    batch_size = small_args.batch_size
     if batch_size < 1:
         raise click.BadParameter(f"{batch_size} is not >= 1", param_hint="--batch-size")
     if not llm_base_url:
@@ -76,7 +78,7 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
     prompts = load_prompt_set(templates_dir, variant)
     chat_prompts = prompts if prompts.chat_system("") is not None else load_prompts(variant=variant)
 
-    writer = load_generator(small_model, adapter, template, max_new_tokens, batch_size, **small_backend_options)
+    writer = small_args.load_writer()
     prompt_tensor = None
     if soft_prompt:
         from ..small_lm.soft_prompt import check_compatible, load_soft_prompt
@@ -84,15 +86,14 @@ def serve(soft_prompt, small_model, adapter, template, max_new_tokens, batch_siz
         prompt_tensor, metadata = load_soft_prompt(soft_prompt, expected_hidden=writer.hidden_size)
         check_compatible(metadata, writer)
 
-    def generate(texts: list[str]) -> list[str]:
-        return writer.generate(texts, prompt_tensor)
-
+    # The upstream LLM is reached by the server's own proxy (streaming, tools), not by an LLM client here.
+    answerer = KnowledgeAnswerer(prompts, None, writer, prompt_tensor)
     settings = ServeSettings(served_model_name=served_model_name, api_key=api_key, max_body_bytes=max_body_bytes,
                              max_message_chars=max_message_chars, max_batch_size=batch_size, max_wait_ms=max_wait_ms,
                              max_queue=max_queue, knowledge_cache_size=knowledge_cache_size)
     upstream = UpstreamConfig(base_url=llm_base_url, model=llm_model, api_key_env=llm_api_key_env,
                               timeout=llm_timeout, max_retries=llm_max_retries)
-    app = create_app(settings, generate, prompts, chat_prompts, upstream)
+    app = create_app(settings, answerer.write_knowledge, prompts, chat_prompts, upstream)
     verbose = click.get_current_context().find_root().params.get("verbose", 0)
     # The upstream key must never reach a log line: the SDK and httpx log request details at DEBUG.
     for noisy in ("openai", "httpx", "httpcore", "httpx2", "httpcore2"):

@@ -34,6 +34,12 @@ logger = logging.getLogger(__name__)
 _ATTEMPT_HEADER = "x-blade-request"
 
 
+def env_base_url() -> str | None:
+    """$OPENAI_BASE_URL, the openai SDK's own default endpoint: the one place outside click (which reads it
+    through `envvar=` for the CLI) that the library falls back to it, for callers building an LLMConfig."""
+    return os.environ.get("OPENAI_BASE_URL") or None
+
+
 @dataclass
 class LLMConfig:
     base_url: str | None = None  # default: $OPENAI_BASE_URL
@@ -59,7 +65,7 @@ class LLMConfig:
             from .reader import READER_VERSION
 
             return "reader:" + READER_VERSION
-        url = self.base_url or os.environ.get("OPENAI_BASE_URL")
+        url = self.base_url or env_base_url()
         return normalize_base_url(url or "https://api.openai.com/v1")
 
     def resolved_model(self) -> str:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..qa.knowledge_support import discriminative_units, option_support
+from ..extras.lexical import discriminative_units, option_support
 from .local import LocalGeneration
 
 logger = logging.getLogger(__name__)

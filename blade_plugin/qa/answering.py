@@ -1,5 +1,7 @@
-"""The BLADE inference step shared by BPO, evaluation and ad-hoc answering: the small LM (optionally under
-a soft prompt) writes knowledge for each question and the black-box LLM answers with it.
+"""The BLADE inference step shared by BPO, evaluation, ablation, ad-hoc answering and the server: the small
+LM (optionally under a soft prompt) writes knowledge for each question and the black-box LLM answers with it.
+`KnowledgeAnswerer` holds the four parts (prompts, LLM client, knowledge writer, soft prompt); every caller
+goes through it.
 
 A streaming pipeline: generation runs batch by batch in a worker thread, and each item's LLM request starts
 as soon as its batch's knowledge exists, while the next batch is being generated; results are reported per
@@ -16,13 +18,20 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from .answers import answer_response_format, score_answer
 from ..extras.constants import GENERATION_BATCH_SIZE
 from ..extras.errors import LLMError
 from .prompts import PromptSet
 from .data import QAItem
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..llm.base import LLMClientProtocol
+    from ..small_lm.base import KnowledgeWriter
 
 DEFAULT_MAX_ERROR_FRACTION = 0.05
 
@@ -88,9 +97,9 @@ class ErrorBudget:
 async def answer_items(
     items: list[QAItem],
     prompts: PromptSet,
-    client,
-    generator=None,
-    soft_prompt=None,
+    client: LLMClientProtocol,
+    generator: KnowledgeWriter | None = None,
+    soft_prompt: torch.Tensor | None = None,
     batch_size: int = GENERATION_BATCH_SIZE,
     progress=None,
     max_errors: int | float | None = None,
@@ -158,3 +167,42 @@ async def answer_items(
 
 def accuracy(records: list[AnswerRecord]) -> float:
     return sum(r.correct for r in records) / len(records) if records else 0.0
+
+
+@dataclass(frozen=True)
+class KnowledgeAnswerer:
+    """BLADE's answering step as one object: `writer` (None: the LLM alone) writes knowledge for each
+    question's `small_model_query.j2` text under `soft_prompt` (Tensor[n_tokens, hidden] or None), and
+    `client` answers `answer.j2` with it. Variants for the other modes come from `with_soft_prompt`/`llm_only`.
+    """
+
+    prompts: PromptSet
+    client: LLMClientProtocol | None
+    writer: KnowledgeWriter | None = None
+    soft_prompt: torch.Tensor | None = None
+    batch_size: int = GENERATION_BATCH_SIZE
+
+    def with_soft_prompt(self, soft_prompt: torch.Tensor | None) -> KnowledgeAnswerer:
+        return replace(self, soft_prompt=soft_prompt)
+
+    def llm_only(self) -> KnowledgeAnswerer:
+        """The baseline: no knowledge, so no writer and no soft prompt."""
+        return replace(self, writer=None, soft_prompt=None)
+
+    def write_knowledge(self, texts: list[str]) -> list[str]:
+        """The writer's knowledge per small-LM input text, unstripped (the server's batcher calls this)."""
+        if self.writer is None:
+            return [""] * len(texts)
+        return self.writer.generate(texts, self.soft_prompt)
+
+    async def answer(self, items: list[QAItem], progress=None, max_errors: int | float | None = None,
+                     on_record: Callable[[AnswerRecord], None] | None = None,
+                     ) -> tuple[list[AnswerRecord], AnswerTimings]:
+        """Knowledge then LLM answers for `items` (see `answer_items`), on the caller's event loop."""
+        return await answer_items(items, self.prompts, self.client, self.writer, self.soft_prompt,
+                                  batch_size=self.batch_size, progress=progress, max_errors=max_errors,
+                                  on_record=on_record)
+
+    def answer_sync(self, items: list[QAItem], **kwargs) -> tuple[list[AnswerRecord], AnswerTimings]:
+        """`answer` run on the client's event loop."""
+        return self.client.run(self.answer(items, **kwargs))

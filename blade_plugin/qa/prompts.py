@@ -63,6 +63,11 @@ class PromptSet:
         except TemplateError as err:  # e.g. a filter applied to the wrong type
             raise BladeInputError(path, f"template error: {err}") from None
 
+    @property
+    def template_names(self) -> tuple[str, ...]:
+        """File names of the loaded templates, sorted."""
+        return tuple(sorted(self._templates))
+
     def template_sources(self, names: tuple[str, ...] | None = None) -> dict[str, str]:
         """{file name: source text} of the loaded templates (all, or those in `names` that exist), for job
         fingerprints: an edited template must not resume a job made with the old one. Undecodable bytes

@@ -1,7 +1,7 @@
 """What a resumable job's results depend on, as named parts, so that a resume can say what changed.
 
-Every resumable command (`knowledge`, `optimize`, `evaluate`) builds one `JobFingerprint` from the same
-helpers: the full items (options and answers included), the source text of every template, the small model
+Every resumable command (`knowledge`, `optimize`, `evaluate`) builds its `JobFingerprint` with
+`job_fingerprint(...)` from the same parts: the full items (options and answers included), the source text of every template, the small model
 and adapter (config digests plus weight-file sizes and mtimes: hashing gigabytes of weights on every start
 would cost more than the check saves), the soft prompt's digest, the LLM's identity and any command-specific
 settings. The saved fingerprint is compared part by part; a mismatch names the parts that differ.
@@ -121,3 +121,34 @@ def llm_parts(identity: dict) -> dict[str, Any]:
     rest = {k: v for k, v in identity.items() if k not in ("backend", "base_url", "model")}
     return {"llm endpoint": [identity.get("backend"), identity.get("base_url")], "llm model": identity.get("model"),
             "llm sampling": rest}
+
+
+def job_fingerprint(*, items: Iterable[Any] | dict[str, Iterable[Any]] | None = None, prompts: Any = None,
+                    template_names: tuple[str, ...] | None = None, templates_part: str | None = None,
+                    llm: dict | None = None, llm_part: str | None = None, **settings: Any) -> JobFingerprint:
+    """The one recipe for a job's fingerprint; part names are stable (saved progress files name them).
+
+    - `items`: a list digested as the "items" part, or {part name: items} for several sets (BPO's
+      "dev_items" and "rescore_items");
+    - `prompts` + `template_names`: one "template <file>" part per template (None: every loaded template);
+      with `templates_part`, one part of that name digesting them all together;
+    - `llm`: an LLM client's `identity()`, split into "llm endpoint"/"llm model"/"llm sampling" parts, or
+      kept whole as the part `llm_part`;
+    - `settings`: further parts under their given names (small model identity, soft prompt digest, ...).
+    """
+    fingerprint = JobFingerprint()
+    if items is not None:
+        for name, group in (items.items() if isinstance(items, dict) else [("items", items)]):
+            fingerprint.add(name, digest_items(group))
+    if prompts is not None:
+        if templates_part is None:
+            for name, value in template_parts(prompts, template_names).items():
+                fingerprint.add(name, value)
+        else:
+            fingerprint.add(templates_part, digest_texts(prompts.template_sources(template_names)))
+    if llm is not None:
+        for name, value in ({llm_part: llm} if llm_part else llm_parts(llm)).items():
+            fingerprint.add(name, value)
+    for name, value in settings.items():
+        fingerprint.add(name, value)
+    return fingerprint

@@ -12,14 +12,14 @@ import logging
 import torch
 
 from ..extras.constants import GENERATION_BATCH_SIZE
-from .backend import check_soft_prompt, weights_fingerprint
+from .base import check_soft_prompt, weights_fingerprint
 from .greedy import DECODERS, Decoder, generate_batch, left_padded_embeds
 
 logger = logging.getLogger(__name__)
 
 
 class SoftPromptGenerator:
-    """The ``hf`` KnowledgeWriter (see `backend.py`): transformers in this process."""
+    """The ``hf`` KnowledgeWriter (see `base.py`): transformers in this process."""
 
     backend = "hf"
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..extras.errors import BladeError
-from .backend import MERGE_RECORD
+from .base import MERGE_RECORD
 
 logger = logging.getLogger(__name__)
 

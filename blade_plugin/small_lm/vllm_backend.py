@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..extras.errors import BladeError
-from .backend import check_soft_prompt, weights_fingerprint
+from .base import check_soft_prompt, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def load_input_embeddings(model_dir: str) -> torch.Tensor:
 
 
 class VLLMKnowledgeWriter:
-    """The ``vllm`` KnowledgeWriter (see `backend.py`): prompt embeddings to vLLM servers, round-robin."""
+    """The ``vllm`` KnowledgeWriter (see `base.py`): prompt embeddings to vLLM servers, round-robin."""
 
     backend = "vllm"
 

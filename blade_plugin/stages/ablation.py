@@ -25,14 +25,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..runs.atomic_io import atomic_write_json, atomic_write_text
 from ..runs.fingerprint import digest_file, digest_items, digest_json, model_identity
 from ..qa.data import QAItem
 from ..qa.metrics import paired_comparison
 from ..qa.prompts import PromptSet
+
+if TYPE_CHECKING:
+    from ..llm.base import LLMClientProtocol
+    from ..small_lm.base import KnowledgeWriter
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +166,7 @@ class AblationConfig:
     batch_size: int = 32
     bootstrap: int = 2000
     seed: int = 0
-    writer_factory: object = None  # (model, adapter) -> KnowledgeWriter; default small_lm.backend
+    writer_factory: Callable[[str, str | None], KnowledgeWriter] | None = None  # default: small_lm.backend
     extra: dict = field(default_factory=dict)
 
 
@@ -192,10 +198,11 @@ def _knowledge_support(items: list[QAItem], knowledge: list[str]) -> dict:
     return support_summary(items, knowledge, with_items=False)
 
 
-def run_ablation(items: list[QAItem], prompts: PromptSet, client, inputs: AblationInputs, config: AblationConfig,
+def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProtocol, inputs: AblationInputs, config: AblationConfig,
                  keys: tuple[str, ...] = ROW_KEYS) -> dict:
     """Evaluate every runnable row; write ablation.json, ablation.md, ablation.png; return the table."""
     from .evaluation import EvalConfig, run_evaluation
+    from ..qa.answering import KnowledgeAnswerer
     from ..small_lm.soft_prompt import load_soft_prompt
 
     out = Path(config.out_dir)
@@ -219,11 +226,10 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client, inputs: Ablati
         calls_before, usage_before = client.usage.calls, dict(client.usage.as_dict())
         started = time.perf_counter()
         logger.info("ablation row %r: %s", plan.key, ROW_TITLES[plan.key])
-        metrics = run_evaluation(items, prompts, client,
-                                 EvalConfig(out_dir=row_dir, modes=(mode,), batch_size=config.batch_size,
-                                            bootstrap=config.bootstrap, seed=config.seed,
-                                            fingerprint_extra={"ablation_row": plan.key, "dir": row_dir.name}),
-                                 writer, soft)
+        answerer = KnowledgeAnswerer(prompts, client, writer, soft, batch_size=config.batch_size)
+        metrics = run_evaluation(items, answerer,
+                                 EvalConfig(out_dir=row_dir, modes=(mode,), bootstrap=config.bootstrap, seed=config.seed,
+                                            fingerprint_extra={"ablation_row": plan.key, "dir": row_dir.name}))
         usage_after = client.usage.as_dict()
         predictions = [json.loads(line) for line in (row_dir / "predictions.jsonl").read_text("utf-8").splitlines()]
         by_id = {p["id"]: p for p in predictions}

@@ -259,6 +259,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     # 4. BPO on the DP + KIT model, then keep its soft prompt only if it beats no soft prompt on dev by more
     #    than selection noise
     from ..bpo.objective import KnowledgeObjective
+    from ..qa.answering import KnowledgeAnswerer
     from ..bpo.run import BPORunConfig, run_bpo
     from ..small_lm.backend import SmallBackendConfig, load_knowledge_writer
     from ..small_lm.soft_prompt import SoftPromptSpace
@@ -280,7 +281,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         with LLMClient(llm_config) as client:
             logger.info("[4/5] BPO: %d Sobol + %d BO evaluations on %d dev questions",
                         config.bpo_init, config.bpo_iterations, len(dev))
-            objective = KnowledgeObjective(dev, prompts, client, generator, space)
+            objective = KnowledgeObjective(dev, KnowledgeAnswerer(prompts, client, generator), space)
             summary = run_bpo(bpo_config, objective, space.to_soft_prompt,
                               {**generator.model_fingerprint, "template": "blade_chatml",
                                "max_new_tokens": config.max_new_tokens})

@@ -9,7 +9,6 @@ as an error (scored wrong, listed in the report); only more than `max_errors` pe
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,14 +16,12 @@ from pathlib import Path
 
 from ..runs.progress import tqdm
 
-from ..extras.constants import GENERATION_BATCH_SIZE
 from ..extras.errors import LLMError
-from ..runs.atomic_io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from ..runs.fingerprint import JobFingerprint, digest_items, llm_parts, template_parts
-from ..qa.answering import answer_items, resolve_max_errors
+from ..runs.fingerprint import JobFingerprint, job_fingerprint
+from ..qa.answering import KnowledgeAnswerer, resolve_max_errors
 from ..qa.knowledge_support import support_summary
 from ..qa.metrics import accuracy_summary, paired_comparison
-from ..runs.job_log import ProgressLog
+from ..runs.job_log import JobLog
 from ..qa.prompts import PromptSet
 from ..qa.data import QAItem
 
@@ -38,48 +35,35 @@ MODE_TITLES = {"llm": "LLM alone", "knowledge": "LLM + small-LM knowledge", "bla
 class EvalConfig:
     out_dir: Path
     modes: tuple[str, ...]
-    chunk_size: int = 32
-    batch_size: int = GENERATION_BATCH_SIZE
     bootstrap: int = 2000
     seed: int = 0
     restart: bool = False
     fingerprint_extra: dict = field(default_factory=dict)  # small model, adapter, soft prompt digest, ...
-    max_errors: int | float | None = None  # per mode; see knowledge_answering.resolve_max_errors
-
-
-def file_digest(path: str | Path | None) -> str | None:
-    if path is None:
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    max_errors: int | float | None = None  # per mode; see qa.answering.resolve_max_errors
 
 
 # Templates a prediction depends on: the small LM's query and the LLM's answer prompt (+ system message).
 EVAL_TEMPLATES = ("answer.j2", "small_model_query.j2", "system.j2")
 
 
-def job_fingerprint(items: list[QAItem], prompts: PromptSet, config: EvalConfig, llm_identity: dict) -> JobFingerprint:
+def eval_fingerprint(items: list[QAItem], prompts: PromptSet, config: EvalConfig, llm_identity: dict) -> JobFingerprint:
     """Everything a prediction depends on, as named parts; `config.fingerprint_extra` adds one part per key
-    (small model, adapter, soft prompt, ...)."""
-    fingerprint = JobFingerprint(items=digest_items(items), **template_parts(prompts, EVAL_TEMPLATES),
-                                 **llm_parts(llm_identity))
-    for name, value in config.fingerprint_extra.items():
-        fingerprint.add(name.replace("_", " "), value)
-    return fingerprint
+    (small model, adapter, soft prompt, ...), named with spaces ("small model") as saved files have them."""
+    return job_fingerprint(items=items, prompts=prompts, template_names=EVAL_TEMPLATES, llm=llm_identity,
+                           **{name.replace("_", " "): value for name, value in config.fingerprint_extra.items()})
 
 
-def run_evaluation(
-    items: list[QAItem],
-    prompts: PromptSet,
-    client,
-    config: EvalConfig,
-    generator=None,
-    soft_prompt=None,
-) -> dict:
-    """Evaluate every mode, write predictions.jsonl, metrics.json and report.md; return the metrics."""
+def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: EvalConfig) -> dict:
+    """Evaluate every mode, write predictions.jsonl, metrics.json and report.md; return the metrics.
+
+    Modes: "llm" asks `answerer.llm_only()`, "knowledge" the answerer without its soft prompt, "blade" the
+    answerer as given (with its soft prompt)."""
+    prompts, client = answerer.prompts, answerer.client
+    by_mode = {"llm": answerer.llm_only(), "knowledge": answerer.with_soft_prompt(None), "blade": answerer}
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     progress_path = out / "predictions.progress.jsonl"
-    log = ProgressLog(progress_path, job_fingerprint(items, prompts, config, client.identity()), restart=config.restart)
+    log = JobLog(progress_path, eval_fingerprint(items, prompts, config, client.identity()), restart=config.restart)
     done = log.load(key=lambda row: (row["mode"], row["id"]))
     finished = {key for key, row in done.items() if not row.get("error")}
     if done:
@@ -102,9 +86,7 @@ def run_evaluation(
             with tqdm(total=len(items), initial=len(items) - len(todo), desc=f"evaluate [{mode}]", unit="q",
                       disable=None) as bar:
                 try:
-                    await answer_items(todo, prompts, client, None if mode == "llm" else generator,
-                                       soft_prompt if mode == "blade" else None, batch_size=config.batch_size,
-                                       progress=bar, max_errors=max_errors, on_record=save(mode))
+                    await by_mode[mode].answer(todo, progress=bar, max_errors=max_errors, on_record=save(mode))
                 except LLMError as err:
                     saved = sum(1 for row in done.values() if not row.get("error"))
                     raise LLMError(f"{err} -- {saved} finished predictions are saved in {progress_path}; "
@@ -118,14 +100,13 @@ def run_evaluation(
         raise
 
     predictions = [done[(mode, item.id)] for mode in config.modes for item in items]
-    atomic_write_jsonl(out / "predictions.jsonl", [{k: v for k, v in row.items() if k != "type"}
-                                                   for row in predictions])
+    log.publish(out / "predictions.jsonl", [{k: v for k, v in row.items() if k != "type"} for row in predictions])
     metrics = compute_metrics(items, predictions, config.modes, config.bootstrap, config.seed)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     metrics["llm_usage"] = client.usage.as_dict()
     metrics["inputs"] = {**config.fingerprint_extra, "n_items": len(items)}
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "report.md", render_report(metrics))
+    log.publish(out / "metrics.json", metrics)
+    log.publish(out / "report.md", render_report(metrics))
     return metrics
 
 

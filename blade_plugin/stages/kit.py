@@ -3,7 +3,7 @@ consistency filter keeps only knowledge that lets the LLM answer correctly witho
 
 A bounded streaming pipeline: each item chains its knowledge request and its answer request, and up to
 twice the client's concurrency items are in flight at once, so the endpoint always has work queued (no
-chunk waits for its slowest request). Each item is appended to a ProgressLog beside the output as it
+chunk waits for its slowest request). Each item is appended to a JobLog beside the output as it
 finishes (any order), so a crash or Ctrl-C loses only the items in flight and a re-run asks the LLM nothing
 it already answered. An item whose request fails after the client's retries is recorded as an error (not
 kept) instead of cancelling the others; more than `max_errors` failed items stop the run.
@@ -16,17 +16,20 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..runs.progress import tqdm
 
 from ..qa.answers import answer_response_format, score_answer
 from ..extras.errors import LLMError
-from ..runs.atomic_io import atomic_write_json, atomic_write_jsonl
-from ..runs.fingerprint import JobFingerprint, digest_items, llm_parts, template_parts
+from ..runs.fingerprint import JobFingerprint, job_fingerprint
 from ..qa.answering import ErrorBudget, resolve_max_errors
-from ..runs.job_log import ProgressLog
+from ..runs.job_log import JobLog
 from ..qa.prompts import PromptSet
 from ..qa.data import QAItem
+
+if TYPE_CHECKING:
+    from ..llm.base import LLMClientProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +57,12 @@ def progress_path_for(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".progress.jsonl")
 
 
-def job_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict) -> JobFingerprint:
+def kit_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict) -> JobFingerprint:
     """What a KIT progress row depends on: every field of every item, the templates, the LLM."""
-    return JobFingerprint(items=digest_items(items), **template_parts(prompts, KIT_TEMPLATES),
-                          **llm_parts(llm_identity))
+    return job_fingerprint(items=items, prompts=prompts, template_names=KIT_TEMPLATES, llm=llm_identity)
 
 
-async def kit_item(item: QAItem, prompts: PromptSet, client) -> dict:
+async def kit_item(item: QAItem, prompts: PromptSet, client: LLMClientProtocol) -> dict:
     """One item's progress row: knowledge from (question, gold), then the LLM answering with it."""
     knowledge = ""
     try:
@@ -78,7 +80,7 @@ async def kit_item(item: QAItem, prompts: PromptSet, client) -> dict:
 def generate_kit_data(
     items: list[QAItem],
     prompts: PromptSet,
-    client,
+    client: LLMClientProtocol,
     out_path: Path,
     chunk_size: int | None = None,
     restart: bool = False,
@@ -92,7 +94,7 @@ def generate_kit_data(
     started = time.perf_counter()
     out_path = Path(out_path)
     progress_path = progress_path_for(out_path)
-    log = ProgressLog(progress_path, job_fingerprint(items, prompts, client.identity()), restart=restart)
+    log = JobLog(progress_path, kit_fingerprint(items, prompts, client.identity()), restart=restart)
     done = log.load(key=lambda row: row["id"])
     finished = {key for key, row in done.items() if not row.get("error")}
 
@@ -146,7 +148,7 @@ def generate_kit_data(
         row = done[item.id]
         if row["kept"]:
             kept_rows.append({"instruction": prompts.small_model_query(item), "input": "", "output": row["knowledge"]})
-    atomic_write_jsonl(out_path, kept_rows)
+    log.publish(out_path, kept_rows)
     stats.kept = len(kept_rows)
     stats.failed = [{"id": item.id, "error": done[item.id]["error"]} for item in items if done[item.id].get("error")]
     stats.errors = len(stats.failed)
@@ -155,5 +157,5 @@ def generate_kit_data(
                             and done[item.id].get("unparseable", done[item.id].get("parsed") in (None, "")))
     stats.seconds = round(time.perf_counter() - started, 3)
     stats.usage = client.usage.as_dict()
-    atomic_write_json(out_path.with_name(out_path.name + ".stats.json"), stats.as_dict())
+    log.publish(out_path.with_name(out_path.name + ".stats.json"), stats.as_dict())
     return stats

@@ -1,0 +1,125 @@
+"""Arguments of the three resumable jobs: `knowledge` (KIT data), `optimize` (BPO) and `evaluate`.
+
+Metadata keys as in `llm_args.LLMArguments`, plus: option (the flag, when it differs from the field name),
+required, exists (a path that must exist), kind ("max_errors": a count or a fraction), hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+QA_FORMAT_CHOICES = ("auto", "generic", "jecqa", "mlecqa")
+
+
+def _max_errors() -> Any:
+    return field(default=None, metadata={
+        "kind": "max_errors",
+        "help": "Items whose LLM request fails after all retries are marked as errors (scored wrong, listed in the "
+                "outputs); the run stops once more than this many failed: a count, or a fraction of the items like "
+                "0.1 (default: 5% of the items, at least 1)."})
+
+
+def _skip_invalid() -> Any:
+    return field(default=False, metadata={
+        "flag": True,
+        "help": "Skip records that cannot be used (e.g. an empty answer list in raw JEC-QA) instead of stopping; "
+                "they are counted and listed (file:line: reason) in the stats/metrics JSON."})
+
+
+def _format(help_text: str | None = None) -> Any:
+    return field(default="auto", metadata={"option": "--format", "choices": QA_FORMAT_CHOICES, "show_default": True,
+                                           "help": help_text})
+
+
+def _limit(what: str = "items") -> Any:
+    return field(default=None, metadata={"min": 1, "help": f"Use only the first N {what}."})
+
+
+@dataclass
+class KnowledgeArguments:
+    train_path: str = field(metadata={"option": "--train", "required": True, "path": "file",
+                                      "help": "QA items with gold answers (generic JSONL, JEC-QA or MLEC-QA raw)."})
+    fmt: str = _format("Input format.")
+    out_path: str = field(default=None, metadata={
+        "option": "--out", "required": True, "path": "file",
+        "help": "Alpaca JSONL to write (instruction = small-model query, output = knowledge)."})
+    dataset_dir: str | None = field(default=None, metadata={
+        "path": "dir", "help": "Register the output in this directory's dataset_info.json (for the KIT recipe)."})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "Name of the dataset entry (default: the output file stem)."})
+    limit: int | None = _limit()
+    chunk_size: int | None = field(default=None, metadata={
+        "min": 1, "hidden": True, "help": "Ignored (progress is now saved per item); kept so old scripts keep working."})
+    restart: bool = field(default=False, metadata={"flag": True, "help": "Discard saved progress and start over (resuming is the default; the LLM cache still applies)."})
+    max_errors: int | float | None = _max_errors()
+    skip_invalid: bool = _skip_invalid()
+
+
+@dataclass
+class EvaluateArguments:
+    test_path: str = field(metadata={"option": "--test", "required": True, "path": "file", "help": "Test QA items."})
+    fmt: str = _format()
+    out_dir: str = field(default=None, metadata={
+        "option": "--out", "required": True, "path": "dir",
+        "help": "Directory for predictions.jsonl, metrics.json, report.md."})
+    soft_prompt: str | None = field(default=None, metadata={
+        "path": "file", "exists": True,
+        "help": "soft_prompt.safetensors from `blade-bpo optimize` (enables the blade mode)."})
+    modes: str | None = field(default=None, metadata={
+        "help": "Comma-separated subset of llm,knowledge,blade (default: all that the inputs allow)."})
+    limit: int | None = _limit()
+    bootstrap: int = field(default=2000, metadata={"min": 1, "show_default": True,
+                                                   "help": "Bootstrap resamples for the CIs."})
+    seed: int = field(default=0, metadata={"min": 0, "show_default": True})
+    restart: bool = field(default=False, metadata={
+        "flag": True, "help": "Discard saved progress in --out and start over (resuming is the default; the LLM "
+                              "cache still applies)."})
+    max_errors: int | float | None = _max_errors()
+    skip_invalid: bool = _skip_invalid()
+
+
+@dataclass
+class OptimizeArguments:
+    dev_path: str = field(metadata={
+        "option": "--dev", "required": True, "path": "file",
+        "help": "Dev QA items the objective scores (accuracy of the LLM with the small LM's knowledge)."})
+    fmt: str = _format()
+    out_dir: str = field(default=None, metadata={
+        "option": "--out", "required": True, "path": "dir",
+        "help": "Run directory: trials.jsonl, soft_prompt.safetensors, summary.json, convergence.png."})
+    n_tokens: int = field(default=5, metadata={"min": 1, "show_default": True,
+                                               "help": "Soft tokens prepended to the input."})
+    dim: int = field(default=10, metadata={"option": "--d", "min": 1, "show_default": True,
+                                           "help": "Dimension of the search space z."})
+    n_init: int = field(default=5, metadata={"min": 1, "show_default": True, "help": "Scrambled Sobol initial points."})
+    q: int = field(default=1, metadata={"min": 1, "show_default": True,
+                                        "help": "Proposals per BO round (qLogEI when > 1)."})
+    iterations: int = field(default=10, metadata={"min": 0, "show_default": True,
+                                                  "help": "BO rounds after the initial points."})
+    max_evaluations: int | None = field(default=None, metadata={
+        "min": 1, "help": "Stop after this many search evaluations (the baseline and re-scoring come on top)."})
+    max_llm_calls: int | None = field(default=None, metadata={
+        "min": 1, "help": "Stop once this many LLM API calls were made (all of them)."})
+    init_mode: str = field(default="random", metadata={
+        "option": "--init", "choices": ("random", "vocab"), "show_default": True,
+        "help": "Search around the origin (random) or around real token embeddings (vocab)."})
+    seed: int = field(default=0, metadata={"min": 0, "show_default": True,
+                                           "help": "Seeds the projection A and the optimiser."})
+    limit: int | None = _limit("dev items")
+    restart: bool = field(default=False, metadata={
+        "flag": True,
+        "help": "Start over in --out (removes its trials, soft prompt and summary); by default a run resumes."})
+    resume: bool = field(default=False, metadata={
+        "flag": True, "hidden": True, "help": "Accepted for one release and ignored: resuming is the default now."})
+    rescore_path: str | None = field(default=None, metadata={
+        "option": "--rescore-dev", "path": "file",
+        "help": "Second dev set: the top candidates and the baseline are re-scored on it before choosing."})
+    holdout: float | None = field(default=None, metadata={
+        "min": 0.0, "max": 0.8,
+        "help": "Without --rescore-dev: the fraction of --dev held out of the search to re-score the top candidates "
+                "on (default 0.25; 0 chooses on the search scores alone)."})
+    top_k: int = field(default=3, metadata={
+        "min": 1, "show_default": True,
+        "help": "Search candidates re-scored (plus the baseline) before the soft prompt is chosen."})
+    skip_invalid: bool = _skip_invalid()
