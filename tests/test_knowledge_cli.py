@@ -155,6 +155,7 @@ def _popen_knowledge(server, tmp_path, train_file, out, *extra):
 KIT_RUN_FIELDS = ("seconds", "usage", "resumed")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [1, 9, 17])
 def test_sigkill_at_any_point_resumes_to_the_uninterrupted_result(demo_data_dir, prompts, tmp_path, kill_after):
     from helpers import sigkill_when
