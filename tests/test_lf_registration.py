@@ -39,6 +39,7 @@ def test_off_switch_disables_registration(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_blade_chatml_template_matches_model_chat_format(tmp_path, default_model_dir):
     code = (
         "from transformers import AutoTokenizer\n"

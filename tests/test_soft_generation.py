@@ -30,6 +30,7 @@ def test_prompt_ids_come_from_the_llamafactory_template(generator):
     assert generator.stop_ids == [2] and generator.hidden_size == 576
 
 
+@pytest.mark.slow
 def test_zero_soft_tokens_match_plain_input_ids(generator):
     empty = torch.zeros(0, generator.hidden_size)
     via_embeds = generator.generate_ids(TEXTS, soft_prompt=empty)
