@@ -63,7 +63,7 @@ def main() -> None:
     space = SoftPromptSpace.for_generator(generator, n_tokens=5, d=10, seed=0)
     soft_prompt = space.to_soft_prompt(torch.full((10,), 0.3))
     # Warm-up with a full batch: the first batch of a new shape pays one-off allocator and kernel costs
-    # (~6 s here), which would otherwise land on whichever schedule runs first.
+    # (docs/benchmarks.md), which would otherwise land on whichever schedule runs first.
     generator.generate([prompts.small_model_query(item) for item in items[:args.batch_size]], soft_prompt)
 
     with tempfile.TemporaryDirectory() as tmp, \

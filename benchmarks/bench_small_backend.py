@@ -5,7 +5,7 @@ The naive baseline, measured in the same run, is batch 1 through transformers' g
     python benchmarks/bench_small_backend.py [--n 32] [--batch-size 32] [--max-new-tokens 64]
 
 Tokens counted are the new tokens each question gets (up to its stop token), so rows that stop early do not
-inflate the figure. These are the CPU numbers the README's "Scale" section starts from.
+inflate the figure. These are the CPU numbers docs/backends.md ("Scale") starts from.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ import sys
 import textwrap
 import warnings
 
+import pytest
+
 from blade_plugin.bpo.optimizer import BayesianOptimizer, fit_gp, propose, sobol_points
 
 
@@ -51,6 +53,7 @@ def test_flat_objective_keeps_exploring_along_the_sobol_sequence():
     assert torch.equal(opt.X, sobol_points(6, 4, seed=0))
 
 
+@pytest.mark.slow
 def test_proposals_leave_the_global_random_state_alone_and_ignore_it():
     X = sobol_points(6, 3, seed=0)
     y = -(X ** 2).sum(-1)
@@ -73,6 +76,7 @@ def test_no_blanket_warning_suppression():
     assert any(str(w.message) == "sentinel" for w in caught)
 
 
+@pytest.mark.slow
 def test_finds_better_point_than_the_initial_design():
     target = torch.tensor([0.4, -0.3, 0.2, 0.5], dtype=torch.float64)
 
@@ -87,6 +91,7 @@ def test_finds_better_point_than_the_initial_design():
     assert opt.best[1] > best_init + 0.1
 
 
+@pytest.mark.slow
 def test_rebuilding_from_history_gives_the_same_next_proposal():
     opt = BayesianOptimizer(d=3, n_init=4, seed=2, num_restarts=2, raw_samples=32)
     for z in opt.ask():
@@ -118,6 +123,7 @@ def _child(history: list, stop: int, noise: bool = False) -> list:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_resumed_process_proposes_exactly_what_one_process_would():
     whole = _child([], 7)
     first = _child([], 4)  # stops inside the first q=2 BO round (3 Sobol points + 1 of 2 proposals)

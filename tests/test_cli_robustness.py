@@ -185,7 +185,9 @@ def _kit_recipes(text: str) -> set[str]:
 def test_readme_workspace_readme_and_knowledge_hint_tell_one_story(tmp_path, demo_data_dir):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    quickstart, gpu = quickstart.split("### With a GPU", 1)
+    quickstart = quickstart.split("### With a GPU", 1)[0]
+    recipes = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    gpu = recipes.split("## With a GPU", 1)[1].split("\n## ", 1)[0]
     # the GPU variant trains the full KIT recipe: its output is what optimize then loads
     assert "output_dir=saves/kit_full" in gpu and "--small-model saves/kit_full" in gpu
     assert quickstart.index("source .venv/bin/activate") < quickstart.index("blade-bpo init")
@@ -211,4 +213,5 @@ def test_readme_workspace_readme_and_knowledge_hint_tell_one_story(tmp_path, dem
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert "Editable installs do not get it" not in pyproject
     assert "editable installs (`pip install -e .`) too" in pyproject
-    assert "An editable install (`pip install -e .`) does\ninstall the `.pth`" in readme
+    integration = (ROOT / "docs" / "llamafactory.md").read_text(encoding="utf-8")
+    assert "An editable install (`pip install -e .`) does\ninstall the `.pth`" in integration

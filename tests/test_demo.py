@@ -13,6 +13,7 @@ from helpers import run_cli
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3900)  # longer than its two subprocess limits (2400 s + 1200 s)
 def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_path):
     items = [it for split in ("train", "dev", "test") for it in load_qa(demo_data_dir / f"demo_qa_{split}.jsonl")[:4]]
     work = tmp_path / "demo"

@@ -38,6 +38,7 @@ def _evaluate(server, test_file, out, tmp_path, model_dir, *extra):
                    cwd=tmp_path, env={"BLADE_DEFAULT_MODEL_DIR": str(model_dir)})
 
 
+@pytest.mark.slow
 def test_all_modes_and_metrics_follow_from_predictions(setup, default_model_dir):
     server, test_file, items, soft, tmp_path = setup
     out = tmp_path / "eval"
@@ -84,6 +85,7 @@ def test_rerun_resumes_from_saved_predictions(setup, default_model_dir):
     assert other.returncode == 2  # click rejects a missing --templates-dir before any work
 
 
+@pytest.mark.slow
 def test_bad_arguments_fail_in_one_line(setup, default_model_dir):
     server, test_file, items, soft, tmp_path = setup
     result = _evaluate(server, test_file, tmp_path / "e", tmp_path, default_model_dir, "--modes", "blade")
@@ -95,6 +97,7 @@ def test_bad_arguments_fail_in_one_line(setup, default_model_dir):
     assert result.returncode == 1 and "Template no_such does not exist" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_answer_single_question_and_stdin_batch(setup, default_model_dir):
     server, test_file, items, soft, tmp_path = setup
     item = items[0]

@@ -47,6 +47,7 @@ def test_a_failing_item_is_an_error_record_not_an_exception(items, prompts, tmp_
             client.run(answer_items(items, prompts, client, max_errors=1))
 
 
+@pytest.mark.slow
 def test_llm_calls_start_while_later_batches_are_generated(items, prompts, generator, tmp_path):
     latency = 0.6
     arrivals = []

@@ -155,6 +155,7 @@ def _popen_knowledge(server, tmp_path, train_file, out, *extra):
 KIT_RUN_FIELDS = ("seconds", "usage", "resumed")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [1, 9, 17])
 def test_sigkill_at_any_point_resumes_to_the_uninterrupted_result(demo_data_dir, prompts, tmp_path, kill_after):
     from helpers import sigkill_when
@@ -187,6 +188,7 @@ def test_sigkill_at_any_point_resumes_to_the_uninterrupted_result(demo_data_dir,
     assert sorted(set(ids)) == sorted(it.id for it in items) and len(ids) == len(items)  # none lost or doubled
 
 
+@pytest.mark.slow
 def test_changed_inputs_refuse_to_resume_in_one_line(train_items, prompts, tmp_path):
     import shutil
 

@@ -6,6 +6,8 @@ import json
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 from blade_plugin.lf.hook import PTH_LINE, PTH_NAME
 from helpers import python_in_subprocess
 
@@ -30,12 +32,14 @@ def test_templates_registered_in_fresh_interpreter_from_any_cwd(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "['blade_chatml', 'blade_qwen']"
 
 
+@pytest.mark.slow
 def test_off_switch_disables_registration(tmp_path):
     result = python_in_subprocess(PROBE_TEMPLATES, cwd=tmp_path, env={"BLADE_PLUGIN_DISABLE_HOOK": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_blade_chatml_template_matches_model_chat_format(tmp_path, default_model_dir):
     code = (
         "from transformers import AutoTokenizer\n"
@@ -53,6 +57,7 @@ def test_blade_chatml_template_matches_model_chat_format(tmp_path, default_model
     assert stops == "[2]"  # <|im_end|>
 
 
+@pytest.mark.slow
 def test_bundled_datasets_resolve_without_local_dataset_info(tmp_path):
     code = (
         "from llamafactory.data.parser import get_dataset_list\n"
@@ -67,6 +72,7 @@ def test_bundled_datasets_resolve_without_local_dataset_info(tmp_path):
     assert rows[0][3] == "text" and rows[1][2] == "alpaca"
 
 
+@pytest.mark.slow
 def test_user_dataset_info_entry_wins_over_bundled(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -82,6 +88,7 @@ def test_user_dataset_info_entry_wins_over_bundled(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "mine.jsonl"
 
 
+@pytest.mark.slow
 def test_recipe_placeholders_expand_through_read_args(tmp_path, default_model_dir):
     code = (
         "import sys\n"

@@ -128,6 +128,7 @@ def test_missing_model_name_is_a_clear_error(monkeypatch, tmp_path):
         LLMClient(LLMConfig(base_url="http://127.0.0.1:9/v1", cache_db=tmp_path / "c.sqlite3"))
 
 
+@pytest.mark.slow
 def test_local_backend_generates_and_caches(default_model_dir, tmp_path):
     config = LLMConfig(backend="local", local_model_dir=str(default_model_dir), max_tokens=8,
                        cache_db=tmp_path / "cache.sqlite3")

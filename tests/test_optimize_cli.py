@@ -17,6 +17,9 @@ from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from blade_plugin.testing.scripted_llm import QAOracle
 from helpers import run_cli, sigkill_when
 
+# whole `blade-bpo optimize` runs on the embedded model, one of them killed and resumed: the full lane only
+pytestmark = pytest.mark.slow
+
 BIN = Path(sys.executable).parent
 
 

@@ -48,6 +48,7 @@ def _soft(hidden: int, seed: int) -> torch.Tensor:
     return torch.randn(5, hidden, generator=torch.Generator().manual_seed(seed)) * 0.1
 
 
+@pytest.mark.slow
 def test_vllm_backend_writes_the_same_tokens_as_hf_round_robin(vllm_writer, generator, replicas):
     first, second = replicas
     first.requests.clear(), second.requests.clear()
@@ -61,6 +62,7 @@ def test_vllm_backend_writes_the_same_tokens_as_hf_round_robin(vllm_writer, gene
     assert 0 < min(map(len, got)) and 2 not in sum(got, [])  # cut before <|im_end|>
 
 
+@pytest.mark.slow
 def test_vllm_payload_is_what_vllm_expects(vllm_writer, generator, replicas):
     first, _ = replicas
     first.requests.clear()
@@ -77,6 +79,7 @@ def test_vllm_payload_is_what_vllm_expects(vllm_writer, generator, replicas):
     assert torch.equal(embeds[:5], soft) and torch.equal(embeds[5:], tokens)
 
 
+@pytest.mark.slow
 def test_soft_prompt_space_is_the_same_on_both_backends(vllm_writer, generator):
     assert torch.equal(vllm_writer.embedding_matrix, generator.embedding_matrix)
     assert vllm_writer.mean_embedding_norm == pytest.approx(generator.mean_embedding_norm, rel=1e-6)
@@ -102,6 +105,7 @@ def test_unreachable_or_unconfigured_server_fails_in_one_line(default_model_dir)
         load_knowledge_writer(SmallBackendConfig(str(default_model_dir), backend="vllm"))
 
 
+@pytest.mark.slow
 def test_server_without_enable_prompt_embeds_is_reported(default_model_dir, replicas):
     first, _ = replicas
     with VLLMLoopbackServer(model=first.model, tokenizer=first.tokenizer, served_name=first.served_name,
@@ -112,6 +116,7 @@ def test_server_without_enable_prompt_embeds_is_reported(default_model_dir, repl
             writer.generate(["Hi"])
 
 
+@pytest.mark.slow
 def test_merged_adapter_on_vllm_matches_hf_with_adapter(default_model_dir, tmp_path):
     """KIT's LoRA merged by `blade-bpo merge` (LLaMA-Factory's export) and served: the same tokens as the hf
     backend with the adapter, and as peft's own merge_and_unload()."""
@@ -170,6 +175,7 @@ def test_merge_refuses_an_existing_directory(default_model_dir, tmp_path):
     assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_local_stand_in_llm_matches_transformers_generate(default_model_dir):
     """LocalChatBackend now runs the shared greedy loop: same text as generate() on the chat-templated ids."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -30,6 +30,7 @@ def test_prompt_ids_come_from_the_llamafactory_template(generator):
     assert generator.stop_ids == [2] and generator.hidden_size == 576
 
 
+@pytest.mark.slow
 def test_zero_soft_tokens_match_plain_input_ids(generator):
     empty = torch.zeros(0, generator.hidden_size)
     via_embeds = generator.generate_ids(TEXTS, soft_prompt=empty)
@@ -37,6 +38,7 @@ def test_zero_soft_tokens_match_plain_input_ids(generator):
     assert via_embeds == [_plain_greedy(generator, t) for t in TEXTS]
 
 
+@pytest.mark.slow
 def test_padded_batch_rows_equal_single_runs(generator):
     soft = torch.randn(5, generator.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.1
     batched = generator.generate_ids(TEXTS, soft_prompt=soft)
@@ -44,6 +46,7 @@ def test_padded_batch_rows_equal_single_runs(generator):
     assert batched == alone
 
 
+@pytest.mark.slow
 def test_soft_prompt_changes_generation(generator):
     soft = torch.randn(5, generator.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.3
     assert generator.generate_ids(TEXTS, soft_prompt=soft) != generator.generate_ids(TEXTS)
@@ -61,6 +64,7 @@ def test_wrong_soft_prompt_shape_is_rejected(generator):
         generator.generate(["x"], soft_prompt=torch.zeros(5, 100))
 
 
+@pytest.mark.slow
 def test_lora_adapter_is_merged_by_llamafactory_loader(default_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -100,6 +104,7 @@ def _both_decoders(generator, texts, soft, max_new_tokens):
     return generator.generate_ids(texts, soft_prompt=soft, max_new_tokens=max_new_tokens), reference
 
 
+@pytest.mark.slow
 def test_fast_loop_drops_finished_rows_and_matches_transformers_generate(generator):
     soft = torch.randn(5, generator.hidden_size, generator=torch.Generator().manual_seed(2)) * 0.1
     fast, reference = _both_decoders(generator, MIXED, soft, max_new_tokens=24)
@@ -107,6 +112,7 @@ def test_fast_loop_drops_finished_rows_and_matches_transformers_generate(generat
     assert min(map(len, fast)) < 24 <= max(map(len, fast))  # some rows left the batch early
 
 
+@pytest.mark.slow
 def test_fast_loop_applies_the_models_repetition_penalty_like_generate(generator):
     config = generator.model.generation_config
     try:
@@ -119,6 +125,7 @@ def test_fast_loop_applies_the_models_repetition_penalty_like_generate(generator
     assert fast == reference and fast != unpenalised
 
 
+@pytest.mark.slow
 def test_unsupported_generation_config_falls_back_to_generate(generator):
     config = generator.model.generation_config
     try:

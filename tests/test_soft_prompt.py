@@ -64,6 +64,7 @@ def test_foreign_files_are_rejected(tmp_path):
         load_soft_prompt(tmp_path / "other.safetensors")
 
 
+@pytest.mark.slow
 def test_saved_prompt_reproduces_generations(generator, tmp_path):
     space = SoftPromptSpace.for_generator(generator, n_tokens=5, d=10, seed=7)
     prompt = space.to_soft_prompt(torch.full((10,), 0.5))

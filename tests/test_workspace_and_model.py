@@ -12,6 +12,7 @@ from blade_plugin.stages.workspace import init_workspace
 from helpers import run_cli
 
 
+@pytest.mark.slow
 def test_default_model_is_cached_and_generates(default_model_dir):
     started = time.perf_counter()
     assert materialize_default_model() == default_model_dir

@@ -29,7 +29,8 @@ _TARGETS = {
 class _PostImportFinder:
     """Wraps the real loader of each target module so our callback runs once it has executed.
 
-    Duck-typed rather than subclassing importlib.abc: importing that module alone costs ~10 ms of start-up.
+    Duck-typed rather than subclassing importlib.abc: importing that module alone would add to every
+    interpreter's start-up (docs/benchmarks.md).
     """
 
     def find_spec(self, fullname, path=None, target=None):

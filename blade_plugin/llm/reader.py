@@ -99,8 +99,8 @@ def write_knowledge(question: str, answers: Sequence[str], chinese: bool = False
     """The reader's KIT knowledge: the shortest text that carries the fact asked, the correct option text(s).
 
     (It used to restate the question first. A small model trained on that copies the unseen question's wording
-    and then names an option at random: the demo's DP + KIT model stated the right fact for 38% of the test
-    questions that way against 46% with this form (same model, data and budget), and it wrote 3x the tokens.)"""
+    and then names an option at random: the demo's DP + KIT model stated the right fact less often that way than
+    with this form (same model, data and budget) and wrote more tokens; figures in docs/benchmarks.md.)"""
     if chinese:
         return f"相关知识：{'、'.join(answers)}。"
     return f"Relevant knowledge: {' and '.join(answers)}."

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 # The demo workspace's small-model query: the question without its options. Shown four invented names that
 # look alike, the 135M model tends to copy one of them; asked the question alone it recalls the fact DP taught
-# it (DP + KIT stated the right fact for 54% of the test questions this way, 46% with the options listed).
+# it (DP + KIT stated the right fact more often this way than with the options listed: docs/benchmarks.md).
 # The LLM still sees the options (answer.j2). Edit the workspace's template to change it.
 DEMO_SMALL_MODEL_QUERY = """{#- blade-bpo demo: the small model sees the question only (its options go to the LLM) -#}
 Write the background knowledge needed to answer this question.
@@ -34,12 +34,12 @@ Question: {{ question }}
 
 @dataclass
 class DemoConfig:
-    """Budgets of the demo's stages, sized for 2 CPU cores (measured, see README "The demo's ablation").
+    """Budgets of the demo's stages, sized for 2 CPU cores (docs/evidence.md; stage times in docs/benchmarks.md).
 
     DP and KIT both tune the top `trainable_layers` of the 30 layers (LLaMA-Factory's `finetuning_type:
     freeze`): on CPU that costs about half of full fine-tuning per token (backward stops there, no optimiser
     state for the rest) and, in our runs, taught the corpus faster at lr 1e-3 than full fine-tuning at 3e-4
-    (fact cloze 37/48 vs 21/48 after 4 epochs). DP packs the 150 corpus documents into ~45 blocks of 64 tokens
+    (docs/benchmarks.md). DP packs the 150 corpus documents into ~45 blocks of 64 tokens
     (batch 4: 12 steps an epoch); KIT has 54 examples (batch 8: 7 steps an epoch)."""
 
     workdir: Path
@@ -131,7 +131,7 @@ def _train_overrides(config: DemoConfig, epochs: float, lr: float, steps: int | 
     overrides = {"finetuning_type": "freeze", "freeze_trainable_layers": config.trainable_layers,
                  "num_train_epochs": epochs, "learning_rate": lr, "per_device_train_batch_size": batch_size,
                  "gradient_accumulation_steps": 1, "logging_steps": 1, "save_strategy": "no", "seed": config.seed,
-                 # a 135M model's activations fit in memory many times over: recomputing them costs ~20% a step
+                 # a 135M model's activations fit in memory many times over: recomputing them only costs time
                  "disable_gradient_checkpointing": True}
     if steps:
         overrides["max_steps"] = steps
