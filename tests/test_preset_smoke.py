@@ -37,13 +37,13 @@ def test_jecqa_preset_readme_smoke_run_on_the_real_sample(tmp_path, default_mode
     run = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=3000)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
 
-    # split: 600 records, dev 8 + test 12, the raw records kept (the type field too), counts reported
+    # split: 600 records, dev 6 + test 6, the raw records kept (the type field too), counts reported
     manifest = json.loads((work / "data/smoke/split.json").read_text())
-    assert manifest["counts"] == {"train": {"0": 580}, "dev": {"0": 8}, "test": {"0": 12}}
-    assert "train: 580 records" in run.stdout and "(type 0: 580)" in run.stdout
+    assert manifest["counts"] == {"train": {"0": 588}, "dev": {"0": 6}, "test": {"0": 6}}
+    assert "train: 588 records" in run.stdout and "(type 0: 588)" in run.stdout
     raw_lines = set(SAMPLE.read_text(encoding="utf-8").splitlines())
     test_lines = (work / "data/smoke/test.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(test_lines) == 12 and set(test_lines) <= raw_lines
+    assert len(test_lines) == 6 and set(test_lines) <= raw_lines
 
     # KIT data from the reader (it writes the correct option's text); the models were trained and saved
     kit = [json.loads(line) for line in (work / "data/smoke/kit.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -53,20 +53,20 @@ def test_jecqa_preset_readme_smoke_run_on_the_real_sample(tmp_path, default_mode
         assert state["global_step"] == 2, model
     # BPO: the reference's 5 x 10 search space, the guard's choice written
     summary = json.loads((work / "runs/smoke/bpo/summary.json").read_text())
-    assert summary["n_evaluations"] == 4 and summary["baseline"] is not None
+    assert summary["n_evaluations"] == 3 and summary["baseline"] is not None
     assert (work / "runs/smoke/bpo/selected_soft_prompt.safetensors").is_file()
     assert "selection guard:" in run.stdout
 
     # the paper-layout table per type, consistent with the full ablation table it was derived from
     table = json.loads((work / "runs/smoke/ablation/ablation.json").read_text())
     paper = json.loads((work / "runs/smoke/ablation/ablation_paper.json").read_text())
-    assert paper["group_by"] == "type" and paper["groups"] == [["0", 12]]
+    assert paper["group_by"] == "type" and paper["groups"] == [["0", 6]]
     assert [r["paper"] for r in paper["rows"]] == ["LLM alone", "w/o DP", "w/o KIT", "w/o BPO", "BLADE"]
     full = {row["key"]: row for row in table["rows"]}
     for row in paper["rows"]:
         assert "skipped" not in row, row
         assert row["accuracy"]["all"] == pytest.approx(full[row["key"]]["accuracy"])
-        assert row["accuracy"]["0"] == pytest.approx(full[row["key"]]["correct"] / 12)
+        assert row["accuracy"]["0"] == pytest.approx(full[row["key"]]["correct"] / 6)
     printed = (work / "runs/smoke/ablation/ablation_paper.md").read_text(encoding="utf-8")
-    assert "| configuration | all (n=12) | type KD (knowledge-driven) (n=12) |" in printed
+    assert "| configuration | all (n=6) | type KD (knowledge-driven) (n=6) |" in printed
     assert printed in run.stdout  # the table is what the command printed

@@ -136,3 +136,14 @@ def test_paper_layout_maps_rows_and_counts_per_type(tmp_path):
     assert "| type KD (knowledge-driven) (n=3) | type CA (case analysis) (n=2) |" in text
     assert "| w/o DP | 0.800 | 1.000 | 0.500 |" in text
     assert "| BLADE | - | - | - | - |" in text
+
+
+def test_ablate_group_by_a_field_no_item_has_fails_before_any_work(tmp_path):
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps({"answer": ["A"], "id": "1", "option_list": {"A": "甲", "B": "乙"}, "statement": "题",
+                                "type": "0"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["ablate", "--test", str(test), "--out", str(tmp_path / "out"), "--rows", "llm",
+                                      "--layout", "paper", "--group-by", "subject", "--llm-backend", "reader"])
+    assert result.exit_code != 0
+    assert "--group-by subject: no item in" in str(result.exception) and "fields: source, type" in str(result.exception)
+    assert not (tmp_path / "out").exists()
