@@ -65,7 +65,7 @@ def test_jecqa_preset_readme_smoke_run_on_the_real_sample(tmp_path, default_mode
     full = {row["key"]: row for row in table["rows"]}
     for row in paper["rows"]:
         assert "skipped" not in row, row
-        assert row["accuracy"]["all"] == pytest.approx(full[row["key"]]["accuracy"])
+        assert row["accuracy"]["all"] == pytest.approx(full[row["key"]]["accuracy"], abs=1e-4)  # ablation.json rounds
         assert row["accuracy"]["0"] == pytest.approx(full[row["key"]]["correct"] / 6)
     printed = (work / "runs/smoke/ablation/ablation_paper.md").read_text(encoding="utf-8")
     assert "| configuration | all (n=6) | type KD (knowledge-driven) (n=6) |" in printed
