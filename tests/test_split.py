@@ -146,3 +146,18 @@ def test_real_jecqa_sample_splits_and_loads_back(tmp_path):
         for item in part_items:  # what the loaders read from a part is what they read from the source
             assert item == original[item.id] and item.meta == original[item.id].meta
     assert sum(it.is_multi_answer for part in items.values() for it in part) == 307  # 600 - 293 single-answer
+
+
+def test_mlecqa_json_array_splits_by_qtype_into_jsonl(tmp_path):
+    from blade_plugin.qa.data import load_qa
+
+    records = [{"qid": f"m{i}", "qtype": "A1" if i < 6 else "B1", "qtext": f"患者{i}最可能的诊断是",
+                "options": {"A": "甲", "B": "乙", "C": "丙", "D": "丁", "E": "戊"}, "answer": "C"} for i in range(9)]
+    raw = tmp_path / "train.json"
+    raw.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")  # one JSON array
+    result = split_raw([raw], tmp_path / "data", 3, 0, seed=0, group_by="qtype")
+    assert result.format == "mlecqa"
+    assert result.counts == {"train": {"A1": 4, "B1": 2}, "dev": {"A1": 2, "B1": 1}, "test": {}}
+    dev = [json.loads(line) for line in _lines(result.files["dev"])]
+    assert all(r in records for r in dev) and len(dev) == 3
+    assert [it.meta["qtype"] for it in load_qa(result.files["dev"])] == [r["qtype"] for r in dev]
