@@ -50,7 +50,7 @@ def test_jecqa_preset_workspace(tmp_path):
     assert evaluate.endswith("--group-by type") and "--layout paper --group-by type" in ablate
     assert all("--dry-run" in c for c in _commands(readme, "## 6. The bill"))
     # the BPO bill: 200 dev questions, a quarter held out: (1 + 5 + 40) x 150 + (3 + 1) x 50
-    assert "= 7100" in readme
+    assert "+ 4 x 50 =\n7100 answer calls" in readme
     smoke = _commands(readme, "## CPU smoke run")
     assert smoke[0] == "SMALL=$(blade-bpo model default)"
     assert [c.split()[1] for c in smoke if c.startswith("blade-bpo")] == ["split", "knowledge", "optimize", "ablate"]
