@@ -22,6 +22,7 @@ def _smoke_block(readme: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3300)  # longer than its subprocess limit (3000 s)
 @pytest.mark.skipif(not SAMPLE.is_file(), reason=f"real JEC-QA sample not found at {SAMPLE} (../shared beside the "
                     "checkout, or $BLADE_SHARED_DIR)")
 def test_jecqa_preset_readme_smoke_run_on_the_real_sample(tmp_path, default_model_dir):
