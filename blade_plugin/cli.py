@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve:serve",
     "ablate": "ablate:ablate",
     "probe": "probe:probe",
+    "split": "split:split",
 }
 
 

@@ -36,3 +36,10 @@ def sigkill_when(proc: subprocess.Popen, ready, timeout: float, what: str = "chi
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def shared_data_dir(name: str) -> Path:
+    """`../shared/data/<name>` beside the checkout (CI clones with shared/ next to it); `$BLADE_SHARED_DIR`
+    points elsewhere (a git worktree whose parent is not the checkout's)."""
+    root = Path(os.environ.get("BLADE_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
+    return root / "data" / name

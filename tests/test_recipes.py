@@ -96,3 +96,36 @@ def test_recipes_save_only_the_final_model_and_do_not_pack():
         assert cfg["save_strategy"] == "no", path
         if cfg["stage"] == "pt":
             assert cfg["packing"] is False, path  # one document = one example for small corpora
+
+
+PRESET_RECIPES = RECIPES / "presets"
+# What a CPU run must override in the GPU recipes: the DeepSpeed config, bf16, the hub model id; sizes kept small.
+GPU_OVERRIDES = ["deepspeed=null", "bf16=false"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in PRESET_RECIPES.glob("*.yaml")))
+def test_preset_recipe_trains_one_step_on_the_embedded_model(recipe, tmp_path, default_model_dir):
+    out_dir = tmp_path / "out"
+    dataset = "blade_demo_corpus" if "_dp_" in recipe else "blade_demo_kit"
+    overrides = GPU_OVERRIDES if recipe.startswith("qwen") else []
+    result = run_cli(
+        ["llamafactory-cli", "train", str(PRESET_RECIPES / f"{recipe}.yaml"), "max_steps=1",
+         f"model_name_or_path={default_model_dir}", f"dataset={dataset}", f"output_dir={out_dir}",
+         "per_device_train_batch_size=1", "gradient_accumulation_steps=1", "cutoff_len=128",
+         "warmup_ratio=0", *overrides],  # the one step at the recipe's lr, not at warm-up's 0
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, (result.stdout[-3000:] + result.stderr[-3000:])
+    state = json.loads((out_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 1
+    assert (out_dir / "model.safetensors").is_file()
+    from transformers import AutoModelForCausalLM
+
+    trained = AutoModelForCausalLM.from_pretrained(out_dir)
+    base = AutoModelForCausalLM.from_pretrained(default_model_dir)
+    changed = [name for name, p in trained.named_parameters()
+               if not torch.equal(p, dict(base.named_parameters())[name])]
+    assert changed  # one optimiser step moved weights
+    if "freeze" in recipe:  # freeze tuning: only the top 10 of 30 decoder layers may move
+        assert all(any(f".layers.{i}." in name for i in range(20, 30)) for name in changed), changed[:5]

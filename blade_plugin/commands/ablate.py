@@ -40,10 +40,16 @@ _CKPT = click.Path(exists=True)
 @click.option("--bootstrap", type=click.IntRange(100), default=2000, show_default=True,
               help="Bootstrap resamples for the CIs.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--layout", type=click.Choice(["table", "paper"]), default="table", show_default=True,
+              help="paper: also write ablation_paper.md/.json in the paper's rows (LLM alone, w/o DP, w/o KIT, "
+                   "w/o BPO, BLADE) and print that table.")
+@click.option("--group-by", default=None,
+              help="Item field to break the paper layout down by (raw JEC-QA: type; MLEC-QA: qtype).")
 @prompt_options
 @llm_options
 def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, soft_prompt, rows, template,
-           max_new_tokens, batch_size, limit, bootstrap, seed, templates_dir, variant, llm_args) -> None:
+           max_new_tokens, batch_size, limit, bootstrap, seed, layout, group_by, templates_dir, variant,
+           llm_args) -> None:
     """One row per pipeline configuration on the same test items: accuracy with 95% CI, paired McNemar tests
     against LLM alone and the row above, knowledge support, LLM cost. Rows whose checkpoints are missing are
     skipped with a note; re-running after adding a checkpoint evaluates only the new row."""
@@ -62,6 +68,9 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
 
     # Everything that can be wrong with the inputs fails here, before any LLM request.
     items = load_qa(test_path, fmt=fmt, limit=limit)
+    if group_by and not any(group_by in item.meta for item in items):
+        fields = sorted({k for item in items for k in item.meta})
+        raise BladeError(f"--group-by {group_by}: no item in {test_path} has that field (fields: {', '.join(fields)})")
     prompts = load_prompt_set(templates_dir, variant)
     base = resolve_small_model(base_model)
     inputs = AblationInputs.from_workspace(Path(workspace), base) if workspace else AblationInputs(base_model=base)
@@ -74,7 +83,17 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
                             max_new_tokens=max_new_tokens, batch_size=batch_size, bootstrap=bootstrap, seed=seed)
     with LLMClient(llm_args.to_config()) as client:
         table = run_ablation(items, prompts, client, inputs, config, keys)
-    click.echo((Path(out_dir) / "ablation.md").read_text(encoding="utf-8"))
-    click.echo(f"wrote {Path(out_dir) / 'ablation.json'}, ablation.md, ablation.png")
+    if layout == "paper":
+        from ..runs.atomic_io import atomic_write_json, atomic_write_text
+        from ..stages.paper_layout import paper_table, render_paper_markdown
+
+        paper = paper_table(table, items, group_by)
+        atomic_write_json(Path(out_dir) / "ablation_paper.json", paper)
+        atomic_write_text(Path(out_dir) / "ablation_paper.md", render_paper_markdown(paper))
+        click.echo((Path(out_dir) / "ablation_paper.md").read_text(encoding="utf-8"))
+    else:
+        click.echo((Path(out_dir) / "ablation.md").read_text(encoding="utf-8"))
+    click.echo(f"wrote {Path(out_dir) / 'ablation.json'}, ablation.md, ablation.png"
+               + (", ablation_paper.md, ablation_paper.json" if layout == "paper" else ""))
     if not any("skipped" not in row for row in table["rows"]):
         raise BladeError("no ablation row could run (see the notes above)")

@@ -10,7 +10,8 @@ from dataclasses import MISSING, fields
 
 import click
 
-from ..hparams import EvaluateArguments, KnowledgeArguments, LLMArguments, OptimizeArguments, SmallModelArguments
+from ..hparams import (EvaluateArguments, KnowledgeArguments, LLMArguments, OptimizeArguments, SmallModelArguments,
+                       SplitArguments)
 from .error_options import MaxErrors
 
 
@@ -98,3 +99,4 @@ small_model_options = arguments(SmallModelArguments, "small_args")
 knowledge_arguments = arguments(KnowledgeArguments, "args")
 evaluate_arguments = arguments(EvaluateArguments, "args")
 optimize_arguments = arguments(OptimizeArguments, "args")
+split_arguments = arguments(SplitArguments, "args")

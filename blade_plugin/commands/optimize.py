@@ -34,7 +34,8 @@ def optimize(args, small_args, templates_dir, variant, llm_args) -> None:
 
     out = Path(args.out_dir)
     check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
-                   ("trials.jsonl", "config.json", "soft_prompt.safetensors", "summary.json", "convergence.png")],
+                   ("trials.jsonl", "config.json", "soft_prompt.safetensors", "summary.json", "convergence.png",
+                    "selected_soft_prompt.safetensors")],
                   [("--dev", args.dev_path), ("--rescore-dev", args.rescore_path), ("--cache-db", llm_args.cache_db)],
                   progress=out / "trials.jsonl", resume_hint="re-run the same command to resume")
     if args.resume:
@@ -77,6 +78,14 @@ def optimize(args, small_args, templates_dir, variant, llm_args) -> None:
                           rescore=rescore)
     for line in report_lines(summary, len(search_items), len(rescore_items or []), rescore_source):
         click.echo(line)
+    if args.selection_guard:
+        from ..bpo.guard import SELECTED, keep_better_soft_prompt
+
+        guard = keep_better_soft_prompt(out, summary.best_score, summary.baseline["score"], generator.hidden_size,
+                                        summary.noise.get("split_half_optimism"))
+        verdict = "kept BPO's soft prompt" if guard["kept_soft_prompt"] else "no soft prompt (BLADE = DP + KIT)"
+        click.echo(f"selection guard: {verdict} (dev {guard['dev_best']:.3f} vs baseline "
+                   f"{guard['dev_baseline']:.3f}, margin {guard['optimism']:.3f}); {out / SELECTED}")
     report_skipped(items, out / "summary.json")
     click.echo(f"best dev accuracy {summary.best_score:.3f} after {summary.n_evaluations} evaluations "
                f"({summary.stop_reason}); soft prompt: {Path(args.out_dir) / 'soft_prompt.safetensors'}")

@@ -4,5 +4,7 @@
 from .job_args import EvaluateArguments, KnowledgeArguments, OptimizeArguments
 from .llm_args import LLMArguments
 from .small_model_args import SmallModelArguments
+from .split_args import SplitArguments
 
-__all__ = ["EvaluateArguments", "KnowledgeArguments", "LLMArguments", "OptimizeArguments", "SmallModelArguments"]
+__all__ = ["EvaluateArguments", "KnowledgeArguments", "LLMArguments", "OptimizeArguments", "SmallModelArguments",
+           "SplitArguments"]

@@ -122,4 +122,9 @@ class OptimizeArguments:
     top_k: int = field(default=3, metadata={
         "min": 1, "show_default": True,
         "help": "Search candidates re-scored (plus the baseline) before the soft prompt is chosen."})
+    selection_guard: bool = field(default=False, metadata={
+        "flag": True,
+        "help": "Also write selected_soft_prompt.safetensors: BPO's soft prompt only if it beats the baseline on dev "
+                "by more than the selection optimism BPO estimates (split-half), else none (the demo's guard; "
+                "`ablate --workspace` prefers this file)."})
     skip_invalid: bool = _skip_invalid()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..extras.errors import BladeError
+from ..bpo.guard import keep_better_soft_prompt as _keep_better_soft_prompt  # noqa: F401 (tests use this name)
 from ..runs.atomic_io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -149,26 +150,6 @@ def _probe_dp(corpus: Path, base_model: str, dp_model: str, seed: int, n: int = 
         completions.append(complete(writer, probes, 12))
         del writer
     return {**probe_report(probes, completions[0], completions[1]), "corpus": str(corpus)}
-
-
-def _keep_better_soft_prompt(bpo_dir: Path, best_score: float, baseline: float, hidden: int,
-                             optimism: float | None = None) -> dict:
-    """BPO's soft prompt only if its dev score beats the no-soft-prompt baseline by more than the selection
-    optimism BPO itself estimated (how much the best of several trials overstates on this dev set, split-half;
-    0 when unknown), else an empty one: BLADE then falls back to DP + KIT, never below it on dev, and a tie or a
-    noise-sized win keeps the simpler model. Written as runs/bpo/selected_soft_prompt.safetensors."""
-    import torch
-
-    from ..small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
-
-    margin = max(0.0, optimism or 0.0)
-    keep = best_score - baseline > margin
-    tensor, meta = load_soft_prompt(bpo_dir / "soft_prompt.safetensors")
-    chosen = tensor if keep else torch.zeros(0, hidden)
-    save_soft_prompt(bpo_dir / "selected_soft_prompt.safetensors", chosen,
-                     {**meta, "selected": "bpo" if keep else "baseline (no soft prompt)",
-                      "dev_best": best_score, "dev_baseline": baseline, "optimism": margin})
-    return {"kept_soft_prompt": keep, "dev_best": best_score, "dev_baseline": baseline, "optimism": margin}
 
 
 def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict:

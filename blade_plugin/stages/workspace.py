@@ -41,11 +41,29 @@ class PlannedFile:
     text: str | None = None
 
 
-def plan_workspace(root: Path, variant: str | None = None) -> list[PlannedFile]:
-    """Every file `init` would write, so that conflicts are found before anything is written."""
-    planned: list[PlannedFile] = [PlannedFile(None, root / "README.md", WORKSPACE_README)]
-    for recipe in sorted(recipes_dir().iterdir()):
-        if recipe.suffix in {".yaml", ".yml", ".json"}:
+RAW_README = """Put the raw training file(s) here, unchanged (see ../README.md, step 1). They stay yours: no command
+writes into raw/.
+"""
+
+
+def plan_workspace(root: Path, variant: str | None = None, preset: str | None = None) -> list[PlannedFile]:
+    """Every file `init` would write, so that conflicts are found before anything is written. A `preset`
+    (jec-qa, mlec-qa) brings its own README, prompt variant and paper recipes, and no demo data."""
+    chosen = None
+    if preset is not None:
+        from ..presets import RECIPES_SUBDIR, get_preset, workspace_readme
+
+        chosen = get_preset(preset)
+        if variant is not None and variant != chosen.variant:
+            raise BladeError(f"--preset {preset} uses the {chosen.variant} prompts; drop --variant {variant}")
+        variant = chosen.variant
+    readme = workspace_readme(chosen) if chosen else WORKSPACE_README
+    planned: list[PlannedFile] = [PlannedFile(None, root / "README.md", readme)]
+    recipe_files = sorted(recipes_dir().iterdir())
+    if chosen:
+        recipe_files += sorted((recipes_dir() / RECIPES_SUBDIR).iterdir())
+    for recipe in recipe_files:
+        if recipe.is_file() and recipe.suffix in {".yaml", ".yml", ".json"}:
             planned.append(PlannedFile(recipe, root / "recipes" / recipe.name))
     prompt_dir = templates_dir() / variant if variant else templates_dir()
     if not prompt_dir.is_dir():
@@ -54,16 +72,22 @@ def plan_workspace(root: Path, variant: str | None = None) -> list[PlannedFile]:
     for template in sorted(prompt_dir.iterdir()):
         if template.is_file() and template.suffix in {".j2", ".md"}:
             planned.append(PlannedFile(template, root / "templates" / template.name))
+    if chosen:
+        # an empty registry: `split --corpus` and `knowledge --dataset-dir data` add the preset's datasets
+        planned += [PlannedFile(None, root / "data" / "dataset_info.json", "{}\n"),
+                    PlannedFile(None, root / "raw" / "README.md", RAW_README)]
+        return planned
     for data_file in sorted(bundled_data_dir().iterdir()):
         if data_file.is_file() and data_file.suffix in {".json", ".jsonl"}:
             planned.append(PlannedFile(data_file, root / "data" / data_file.name))
     return planned
 
 
-def init_workspace(root: str | Path, variant: str | None = None, force: bool = False) -> list[Path]:
+def init_workspace(root: str | Path, variant: str | None = None, force: bool = False,
+                   preset: str | None = None) -> list[Path]:
     """Write the workspace; refuse (writing nothing) if any target exists, unless `force`."""
     root = Path(root)
-    planned = plan_workspace(root, variant)
+    planned = plan_workspace(root, variant, preset)
     existing = [p.target for p in planned if p.target.exists()]
     if existing and not force:
         shown = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
