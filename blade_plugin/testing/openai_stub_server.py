@@ -120,6 +120,8 @@ class _Handler(LoopbackHandler):
             stub._event("finish", number)
 
     def _chat(self, stub: StubOpenAIServer, body: dict, number: int) -> None:
+        if stub.drop_response_format:  # as `llamafactory-cli api` does: pydantic drops the unknown field
+            body = {k: v for k, v in body.items() if k != "response_format"}
         if stub.latency:
             time.sleep(stub.latency)
         problem = stub._validate(body)  # the API refuses a bad request before anything can go wrong
@@ -253,12 +255,14 @@ class StubOpenAIServer(BackgroundHTTPServer):
 
     def __init__(self, responder: Responder | None = None, latency: float = 0.0, port: int = 0,
                  fault_retry_after_ms: int = 10, reject_response_format: bool = False,
-                 api_key: str | None = DEFAULT_API_KEY, models: Iterable[str] | None = DEFAULT_MODELS,
+                 drop_response_format: bool = False, api_key: str | None = DEFAULT_API_KEY,
+                 models: Iterable[str] | None = DEFAULT_MODELS,
                  reasoning_models: Iterable[str] = ()):
         self.responder = responder or default_responder
         self.latency = latency
         self.fault_retry_after_ms = fault_retry_after_ms
         self.reject_response_format = reject_response_format  # 400 for any request with response_format
+        self.drop_response_format = drop_response_format  # ignore it silently (the responder never sees it)
         self.api_key = api_key
         self.models = None if models is None else list(models)
         self.reasoning_models = set(reasoning_models)
