@@ -65,8 +65,10 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def stub():
-    # the upstream takes exactly the key serve was given and serves only the model serve pins
-    with StubOpenAIServer(responder=responder, api_key=UPSTREAM_SECRET, models=["upstream-model"]) as server:
+    # the upstream takes exactly the key serve was given, serves only the model serve pins, and takes vLLM's
+    # top_k (a vendor field the caller passes through) besides OpenAI's parameters
+    with StubOpenAIServer(responder=responder, api_key=UPSTREAM_SECRET, models=["upstream-model"],
+                          extra_parameters=["top_k"]) as server:
         yield server
 
 

@@ -186,10 +186,11 @@ def check_response_format(fmt, messages: list) -> APIError | None:
     return None
 
 
-def check_chat_request(body: dict, reasoning: bool) -> APIError | None:
-    """The first thing the API would refuse in `body` (the model is known to exist), or None."""
+def check_chat_request(body: dict, reasoning: bool, extra_parameters: frozenset = frozenset()) -> APIError | None:
+    """The first thing the API would refuse in `body` (the model is known to exist), or None.
+    `extra_parameters`: vendor fields the endpoint also takes (vLLM's `top_k`, ...)."""
     for name in body:
-        if name not in KNOWN_PARAMETERS:
+        if name not in KNOWN_PARAMETERS and name not in extra_parameters:
             return APIError(400, f"Unrecognized request argument supplied: {name}")
     if "messages" not in body:
         return APIError(400, "Missing required parameter: 'messages'.", param="messages",

@@ -257,7 +257,7 @@ class StubOpenAIServer(BackgroundHTTPServer):
                  fault_retry_after_ms: int = 10, reject_response_format: bool = False,
                  drop_response_format: bool = False, api_key: str | None = DEFAULT_API_KEY,
                  models: Iterable[str] | None = DEFAULT_MODELS,
-                 reasoning_models: Iterable[str] = ()):
+                 reasoning_models: Iterable[str] = (), extra_parameters: Iterable[str] = ()):
         self.responder = responder or default_responder
         self.latency = latency
         self.fault_retry_after_ms = fault_retry_after_ms
@@ -266,6 +266,7 @@ class StubOpenAIServer(BackgroundHTTPServer):
         self.api_key = api_key
         self.models = None if models is None else list(models)
         self.reasoning_models = set(reasoning_models)
+        self.extra_parameters = frozenset(extra_parameters)  # vendor fields taken too (vLLM's top_k, ...)
         self.stream_delay = 0.0  # seconds between streamed chunks (stream: true requests)
         self.authorizations: list[str | None] = []  # the Authorization header of each chat request
         self.refusals: list[APIError] = []  # every 4xx the API rules gave (auth, model, parameters)
@@ -366,7 +367,7 @@ class StubOpenAIServer(BackgroundHTTPServer):
             return APIError(400, "you must provide a model parameter")
         if not self.knows(model):
             return model_not_found(model)
-        return check_chat_request(body, reasoning=self.is_reasoning(model))
+        return check_chat_request(body, reasoning=self.is_reasoning(model), extra_parameters=self.extra_parameters)
 
     def _fault_for(self, body: dict) -> tuple[int, dict] | None:
         """The fault (status, headers) this valid request gets, if any."""
