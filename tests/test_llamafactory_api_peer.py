@@ -65,7 +65,8 @@ def llamafactory_api(default_model_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_client_against_llamafactory_api(llamafactory_api, tmp_path):
     config = LLMConfig(base_url=llamafactory_api, model="smollm2", max_tokens=16,
-                       cache_db=tmp_path / "cache.sqlite3", concurrency=2)
+                       cache_db=tmp_path / "cache.sqlite3", concurrency=2,
+                       timeout=900)  # a shared CPU must not turn a slow answer into a retry
     with LLMClient(config) as client:
         answers = client.complete_many([[{"role": "user", "content": "What is the capital of France?"}],
                                         [{"role": "user", "content": "Name one vitamin."}]])
@@ -89,7 +90,8 @@ def test_json_answers_from_llamafactory_api_are_not_taken_for_structured_output(
     messages = [[{"role": "user", "content": f"{q}\nA. Paris\nB. Rome\nC. Madrid"}] for q in questions]
     fmt = answer_response_format(options)
     config = LLMConfig(base_url=llamafactory_api, model="smollm2", max_tokens=16, answer_format="json",
-                       cache_db=tmp_path / "cache.sqlite3", concurrency=2)
+                       cache_db=tmp_path / "cache.sqlite3", concurrency=2,
+                       timeout=900)  # a shared CPU must not turn a slow answer into a retry
     with LLMClient(config) as client, caplog.at_level("WARNING"):
         async def ask_all():
             return await asyncio.gather(*(client.acomplete(m, fmt) for m in messages))
