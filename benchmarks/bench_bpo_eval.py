@@ -36,11 +36,12 @@ from blade_plugin.qa.prompts import load_prompts
 from blade_plugin.qa.data import QAItem, load_qa
 from blade_plugin.small_lm.hf_backend import SoftPromptGenerator
 from blade_plugin.small_lm.soft_prompt import SoftPromptSpace
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_plugin.testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
 from blade_plugin.testing.scripted_llm import QAOracle
 
 
 def main() -> None:
+    os.environ["OPENAI_API_KEY"] = DEFAULT_API_KEY  # the stub's key (this process and its children)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=96, help="dev questions (the bundled 56, repeated as variants)")
     parser.add_argument("--latency", type=float, default=0.5, help="LLM latency per request (s)")

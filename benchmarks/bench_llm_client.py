@@ -36,7 +36,7 @@ from blade_plugin.llm.client import LLMClient, LLMConfig
 from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.qa.data import load_qa
 from blade_plugin.qa.prompts import load_prompts
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_plugin.testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
 from blade_plugin.testing.scripted_llm import QAOracle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,6 +100,7 @@ def bare_client_in_child(base_url: str, n: int, concurrency: int) -> float:
 
 
 def main() -> None:
+    os.environ["OPENAI_API_KEY"] = DEFAULT_API_KEY  # the stub's key (this process and its children)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=500, help="questions (2 requests each)")
     parser.add_argument("--latency", type=float, default=0.2, help="server latency per request (s)")

@@ -25,7 +25,7 @@ import numpy as np
 
 from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.small_lm.default_model import materialize_default_model
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_plugin.testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
 from blade_plugin.testing.serve_process import ServeProcess
 
 logger = logging.getLogger("bench_serve")
@@ -90,7 +90,7 @@ def main() -> None:
                           "--batch-size", str(batch_size), "--max-wait-ms", str(args.max_wait_ms),
                           "--knowledge-cache-size", "0", "--max-queue", "4096", "--llm-base-url", upstream.base_url,
                           "--llm-model", "stub"]
-            env = {"OPENAI_API_KEY": "unused", "HF_HUB_OFFLINE": "1"}
+            env = {"OPENAI_API_KEY": DEFAULT_API_KEY, "HF_HUB_OFFLINE": "1"}  # the key the stub upstream takes
             with ServeProcess(serve_args, Path(tmp) / f"{mode}.log", env=env) as server:
                 asyncio.run(run_level(server.base_url, 1, pool[:1]))  # warm-up: first-call costs
                 results[mode] = {}

@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The key the stub servers accept (a real key must never reach a test, so this one replaces it).
+os.environ["OPENAI_API_KEY"] = "sk-blade-stub-0123456789"  # = openai_stub_server.DEFAULT_API_KEY
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +70,7 @@ def llm_config(server, tmp_path: Path, **overrides):
     """LLMConfig for the stub server with a private cache (the stub's faults carry a short retry-after-ms)."""
     from blade_plugin.llm.client import LLMConfig
 
-    values = dict(base_url=server.base_url, model="stub-model", cache_db=tmp_path / "cache.sqlite3",
+    values = dict(base_url=server.base_url, model="stub", cache_db=tmp_path / "cache.sqlite3",
                   max_retries=3)
     values.update(overrides)
     return LLMConfig(**values)

@@ -155,3 +155,27 @@ def test_option_reaches_the_config_and_the_wire(tmp_path):
     assert "Parsed choice: C" in result.stdout
     assert server.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["answer"]["items"][
         "enum"] == ["A", "B", "C"]
+
+
+def test_an_endpoint_that_ignores_response_format_is_detected(items, prompts, tmp_path, caplog):
+    """`llamafactory-cli api` takes response_format and drops it (the stub's drop_response_format does the
+    same): the free-text reply to the probe is not the schema's JSON, so the client says so, asks for JSON
+    in the prompt from then on, and counts every answer that came without the schema."""
+    with StubOpenAIServer(_responder_for(items), drop_response_format=True) as server:
+        config = llm_config(server, tmp_path, answer_format="json", concurrency=8)
+        with LLMClient(config) as client, caplog.at_level("WARNING"):
+            stats = generate_kit_data(items, prompts, client, tmp_path / "kit.jsonl", progress_bar=False)
+            usage = client.usage
+    assert "took response_format but answered without the schema's JSON" in caplog.text
+    assert stats.total == 6 and stats.unparseable == 0
+    answers = _answer_bodies(server)
+    assert [("response_format" in b) for b in answers].count(True) == 1  # one probe, then the instruction
+    assert sum(INSTRUCTION_START in b["messages"][-1]["content"] for b in answers) == 6
+    assert (usage.unstructured, usage.json_by_instruction, usage.failures) == (1, 6, 0)
+
+
+def test_structured_answers_are_counted_as_such(items, prompts, tmp_path):
+    with StubOpenAIServer(_responder_for(items)) as server:
+        with LLMClient(llm_config(server, tmp_path, answer_format="json")) as client:
+            generate_kit_data(items, prompts, client, tmp_path / "kit.jsonl", progress_bar=False)
+            assert (client.usage.unstructured, client.usage.json_by_instruction) == (0, 0)

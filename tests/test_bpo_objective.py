@@ -1,4 +1,4 @@
-"""KnowledgeObjective's bookkeeping: per-item LLM errors counted and scored wrong, with or without the field."""
+"""KnowledgeObjective's bookkeeping: per-item LLM errors counted and scored wrong; the baseline has no soft prompt."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ class _Usage:
 
 
 class _RecordedClient:
-    """Returns recorded answers instead of running the coroutine: the seam between BPO and answer_items."""
+    """Returns recorded answers instead of running the coroutine: the seam between BPO and answer_items.
+    `calls` keeps the locals of the unstarted coroutine (KnowledgeAnswerer.answer: its `self` carries the soft prompt)."""
 
     def __init__(self, records):
-        self.records, self.usage = records, _Usage()
+        self.records, self.usage, self.calls = records, _Usage(), []
 
     def run(self, coro):
+        self.calls.append(dict(coro.cr_frame.f_locals))
         coro.close()  # never started: no model, no HTTP
         self.usage.calls += len(self.records)
         self.usage.seconds += 1.25
@@ -33,8 +35,12 @@ class _RecordedClient:
 
 
 class _Space:
+    def __init__(self):
+        self.projected = []
+
     def to_soft_prompt(self, z):
-        return torch.zeros(1, 4)
+        self.projected.append(z)
+        return torch.full((1, 4), 7.0)
 
 
 def _objective(records):
@@ -43,9 +49,11 @@ def _objective(records):
 
 
 def test_errors_are_counted_and_scored_wrong():
-    records = [AnswerRecord("q1", "k", "Answer: A", ["A"], True), AnswerRecord("q2", "k", "", None, False),
+    records = [AnswerRecord("q1", "k", "Answer: A", ["A"], True), AnswerRecord("q2", "k", "", None, True),
                AnswerRecord("q3", "k", "Answer: B", ["B"], True)]
-    records[1].error = "400: prompt too long"  # the field helper B adds to AnswerRecord
+    # a failed request scores wrong whatever its record's `correct` says (here True, so dropping the error
+    # check would score 3/3)
+    records[1].error = "400: prompt too long"
     result = _objective(records)(torch.zeros(3))
     assert result.details["errors"] == 1 and result.details["error_ids"] == ["q2"]
     assert result.correct == [True, False, True] and result.score == 2 / 3
@@ -53,7 +61,14 @@ def test_errors_are_counted_and_scored_wrong():
     assert result.usage == {"calls": 3} and result.timings["llm_request_s"] == 1.25
 
 
-def test_records_without_an_error_field_still_work_and_baseline_has_no_soft_prompt():
+def test_records_without_errors_score_as_recorded_and_baseline_has_no_soft_prompt():
     records = [AnswerRecord("q1", "k", "Answer: A", ["A"], False), AnswerRecord("q2", "k", "Answer: C", ["C"], True)]
-    result = _objective(records)(None)
-    assert result.details["errors"] == 0 and result.correct == [False, True] and result.score == 0.5
+    objective = _objective(records)
+    result = objective(None)
+    assert result.details["errors"] == 0 and result.details["error_ids"] == []
+    assert result.correct == [False, True] and result.score == 0.5 and result.details["correct"] == ["q2"]
+    assert objective.space.projected == [] and objective.answerer.client.calls[0]["self"].soft_prompt is None
+    z = torch.ones(3)
+    objective(z)  # a trial: p = A z goes to answer_items
+    assert objective.space.projected == [z] and torch.equal(objective.answerer.client.calls[1]["self"].soft_prompt,
+                                                            torch.full((1, 4), 7.0))

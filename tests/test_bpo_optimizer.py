@@ -65,15 +65,26 @@ def test_proposals_leave_the_global_random_state_alone_and_ignore_it():
     assert torch.equal(propose(X, y, q=2, seed=5, num_restarts=2, raw_samples=32), first)
 
 
-def test_no_blanket_warning_suppression():
-    # a warning raised by our own code path during a BO round still reaches the caller's filters
+def test_no_blanket_warning_suppression(monkeypatch):
+    """A warning raised inside a BO round (here by optimize_acqf, which propose imports when called) reaches
+    the caller's filters, and propose leaves no blanket "ignore" behind for warnings raised after it."""
+    import botorch.optim
+
+    real = botorch.optim.optimize_acqf
+
+    def warning_optimize_acqf(*args, **kwargs):
+        warnings.warn("sentinel inside propose", UserWarning)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(botorch.optim, "optimize_acqf", warning_optimize_acqf)
     X = sobol_points(6, 3, seed=0)
     y = -(X ** 2).sum(-1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        warnings.warn("sentinel", UserWarning)
         propose(X, y, q=1, seed=0, num_restarts=2, raw_samples=32)
-    assert any(str(w.message) == "sentinel" for w in caught)
+        warnings.warn("sentinel after propose", UserWarning)
+    messages = [str(w.message) for w in caught]
+    assert "sentinel inside propose" in messages and "sentinel after propose" in messages
 
 
 @pytest.mark.slow

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from scipy.stats import binom
+from scipy.stats import binom, binomtest
 
-from blade_plugin.stages.evaluation import compute_metrics
-from blade_plugin.qa.metrics import mcnemar_exact_p
 from blade_plugin.qa.data import load_qa
 from blade_plugin.small_lm.soft_prompt import SoftPromptSpace, save_soft_prompt
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
@@ -54,20 +52,35 @@ def test_all_modes_and_metrics_follow_from_predictions(setup, default_model_dir)
     assert knowledge != blade  # the soft prompt changed what the small LM wrote
 
     metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"modes", "paired", "errors", "seconds", "llm_usage", "inputs"} and metrics["errors"] == []
+    by = {(p["mode"], p["id"]): p for p in predictions}
     for mode in ("llm", "knowledge", "blade"):
-        rows = [p for p in predictions if p["mode"] == mode]
-        assert metrics["modes"][mode]["accuracy"] == round(sum(p["correct"] for p in rows) / len(rows), 4)
-        # percentile bootstrap of 0/1 data: a resample's mean is exactly Binomial(n, k/n) / n (within one step)
+        rows = [by[(mode, it.id)] for it in items]
+        m = metrics["modes"][mode]
         k, n = sum(p["correct"] for p in rows), len(rows)
+        assert (m["n"], m["correct"], m["accuracy"], m["errors"]) == (n, k, round(k / n, 4), 0)
+        assert m["unparseable"] == sum(1 for p in rows if p["unparseable"])
+        # percentile bootstrap of 0/1 data: a resample's mean is exactly Binomial(n, k/n) / n (within one step)
         exact = binom(n, k / n)
-        for bound, q in zip(metrics["modes"][mode]["ci95"], (0.025, 0.975)):
+        for bound, q in zip(m["ci95"], (0.025, 0.975)):
             assert abs(bound - exact.ppf(q) / n) <= 1 / n + 1e-9
-    assert metrics == {**compute_metrics(items, predictions, ("llm", "knowledge", "blade"), 500, 0),
-                       "seconds": metrics["seconds"], "llm_usage": metrics["llm_usage"], "inputs": metrics["inputs"]}
-    paired = metrics["paired"]["blade_vs_llm"]
-    wins = sum(1 for it in items if next(p for p in predictions if p["mode"] == "blade" and p["id"] == it.id)["correct"]
-               and not next(p for p in predictions if p["mode"] == "llm" and p["id"] == it.id)["correct"])
-    assert paired["wins"] == wins and paired["mcnemar_p"] == round(mcnemar_exact_p(wins, paired["losses"]), 6)
+        single = [by[(mode, it.id)]["correct"] for it in items if not it.is_multi_answer]
+        multi = [by[(mode, it.id)]["correct"] for it in items if it.is_multi_answer]
+        if single and multi:
+            assert (m["single_answer"]["n"], m["single_answer"]["correct"]) == (len(single), sum(single))
+            assert (m["multi_answer"]["n"], m["multi_answer"]["correct"]) == (len(multi), sum(multi))
+    assert set(metrics["paired"]) == {"knowledge_vs_llm", "blade_vs_llm"}
+    for mode in ("knowledge", "blade"):
+        paired = metrics["paired"][f"{mode}_vs_llm"]
+        pairs = [(by[(mode, it.id)]["correct"], by[("llm", it.id)]["correct"]) for it in items]
+        wins, losses = sum(1 for a, b in pairs if a and not b), sum(1 for a, b in pairs if b and not a)
+        assert (paired["n"], paired["wins"], paired["losses"]) == (len(items), wins, losses)
+        assert paired["accuracy_diff"] == round((sum(a for a, _ in pairs) - sum(b for _, b in pairs)) / len(items), 4)
+        # exact McNemar = two-sided binomial test of the discordant pairs at 1/2 (scipy), 1 when there are none
+        expected_p = binomtest(min(wins, losses), wins + losses, 0.5).pvalue if wins + losses else 1.0
+        assert paired["mcnemar_p"] == pytest.approx(min(1.0, expected_p), abs=1e-6)
+        low, high = paired["ci95"]
+        assert -1 <= low <= paired["accuracy_diff"] <= high <= 1
     assert "| LLM + BLADE (soft prompt) |" in (out / "report.md").read_text()
     # one real request per distinct (question, knowledge): identical knowledge in two modes is a cache hit
     assert server.request_count == len({(p["id"], p["knowledge"]) for p in predictions})

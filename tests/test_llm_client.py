@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -28,7 +29,7 @@ def test_persistent_failure_is_loud_and_bounded(stub_llm, tmp_path):
         with pytest.raises(LLMError) as err:
             client.complete_many([MSG])
     message = str(err.value)
-    assert stub_llm.base_url in message and "stub-model" in message and "3 attempts" in message
+    assert stub_llm.base_url in message and "(model stub)" in message and "3 attempts" in message
     assert "HTTP 503" in message
     assert stub_llm.request_count == 3
 
@@ -52,11 +53,14 @@ def test_cache_hit_avoids_request_and_survives_new_client(stub_llm, tmp_path):
     assert stub_llm.request_count == 1
 
 
-def test_other_sampling_params_or_model_miss_the_cache(stub_llm, tmp_path):
-    for overrides in ({}, {"temperature": 0.7}, {"max_tokens": 64}, {"model": "other-model"}):
-        with LLMClient(llm_config(stub_llm, tmp_path, **overrides)) as client:
-            client.complete_many([MSG])
-    assert stub_llm.request_count == 4
+def test_other_sampling_params_or_model_miss_the_cache(tmp_path):
+    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+
+    with StubOpenAIServer(models=["stub", "other-model"]) as server:
+        for overrides in ({}, {"temperature": 0.7}, {"max_tokens": 64}, {"model": "other-model"}):
+            with LLMClient(llm_config(server, tmp_path, **overrides)) as client:
+                client.complete_many([MSG])
+        assert server.request_count == 4
 
 
 def test_no_cache_flag_always_asks(stub_llm, tmp_path):
@@ -68,18 +72,22 @@ def test_no_cache_flag_always_asks(stub_llm, tmp_path):
 
 
 def test_requests_run_concurrently(tmp_path):
+    """All n requests are in the server at once: each reply waits until n requests are being served (a barrier),
+    which a client sending fewer at a time could never satisfy."""
+    import threading
+
     from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 
-    n, latency = 12, 0.3
+    n = 12
     batch = [[{"role": "user", "content": f"question {i}"}] for i in range(n)]
-    with StubOpenAIServer(latency=latency) as server:
-        with LLMClient(llm_config(server, tmp_path, concurrency=n, use_cache=False)) as client:
+    all_in = threading.Barrier(n, timeout=120)
+    with StubOpenAIServer() as server:
+        with LLMClient(llm_config(server, tmp_path, concurrency=n, use_cache=False, max_retries=0)) as client:
             client.complete_many(batch[:1])  # warm up the connection
-            started = time.perf_counter()
+            server.responder = lambda messages, body: (all_in.wait(), "Answer: A")[1]
             answers = client.complete_many(batch)
-            elapsed = time.perf_counter() - started
+        assert server.max_in_flight() == n
     assert answers == ["Answer: A"] * n
-    assert elapsed < 0.5 * n * latency, f"{elapsed:.2f} s for {n} requests of {latency} s"
 
 
 def test_results_keep_input_order(tmp_path):
@@ -97,11 +105,14 @@ def test_usable_across_event_loops(stub_llm, tmp_path):
             assert asyncio.run(client.acomplete(MSG)) == "Answer: A"
 
 
-def test_api_key_is_never_stored(stub_llm, tmp_path, monkeypatch):
+def test_api_key_is_never_stored(tmp_path, monkeypatch):
+    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+
     secret = "sk-test-SECRET-0123456789"
     monkeypatch.setenv("MY_LLM_KEY", secret)
-    with LLMClient(llm_config(stub_llm, tmp_path, api_key_env="MY_LLM_KEY")) as client:
-        client.complete_many([MSG])
+    with StubOpenAIServer(api_key=secret) as server, \
+            LLMClient(llm_config(server, tmp_path, api_key_env="MY_LLM_KEY")) as client:
+        client.complete_many([MSG])  # the stub refuses any other key: this one was sent
         assert secret not in repr(client.identity())
     for path in tmp_path.iterdir():
         assert secret.encode() not in path.read_bytes(), path
@@ -115,7 +126,7 @@ def test_cache_logs_prompt_and_response(stub_llm, tmp_path):
         client.complete_many([MSG])
     row = sqlite3.connect(tmp_path / "cache.sqlite3").execute(
         "SELECT base_url, model, messages, params, response, prompt_tokens FROM responses").fetchone()
-    assert row[0] == stub_llm.base_url and row[1] == "stub-model"
+    assert row[0] == stub_llm.base_url and row[1] == "stub"
     assert json.loads(row[2]) == MSG and json.loads(row[3])["temperature"] == 0.0
     assert row[4] == "Answer: A" and row[5] > 0
 
@@ -186,31 +197,38 @@ def test_stub_lists_models_and_counts_tokens(stub_llm, tmp_path):
     import json
     import urllib.request
 
-    with urllib.request.urlopen(stub_llm.base_url + "/models", timeout=5) as response:
-        assert json.load(response)["data"][0]["object"] == "model"
+    request = urllib.request.Request(stub_llm.base_url + "/models",
+                                     headers={"Authorization": f"Bearer {os.environ['OPENAI_API_KEY']}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert [m["id"] for m in json.load(response)["data"]] == ["stub", "o4-mini"]
     with LLMClient(llm_config(stub_llm, tmp_path)) as client:
         client.complete_many([MSG])
         # the stub counts whitespace-separated words: the usage it reports must reach our counters
         words = len(MSG[0]["content"].split())
         assert (client.usage.prompt_tokens, client.usage.completion_tokens) == (words, len("Answer: A".split()))
-    assert stub_llm.requests[0]["messages"] == MSG and stub_llm.requests[0]["model"] == "stub-model"
+    assert stub_llm.requests[0]["messages"] == MSG and stub_llm.requests[0]["model"] == "stub"
+
+
+def _gap_before_retry(server) -> float:
+    """Seconds between the refused attempt's end and the retry's start, from the stub's own events (a lower
+    bound set by the client's wait: load can only lengthen it)."""
+    intervals = server.intervals()
+    last = max(intervals)
+    return intervals[last][0] - intervals[last - 1][1]
 
 
 def test_retry_after_seconds_and_http_date_are_honoured(stub_llm, tmp_path):
-    """The SDK's retry machinery waits as long as the server says (not its 0.5 s default backoff)."""
+    """The SDK's retry machinery waits as long as the server says (its own first backoff is 0.5-1 s)."""
     from email.utils import formatdate
 
     with LLMClient(llm_config(stub_llm, tmp_path, use_cache=False)) as client:
-        stub_llm.inject_faults([429], headers={"retry-after": "1.2"})
-        started = time.perf_counter()
+        stub_llm.inject_faults([429], headers={"retry-after": "1.5"})
         assert client.complete_many([MSG]) == ["Answer: A"]
-        waited = time.perf_counter() - started
-        assert 1.2 <= waited < 3.0, waited
+        assert _gap_before_retry(stub_llm) >= 1.5
         # an HTTP date 3 s ahead (whole seconds: at least ~2 s from now)
         stub_llm.inject_faults([503], headers={"retry-after": formatdate(time.time() + 3, usegmt=True)})
-        started = time.perf_counter()
         assert client.complete_many([MSG]) == ["Answer: A"]
-        assert 1.5 <= time.perf_counter() - started < 5.0
+        assert _gap_before_retry(stub_llm) >= 1.5
         assert client.usage.retries == 2 and client.usage.calls == 4
     assert stub_llm.fault_count == 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from blade_plugin.qa.data import load_qa
-from blade_plugin.small_lm.soft_prompt import SoftPromptSpace, load_soft_prompt
+from blade_plugin.small_lm.soft_prompt import load_soft_prompt
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from blade_plugin.testing.scripted_llm import QAOracle
 from helpers import run_cli, sigkill_when
@@ -76,12 +77,17 @@ def test_run_then_killed_run_resumes_to_the_same_files(dev_setup, default_model_
     assert prompt.shape == (5, 576)
     assert meta["base_model"] == str(default_model_dir) and meta["template"] == "blade_chatml"
     assert meta["z"] == summary["best_z"] == chosen["z"] and meta["trial"] == chosen["trial"]
-    # the artifact is exactly p = A z for the recorded seed and z, and drives generation the same way
-    space = SoftPromptSpace.for_generator(generator, n_tokens=meta["n_tokens"], d=meta["d"], seed=meta["seed"])
-    rebuilt = space.to_soft_prompt(torch.tensor(meta["z"]))
-    assert torch.allclose(prompt, rebuilt)
-    texts = ["What does aspirin inhibit?"]
-    assert generator.generate(texts, soft_prompt=prompt) == generator.generate(texts, soft_prompt=rebuilt)
+    # the artifact is exactly p = reshape(A z), recomputed here from the documented recipe rather than through
+    # SoftPromptSpace: A = randn(n_tokens * hidden, d; seed) * mean token-embedding norm / sqrt(hidden * d / 3)
+    assert meta.get("init", "random") == "random"
+    n_tokens, d, hidden = meta["n_tokens"], meta["d"], 576
+    raw = torch.randn(n_tokens * hidden, d, generator=torch.Generator().manual_seed(meta["seed"]), dtype=torch.float64)
+    norm = float(generator.model.get_input_embeddings().weight.float().norm(dim=-1).mean())
+    z = torch.tensor(meta["z"], dtype=torch.float64)
+    expected = (raw * (norm / math.sqrt(hidden * d / 3.0)) @ z).reshape(n_tokens, hidden).to(torch.float32)
+    assert torch.allclose(prompt, expected, rtol=1e-5, atol=1e-6)
+    # (that a soft prompt drives generation as transformers' generate with inputs_embeds does is
+    # test_soft_generation's check)
 
     # the same job killed twice (inside the Sobol points, then during re-scoring) and resumed by re-running
     out = tmp_path / "bpo"

@@ -86,17 +86,53 @@ def test_probe_completions_are_the_models_greedy_continuations(default_model_dir
     assert hits[0] is True and not any(hits[1:4])
 
 
+def _greedy_completions(model_dir, probes, max_new_tokens: int) -> list[str]:
+    """transformers' own greedy continuation of each bare probe prompt (the independent expectation)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    out = []
+    for p in probes:
+        ids = tokenizer(p.prompt, return_tensors="pt")
+        with torch.inference_mode():
+            generated = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+        out.append(tokenizer.decode(generated[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return out
+
+
 @pytest.mark.slow
 def test_probe_cli_reports_before_and_after(default_model_dir, tmp_path):
+    """Before = the base model, after = another model (the base with its MLPs perturbed, standing in for a DP
+    output): each column is that model's own greedy continuation, and the paired numbers follow from them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    after_dir = tmp_path / "after_model"
+    model = AutoModelForCausalLM.from_pretrained(default_model_dir)
+    noise = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            weight = layer.mlp.down_proj.weight
+            weight.add_(torch.randn(weight.shape, generator=noise) * 0.05)
+    model.save_pretrained(after_dir)
+    AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(after_dir)
+
     corpus = _write(tmp_path / "c.jsonl", CORPUS)
     out = tmp_path / "probe.json"
-    res = run_cli(["blade-bpo", "probe", "--small-model", str(default_model_dir), "--corpus", str(corpus),
-                   "--max-new-tokens", "6", "--out", str(out)], cwd=tmp_path,
+    res = run_cli(["blade-bpo", "probe", "--small-model", str(after_dir), "--base-model", str(default_model_dir),
+                   "--corpus", str(corpus), "--max-new-tokens", "6", "--out", str(out)], cwd=tmp_path,
                   env={"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)})
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert report["n"] == 5
-    # same model before and after: identical completions, no change
-    assert [r["before"] for r in report["probes"]] == [r["after"] for r in report["probes"]]
-    assert report["after_vs_before"]["accuracy_diff"] == 0 and report["before"]["correct"] == report["after"]["correct"]
-    assert f"after: {report['after']['correct']}/5 facts completed" in res.stdout
+    probes = cloze_probes(corpus, n=None)
+    before, after = _greedy_completions(default_model_dir, probes, 6), _greedy_completions(after_dir, probes, 6)
+    assert before != after  # the fixture really is a different model
+    assert report["n"] == 5 and [r["prompt"] for r in report["probes"]] == [p.prompt for p in probes]
+    assert [r["before"] for r in report["probes"]] == before and [r["after"] for r in report["probes"]] == after
+    hits_before, hits_after = score(probes, before), score(probes, after)
+    assert (report["before"]["correct"], report["after"]["correct"]) == (sum(hits_before), sum(hits_after))
+    assert report["after_vs_before"]["accuracy_diff"] == round((sum(hits_after) - sum(hits_before)) / 5, 4)
+    assert f"before (base): {sum(hits_before)}/5 facts completed" in res.stdout
+    assert f"after: {sum(hits_after)}/5 facts completed" in res.stdout

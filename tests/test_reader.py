@@ -126,15 +126,23 @@ def test_knowledge_quoting_prompt_headers_is_read_as_knowledge(prompts):
     assert score_answer(item, EvidenceReader().reply(prompts.answer(item, knowledge))).correct
 
 
+def _stated(item: QAItem) -> str:
+    return " and ".join(item.options[letter] for letter in sorted(item.answer))
+
+
 def test_llm_client_reader_backend_counts_and_caches(test_items, prompts, tmp_path):
     config = LLMConfig(backend="reader", cache_db=tmp_path / "cache.sqlite3")
-    batch = [prompts.answer(it, "") for it in test_items[:5]]
+    items = test_items[:5]
+    # knowledge that states exactly the gold options: the documented reply names them and answers their letters
+    batch = [prompts.answer(it, f"Relevant knowledge: {_stated(it)}.") for it in items]
+    expected = [f"The background knowledge states {_stated(it)}.\nAnswer: {', '.join(sorted(it.answer))}"
+                for it in items]
     with LLMClient(config) as client:
         first = client.complete_many(batch + batch[:2])
         assert client.usage.calls == 5 and client.identity()["base_url"].startswith("reader:")
         again = client.complete_many(batch)
         assert again == first[:5] and client.usage.calls == 5 and client.usage.cache_hits >= 5
-    assert first == [EvidenceReader().reply(m) for m in batch + batch[:2]]
+    assert first == expected + expected[:2]
 
 
 def test_kit_over_http_and_in_process_reproduce_the_bundled_kit_data(demo_data_dir, tmp_path):
@@ -150,9 +158,18 @@ def test_kit_over_http_and_in_process_reproduce_the_bundled_kit_data(demo_data_d
     local = run_cli(["blade-bpo", "knowledge", "--train", str(train), "--out", str(tmp_path / "local.jsonl"),
                      "--llm-backend", "reader", "--cache-db", str(tmp_path / "cache.sqlite3")], cwd=tmp_path)
     assert local.returncode == 0, local.stderr[-3000:]
+    # each row is (the small model's query, the reader's documented KIT knowledge: the gold options' text),
+    # built here from the training data, not by the reader
+    from blade_plugin.qa.prompts import load_prompts
+
+    rendered = load_prompts()
+    wanted = [{"instruction": rendered.small_model_query(it), "input": "", "output": f"Relevant knowledge: {_stated(it)}."}
+              for it in load_qa(train)]
     for result, name in ((http, "http.jsonl"), (local, "local.jsonl")):
         assert "kept 54 / 54 items" in result.stdout
-        assert (tmp_path / name).read_text() == expected
+        written = (tmp_path / name).read_text()
+        assert [json.loads(line) for line in written.splitlines()] == wanted
+        assert written == expected  # and the bundled demo_kit.jsonl is still what the command writes
 
 
 def test_a_fragment_option_is_not_chosen_beside_the_full_one(prompts):

@@ -12,6 +12,14 @@ from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "yaml_recipes"
+RECIPE_NAMES = ["blade_dp_full.yaml", "blade_dp_lora.yaml", "blade_kit_full.yaml", "blade_kit_lora.yaml"]
+
+
+def _recipes() -> list[Path]:
+    """The shipped recipes, exactly (a glob that matched nothing would let every loop below pass)."""
+    paths = sorted(RECIPES.glob("blade_*.yaml"))
+    assert [p.name for p in paths] == RECIPE_NAMES
+    return paths
 
 
 def _generate(model, tokenizer, text: str) -> str:
@@ -56,7 +64,7 @@ def test_recipe_runs_two_steps_and_output_loads(recipe, tmp_path, default_model_
 def test_recipes_are_cpu_safe_by_default():
     import yaml
 
-    for path in RECIPES.glob("blade_*.yaml"):
+    for path in _recipes():
         cfg = yaml.safe_load(path.read_text())
         assert "deepspeed" not in cfg, path
         assert cfg["preprocessing_num_workers"] == 1 and cfg["dataloader_num_workers"] == 0, path
@@ -91,7 +99,7 @@ def test_bare_no_override_reaches_transformers_as_the_string_no():
 def test_recipes_save_only_the_final_model_and_do_not_pack():
     import yaml
 
-    for path in RECIPES.glob("blade_*.yaml"):
+    for path in _recipes():
         cfg = yaml.safe_load(path.read_text())
         assert cfg["save_strategy"] == "no", path
         if cfg["stage"] == "pt":

@@ -65,7 +65,10 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def stub():
-    with StubOpenAIServer(responder=responder) as server:
+    # the upstream takes exactly the key serve was given, serves only the model serve pins, and takes vLLM's
+    # top_k (a vendor field the caller passes through) besides OpenAI's parameters
+    with StubOpenAIServer(responder=responder, api_key=UPSTREAM_SECRET, models=["upstream-model"],
+                          extra_parameters=["top_k"]) as server:
         yield server
 
 
@@ -191,16 +194,17 @@ def test_sixteen_concurrent_requests_share_batches(server, stub, client, prompts
         return client.chat.completions.create(
             model="blade", messages=[{"role": "user", "content": user_text(record["question"], record["options"])}])
 
-    health_seconds = []
+    depths = []  # /health while the 16 are in the server: the event loop answers while the small LM generates
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(ask, record) for record in records]
-        while not all(f.done() for f in futures):  # the event loop answers while the small LM generates
-            began = time.perf_counter()
-            assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
-            health_seconds.append(time.perf_counter() - began)
-            time.sleep(0.5)
+        while not all(f.done() for f in futures):
+            health = httpx.get(f"{server.url}/health", timeout=120)
+            assert health.status_code == 200
+            depths.append(health.json()["small_lm_queue_depth"])
+            time.sleep(0.05)
         completions = [f.result() for f in futures]
-    assert health_seconds and max(health_seconds) < 3.0
+    # event order, not time: some /health answer came back while questions were waiting or generating
+    assert any(depth > 0 for depth in depths), depths
 
     for record, completion in zip(records, completions):
         item = QAItem(id=record["id"], question=record["question"], options=record["options"], answer=())

@@ -107,8 +107,10 @@ class RecordingWriter:
     def __init__(self, release: threading.Event | None = None):
         self.batches: list[list[str]] = []
         self.release = release
+        self.entered = threading.Event()  # set when a batch reached the writer
 
     def __call__(self, texts: list[str]) -> list[str]:
+        self.entered.set()
         if self.release is not None:
             assert self.release.wait(30)
         self.batches.append(list(texts))
@@ -124,10 +126,10 @@ def test_batcher_batches_shares_caches_and_refuses_when_full():
         batcher = KnowledgeBatcher(writer, max_batch_size=4, max_wait_s=0.05, max_queue=6, cache_size=2)
         batcher.start()
         first = asyncio.create_task(batcher.knowledge("q0"))
-        await asyncio.sleep(0.2)  # q0 is generating (blocked) alone
+        assert await asyncio.to_thread(writer.entered.wait, 60)  # q0 is generating (blocked) alone
         waiting = [asyncio.create_task(batcher.knowledge(f"q{i}")) for i in range(1, 6)]
         twin = asyncio.create_task(batcher.knowledge("q1"))  # identical question: shares q1's generation
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # let the new tasks run up to their first await: they are all queued now
         with pytest.raises(QueueFull) as full:
             await batcher.knowledge("q6")  # 6 distinct questions already waiting or generating
         assert full.value.retry_after >= 1

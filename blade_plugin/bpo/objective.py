@@ -32,10 +32,9 @@ class KnowledgeObjective:
         client = self.answerer.client
         before = client.usage.as_dict()
         records, timings = self.answerer.with_soft_prompt(soft_prompt).answer_sync(self.items)
-        # a request that failed for good marks its record (AnswerRecord.error) and scores it wrong; older
-        # answer_items versions have no such field and raise instead
-        errors = [r.id for r in records if getattr(r, "error", None)]
-        correct = [bool(r.correct) and not getattr(r, "error", None) for r in records]
+        # a request that failed for good marks its record (AnswerRecord.error) and scores it wrong
+        errors = [r.id for r in records if r.error]
+        correct = [bool(r.correct) and not r.error for r in records]
         usage = usage_delta(before, client.usage.as_dict())
         request_s = usage.pop("seconds", None)  # a timing, not a count: kept apart so usage is reproducible
         return TrialResult(

@@ -18,6 +18,29 @@ def _parse_option(text: str) -> tuple[str, str]:
     return letter.strip().upper(), body.strip()
 
 
+def _stdin_records():
+    """(line number, JSON object) for each non-blank stdin line; BladeInputError naming the line otherwise."""
+    from ..extras.errors import BladeInputError
+
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise BladeInputError("<stdin>", f"not UTF-8 text (byte 0x{data[err.start]:02x})", line=line) from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BladeInputError("<stdin>", f"invalid JSON ({err.msg})", line=number) from None
+        if not isinstance(record, dict):
+            kind = {list: "an array", str: "a string"}.get(type(record), type(record).__name__)
+            raise BladeInputError("<stdin>", f"expected a JSON object, got {kind}", line=number)
+        yield number, record
+
+
 @click.command()
 @click.option("--question", default=None, help="The question; omit it to read JSONL items from stdin.")
 @click.option("--option", "options", multiple=True, help="A multiple-choice option, LETTER=TEXT (repeatable).")
@@ -43,15 +66,10 @@ def answer(question, options, soft_prompt, no_knowledge, small_args, templates_d
     else:
         if sys.stdin.isatty():
             raise click.UsageError("give --question, or pipe JSONL items ({\"question\", \"options\"}) on stdin")
-        items = []
-        for number, line in enumerate(sys.stdin, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BladeInputError("<stdin>", f"invalid JSON ({err.msg})", line=number) from None
-            items.append(item_from_record(record, "<stdin>", number, require_answer=False))
+        items = [item_from_record(record, "<stdin>", number, require_answer=False)
+                 for number, record in _stdin_records()]
+        if not items:
+            raise BladeInputError("<stdin>", "no JSONL items (one {\"question\", \"options\"} object per line)")
         batch = True
 
     prompts = load_prompt_set(templates_dir, variant)

@@ -17,3 +17,9 @@ class BladeInputError(BladeError):
 
 class LLMError(BladeError):
     """The black-box LLM endpoint failed after all retries."""
+
+
+class LLMSetupError(BladeError):
+    """The endpoint refuses the configuration itself (the API key, the model, the URL): no request can
+    succeed, so the run stops at once instead of charging every item an error. Not an LLMError on purpose:
+    per-item error handling must not catch it."""

@@ -50,6 +50,11 @@ class LLMArguments:
         "choices": ("text", "json"), "show_default": True,
         "help": "json: answer requests ask for {\"answer\": [...]} (response_format with a JSON schema, or an "
                 "instruction in the prompt where the endpoint refuses it); replies are parsed either way."})
+    llm_param_style: str = field(default="auto", metadata={
+        "choices": ("auto", "chat", "reasoning"), "show_default": True, "envvar": "BLADE_LLM_PARAM_STYLE",
+        "help": "chat: temperature and max_tokens; reasoning: max_completion_tokens and no temperature (OpenAI's "
+                "o-series and gpt-5 refuse the chat fields); auto: chat until the endpoint refuses them, then "
+                "reasoning for the rest of the run."})
 
     def to_config(self) -> LLMConfig:
         """The client's LLMConfig; with no endpoint anywhere, the local backend on the embedded model."""

@@ -3,6 +3,11 @@ bounded concurrency, the SDK's own retries (exponential backoff with jitter; hon
 `retry-after` in seconds or as an HTTP date, `x-should-retry`; retries 408, 409, 429, 5xx, timeouts and
 connection errors), a shared SQLite response cache and a usage count.
 
+Reasoning models (o-series, gpt-5) take `max_completion_tokens` and no temperature: `param_style` picks
+the request's sampling fields, and `auto` learns them from the endpoint's first 400 (llm/param_style.py).
+Cache keys hold the fields actually sent, so `auto` and the explicit style share entries. A 401 or a 404
+(wrong key, unknown model, wrong URL) stops the run with one line naming the fix (`LLMSetupError`).
+
 Only complete answers are cached: an empty completion, one cut at `max_tokens` (`finish_reason == "length"`)
 or one stopped by a content filter is returned to the caller but counted (`Usage.empty`, `.truncated`,
 `.filtered`) and asked again next time.
@@ -22,10 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..extras.errors import BladeError, LLMError
+from ..extras.errors import BladeError, LLMError, LLMSetupError
 from ..extras.paths import default_cache_db
 from .cache import ResponseCache, cache_key, normalize_base_url
-from .structured import ResponseFormat, rejects_response_format, with_instruction
+from .param_style import ParamStyle, refuses_chat_params, request_params
+from .structured import ResponseFormat, is_structured_reply, rejects_response_format, with_instruction
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ class LLMConfig:
     local_model_dir: str | None = None
     local_batch_size: int = 8
     answer_format: Literal["text", "json"] = "text"  # json: answer requests ask for {"answer": [...]}
+    param_style: ParamStyle = "auto"  # chat: temperature + max_tokens; reasoning: max_completion_tokens only
 
     def resolved_base_url(self) -> str:
         if self.backend == "local":
@@ -93,6 +100,8 @@ class Usage:
     empty: int = 0  # completions with no text (not cached)
     truncated: int = 0  # finish_reason == "length": cut at max_tokens (not cached)
     filtered: int = 0  # finish_reason == "content_filter" or a refusal (not cached)
+    json_by_instruction: int = 0  # json-mode answer requests that asked in the prompt (no response_format)
+    unstructured: int = 0  # json-mode answers that came back without the schema's JSON (parsed as text)
     seconds: float = 0.0  # summed request latency (retry waits included)
 
     def as_dict(self) -> dict:
@@ -128,9 +137,10 @@ class LLMClient:
         self.config = config
         self.base_url = config.resolved_base_url()
         self.model = config.resolved_model()
-        self.params = {"temperature": config.temperature, "max_tokens": config.max_tokens}
-        if config.top_p is not None:
-            self.params["top_p"] = config.top_p
+        # "auto" starts as chat and is settled by the first request (a probe), unless a style is given
+        self._style = "reasoning" if config.param_style == "reasoning" else "chat"
+        self._style_settled = config.param_style != "auto" or config.backend != "openai"
+        self._style_probe: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.cache = ResponseCache(config.cache_db or default_cache_db()) if config.use_cache else None
         self.usage = Usage()
         self._state: _LoopState | None = None
@@ -140,9 +150,20 @@ class LLMClient:
         self._local_queues: dict = {}  # event loop -> [(messages, Future)] waiting for the next local batch
 
     # --- identity and lifecycle -------------------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """The sampling fields every request carries now (they change once if `auto` learns `reasoning`)."""
+        return request_params(self._style, self.config.temperature, self.config.max_tokens, self.config.top_p)
+
     def identity(self) -> dict:
-        """What a result depends on (for progress fingerprints); never includes the key."""
-        identity = {"backend": self.config.backend, "base_url": self.base_url, "model": self.model, **self.params}
+        """What a result depends on (for progress fingerprints); never includes the key.
+
+        The configured settings, not the learnt ones, so a resumed run matches the run it resumes: `auto`
+        resolves the same way for the same endpoint and model, which are part of the identity."""
+        identity = {"backend": self.config.backend, "base_url": self.base_url, "model": self.model,
+                    **request_params("chat", self.config.temperature, self.config.max_tokens, self.config.top_p)}
+        if self.config.param_style != "auto":
+            identity["param_style"] = self.config.param_style
         if self.config.answer_format != "text":
             identity["answer_format"] = self.config.answer_format
         return identity
@@ -222,6 +243,8 @@ class LLMClient:
                 **(extra or {}))
         except openai.APIStatusError as err:
             self.usage.failures += 1
+            if err.status_code in (401, 404):
+                raise await self._setup_error(err, state) from None
             attempts = state.attempts.get(tag, 1)
             if attempts > 1:
                 raise LLMError(f"{where} failed after {attempts} attempts; last error: HTTP {err.status_code}: "
@@ -259,21 +282,79 @@ class LLMClient:
                          choice.finish_reason, len(text))
         return _Completion(text, prompt_tokens, completion_tokens, cacheable)
 
-    # --- structured answers (--answer-format json) ----------------------------------------------------
-    def _probe_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._probe is None or self._probe[0] is not loop:
-            self._probe = (loop, asyncio.Lock())
-        return self._probe[1]
+    async def _setup_error(self, err, state: _LoopState) -> LLMSetupError:
+        """One line naming the fix for a 401 (the key) or a 404 (the model, or the URL)."""
+        env = self.config.api_key_env
+        if err.status_code == 401:
+            if not os.environ.get(env):
+                return LLMSetupError(f"{self.base_url} wants an API key (HTTP 401) and ${env} is not set: export "
+                                     f"{env}=<your key>, or name the variable holding it with --llm-api-key-env")
+            return LLMSetupError(f"{env} was rejected by {self.base_url} (HTTP 401: {_short(err)}); set {env} to "
+                                 "a key valid for this endpoint, or name another variable with --llm-api-key-env")
+        body = err.body if isinstance(err.body, dict) else {}
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        if inner.get("code") == "model_not_found" or "model" in str(inner.get("message") or err.message).lower():
+            try:
+                listed = [m.id async for m in state.client.models.list()]
+            except Exception as list_err:  # noqa: BLE001 - the list is a hint; the 404 is the error
+                listed_text = f"GET {self.base_url}/models failed too ({type(list_err).__name__})"
+            else:
+                listed_text = f"GET {self.base_url}/models lists: {', '.join(listed[:20]) or '(nothing)'}"
+                if len(listed) > 20:
+                    listed_text += f" and {len(listed) - 20} more"
+            return LLMSetupError(f"model '{self.model}' not found at {self.base_url} (HTTP 404); {listed_text}; pass "
+                                 "one with --llm-model or set BLADE_LLM_MODEL")
+        return LLMSetupError(f"{self.base_url}/chat/completions not found (HTTP 404: {_short(err)}); --llm-base-url "
+                             "or OPENAI_BASE_URL must be the API root the OpenAI paths hang off (e.g. "
+                             "http://127.0.0.1:8000/v1)")
 
+    # --- sampling parameters (--llm-param-style) ------------------------------------------------------
+    def _lock_for(self, attr: str) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        held = getattr(self, attr)
+        if held is None or held[0] is not loop:
+            held = (loop, asyncio.Lock())
+            setattr(self, attr, held)
+        return held[1]
+
+    async def _acomplete(self, messages: list[dict], extra: dict | None = None) -> str:
+        """A completion in the settled parameter style. Under `auto`, the first request not in the cache is a
+        probe the others wait for: a reasoning model's 400 switches this client to `reasoning` for good and
+        the request goes again (its cache key changes with the fields it carries)."""
+        if self._style_settled:
+            return await self._send(messages, extra)
+        hit = self._cached(self._key(messages, extra))
+        if hit is not None:
+            return hit
+        async with self._lock_for("_style_probe"):
+            if not self._style_settled:
+                try:
+                    text = await self._send(messages, extra)
+                except LLMError as err:
+                    if not refuses_chat_params(err):
+                        raise
+                    self._style, self._style_settled = "reasoning", True
+                    logger.warning("%s (model %s) refuses max_tokens/temperature as a reasoning model does "
+                                   "(%s): sending max_completion_tokens and no temperature from now on "
+                                   "(--llm-param-style reasoning skips this probe)", self.base_url, self.model,
+                                   _short(err.__context__ or err))
+                else:
+                    self._style_settled = True
+                    return text
+        return await self._send(messages, extra)
+
+    # --- structured answers (--answer-format json) ----------------------------------------------------
     async def _acomplete_structured(self, messages: list[dict], response_format: ResponseFormat) -> str:
         """An answer request in json mode: `response_format` while the endpoint takes it; after its first
-        refusal (400/422 naming response_format) this client asks in the prompt instead, for good."""
+        refusal (400/422 naming response_format) this client asks in the prompt instead, for good. An endpoint
+        that takes the field but answers free text (`llamafactory-cli api` drops it) is caught the same way:
+        its first reply is not the schema's JSON, so the question goes again with the instruction.
+        `usage.json_by_instruction` and `usage.unstructured` tell which way the answers came."""
         extra = {"response_format": response_format.payload()}
         if self._response_format_ok is None:
             # The first structured request is a probe: the others wait for its verdict rather than all
             # collecting the same 400 at once.
-            async with self._probe_lock():
+            async with self._lock_for("_probe"):
                 if self._response_format_ok is None:
                     try:
                         text = await self._acomplete(messages, extra)
@@ -284,11 +365,22 @@ class LLMClient:
                         logger.warning("%s (model %s) refuses response_format with a JSON schema; asking for "
                                        "JSON in the prompt instead", self.base_url, self.model)
                     else:
-                        self._response_format_ok = True
-                        return text
+                        if is_structured_reply(text, response_format):
+                            self._response_format_ok = True
+                            return text
+                        self._response_format_ok = False
+                        self.usage.unstructured += 1
+                        logger.warning("%s (model %s) took response_format but answered without the schema's JSON "
+                                       "(%r): it ignores structured outputs; asking for JSON in the prompt instead",
+                                       self.base_url, self.model, text[:60])
         if self._response_format_ok:
-            return await self._acomplete(messages, extra)
-        return await self._acomplete(with_instruction(messages, response_format.instruction))
+            text = await self._acomplete(messages, extra)
+        else:
+            self.usage.json_by_instruction += 1
+            text = await self._acomplete(with_instruction(messages, response_format.instruction))
+        if not is_structured_reply(text, response_format):
+            self.usage.unstructured += 1
+        return text
 
     def _local_messages(self, batch: list[list[dict]], response_formats) -> list[list[dict]]:
         """The local backend has no response_format: in json mode its answer prompts carry the instruction."""
@@ -306,7 +398,7 @@ class LLMClient:
             return await self._acomplete_structured(messages, response_format)
         return await self._acomplete(messages)
 
-    async def _acomplete(self, messages: list[dict], extra: dict | None = None) -> str:
+    async def _send(self, messages: list[dict], extra: dict | None = None) -> str:
         key = self._key(messages, extra)
         hit = self._cached(key)
         if hit is not None:

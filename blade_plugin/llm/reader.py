@@ -187,7 +187,8 @@ def serve_reader(port: int = 0, threshold: float = DEFAULT_THRESHOLD, latency: f
     """An OpenAI-compatible HTTP server on 127.0.0.1 answering with the reader (a context manager)."""
     from ..testing.openai_stub_server import StubOpenAIServer
 
-    return StubOpenAIServer(EvidenceReader(threshold), latency=latency, port=port)
+    # Any key and any model name: a local tool endpoint, as a vLLM started without --api-key.
+    return StubOpenAIServer(EvidenceReader(threshold), latency=latency, port=port, api_key=None, models=None)
 
 
 def main(argv: list[str] | None = None) -> None:

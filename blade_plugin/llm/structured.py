@@ -7,6 +7,7 @@ by the text parser (`qa.answers`), which takes a JSON `answer` first.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 # Statuses an endpoint uses to refuse a request parameter: 400 (OpenAI, vLLM), 422 (FastAPI validation).
@@ -35,6 +36,16 @@ def with_instruction(messages: list[dict], instruction: str) -> list[dict]:
             message["content"] = f"{message['content']}\n\n{instruction}"
             return out
     return out + [{"role": "user", "content": instruction}]
+
+
+def is_structured_reply(text: str, response_format: ResponseFormat) -> bool:
+    """Whether `text` is a JSON object with every field the schema requires (what structured outputs
+    guarantee; a free-text reply means the endpoint ignored `response_format`)."""
+    try:
+        value = json.loads(text.strip())
+    except (json.JSONDecodeError, ValueError):
+        return False
+    return isinstance(value, dict) and all(name in value for name in response_format.schema.get("required", []))
 
 
 def rejects_response_format(err: BaseException) -> bool:

@@ -56,7 +56,8 @@ def materialize_default_model(dest: str | os.PathLike | None = None, force: bool
     dest = Path(dest).expanduser().resolve() if dest else default_model_dir()
     if is_materialized(dest) and not force:
         return dest
-    if dest.exists() and any(dest.iterdir()) and not is_materialized(dest) and not force:
+    # --force rebuilds our own directory; it never deletes one that is not (the user's files would go)
+    if dest.exists() and any(dest.iterdir()) and not (dest / _MARKER).is_file():
         raise BladeError(f"{dest} exists and is not a blade-materialised model directory; pick another --dest")
 
     gguf = find_gguf()

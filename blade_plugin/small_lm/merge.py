@@ -30,8 +30,7 @@ def merge_adapter(model_dir: str, adapter_dir: str, out_dir: str, template: str 
         raise BladeError(f"--out {out_dir}: already exists; choose a new directory (nothing was overwritten)")
     if not (Path(model_dir) / "config.json").is_file():
         raise BladeError(f"--model {model_dir}: not an HF model directory (no config.json)")
-    if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise BladeError(f"--adapter {adapter_dir}: not a LoRA adapter directory (no adapter_config.json)")
+    _check_adapter(Path(adapter_dir))
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype must be one of {EXPORT_DTYPES}, got {dtype!r}")
     from llamafactory.train.tuner import export_model
@@ -39,10 +38,15 @@ def merge_adapter(model_dir: str, adapter_dir: str, out_dir: str, template: str 
     staging = out.parent / f".{out.name}.merging-{os.getpid()}"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        export_model({"model_name_or_path": str(model_dir), "adapter_name_or_path": str(adapter_dir),
-                      "finetuning_type": "lora", "template": template, "export_dir": str(staging),
-                      "export_size": shard_size_gb, "export_device": "cpu", "infer_dtype": dtype,
-                      "trust_remote_code": True})
+        try:
+            export_model({"model_name_or_path": str(model_dir), "adapter_name_or_path": str(adapter_dir),
+                          "finetuning_type": "lora", "template": template, "export_dir": str(staging),
+                          "export_size": shard_size_gb, "export_device": "cpu", "infer_dtype": dtype,
+                          "trust_remote_code": True})
+        except (RuntimeError, ValueError, KeyError, OSError) as err:  # peft/transformers: shapes, keys, files
+            message = " ".join(str(err).split())
+            raise BladeError(f"--adapter {adapter_dir}: cannot be applied to --model {model_dir}: "
+                             f"{message[:300]}") from err
         config = (Path(model_dir) / "config.json").read_bytes()
         record = {"base_model": str(model_dir), "config_sha256": hashlib.sha256(config).hexdigest()[:16],
                   "adapter": str(adapter_dir), "template": template, "dtype": dtype}
@@ -55,3 +59,19 @@ def merge_adapter(model_dir: str, adapter_dir: str, out_dir: str, template: str 
         raise
     logger.info("merged %s + %s into %s", model_dir, adapter_dir, out)
     return out
+
+
+def _check_adapter(adapter: Path) -> None:
+    """A LoRA adapter directory: a readable LoRA adapter_config.json and its weights (before any model loads)."""
+    config_file = adapter / "adapter_config.json"
+    if not config_file.is_file():
+        raise BladeError(f"--adapter {adapter}: not a LoRA adapter directory (no adapter_config.json)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BladeError(f"--adapter {adapter}: adapter_config.json is not valid JSON ({err})") from None
+    kind = config.get("peft_type") if isinstance(config, dict) else None
+    if kind != "LORA":
+        raise BladeError(f"--adapter {adapter}: adapter_config.json is a {kind or 'typeless'} adapter, not LoRA")
+    if not any((adapter / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise BladeError(f"--adapter {adapter}: no adapter weights (adapter_model.safetensors)")

@@ -1,6 +1,13 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 with scripted answers, latency and injected faults,
 for tests and benchmarks (never a mock: requests go through the `openai` client and real sockets).
 
+It is as strict as the OpenAI API on what this project sends or reads (see `openai_rules`): the Bearer key
+(401), the model list (`GET /v1/models`; an unknown model is a 404 `model_not_found`), the exact path
+`/v1/chat/completions`, the message shape, unknown or out-of-range parameters (400), `n` choices, the
+`response_format` JSON schema (a reply under it is schema-valid JSON), the scripted finish reason in streams
+too, and reasoning models (names like `o4-mini`, `gpt-5`, or `reasoning_models=`) that refuse `max_tokens`,
+`top_p` and a non-default `temperature`.
+
     python -m blade_plugin.testing.openai_stub_server --port 8000 --latency 0.5
 """
 
@@ -12,17 +19,38 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import ThreadingHTTPServer
 
 from .background import BackgroundHTTPServer, LoopbackHandler, block_until_interrupted
+from .json_schema_subset import conforms, example_instance
+from .openai_rules import (APIError, check_auth, check_chat_request, invalid_url, looks_like_reasoning_model,
+                           model_not_found)
 
 # A responder returns the reply text, or (text, finish_reason) to script "length" / "content_filter" replies.
 Responder = Callable[[list[dict], dict], "str | tuple[str, str]"]
 
+# What the test suite's environment carries (tests/conftest.py sets OPENAI_API_KEY to it) and what a stub
+# accepts unless told otherwise: a key, and one chat model plus one reasoning model.
+DEFAULT_API_KEY = "sk-blade-stub-0123456789"
+DEFAULT_MODELS = ("stub", "o4-mini")
+CHAT_PATH = "/v1/chat/completions"
+
 
 def default_responder(messages: list[dict], body: dict) -> str:
+    """'Answer: A'; under a response_format JSON schema, the schema's minimal instance (as a model would
+    answer in the required shape)."""
+    schema = _schema_of(body)
+    if schema is not None:
+        return json.dumps(example_instance(schema))
     return "Answer: A"
+
+
+def _schema_of(body: dict) -> dict | None:
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return (fmt.get("json_schema") or {}).get("schema") or {}
+    return None
 
 
 class _Handler(LoopbackHandler):
@@ -38,28 +66,70 @@ class _Handler(LoopbackHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _refuse(self, error: APIError) -> None:
+        self._send(error.status, error.body())
+
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0]
+
     def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "tests"}]})
+        stub = self.server.stub
+        problem = check_auth(self.headers.get("Authorization"), stub.api_key)
+        if problem:
+            self._refuse(problem)
+            return
+        path = self._path()
+        if path == "/v1/models":
+            self._send(200, {"object": "list", "data": [stub._model_card(m) for m in stub.model_ids()]})
+        elif path.startswith("/v1/models/"):
+            model = path[len("/v1/models/"):]
+            if stub.knows(model):
+                self._send(200, stub._model_card(model))
+            else:
+                self._refuse(model_not_found(model))
         else:
-            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            self._refuse(invalid_url("GET", path))
 
     def do_POST(self) -> None:
         stub = self.server.stub
         length = int(self.headers.get("Content-Length") or 0)
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except json.JSONDecodeError:
-            self._send(400, {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}})
-            return
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
-            return
+        raw = self.rfile.read(length)
         with stub._lock:
             stub.authorizations.append(self.headers.get("Authorization"))
-        fault = stub._record(body)
+        problem = check_auth(self.headers.get("Authorization"), stub.api_key)
+        if problem:
+            stub._refused(problem)
+            self._refuse(problem)
+            return
+        if self._path() != CHAT_PATH:
+            self._refuse(invalid_url("POST", self._path()))
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            self._send(400, APIError(400, "We could not parse the JSON body of your request. (HINT: This likely "
+                                          "means you aren't using your HTTP library correctly.)").body())
+            return
+        if not isinstance(body, dict):
+            self._refuse(APIError(400, "Invalid type for request body: expected an object."))
+            return
+        number = stub._begin(body)
+        try:
+            self._chat(stub, body, number)
+        finally:
+            stub._event("finish", number)
+
+    def _chat(self, stub: StubOpenAIServer, body: dict, number: int) -> None:
+        if stub.drop_response_format:  # as `llamafactory-cli api` does: pydantic drops the unknown field
+            body = {k: v for k, v in body.items() if k != "response_format"}
         if stub.latency:
             time.sleep(stub.latency)
+        problem = stub._validate(body)  # the API refuses a bad request before anything can go wrong
+        if problem is not None:
+            stub._refused(problem)
+            self._refuse(problem)
+            return
+        fault = stub._fault_for(body)
         if fault is None and stub.reject_response_format and "response_format" in body:
             # as OpenAI answers for models without structured outputs (vLLM/old servers answer much alike)
             self._send(400, {"error": {"message": "Invalid parameter: 'response_format' of type 'json_schema' is "
@@ -71,43 +141,58 @@ class _Handler(LoopbackHandler):
             self._send(status, {"error": {"message": f"injected fault {status}", "type": "server_error",
                                           "code": status}}, headers)
             return
-        messages = body.get("messages") or []
-        try:
-            reply = stub.responder(messages, body)
-        except Exception as err:  # a broken script is a 500, as a broken server would be
-            self._send(500, {"error": {"message": f"responder failed: {err!r}", "type": "server_error"}})
-            return
-        text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
+        messages = body["messages"]
+        choices = []
+        for _ in range(body.get("n") or 1):
+            try:
+                reply = stub.responder(messages, body)
+            except Exception as err:  # a broken script is a 500, as a broken server would be
+                self._send(500, {"error": {"message": f"responder failed: {err!r}", "type": "server_error"}})
+                return
+            text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
+            schema = _schema_of(body)
+            if schema is not None and finish_reason == "stop" and not _valid_json(text, schema):
+                # The real API constrains decoding to the schema: a reply outside it is a script defect.
+                message = f"stub responder broke the response_format schema: {text[:80]!r}"
+                stub.script_errors.append(message)
+                self._send(500, {"error": {"message": message, "type": "server_error"}},
+                           {"x-should-retry": "false"})
+                return
+            choices.append((text, finish_reason))
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
-        completion_tokens = len(text.split())
+        completion_tokens = sum(len(text.split()) for text, _ in choices)
         if body.get("stream"):
-            self._send_stream(body, text, prompt_tokens, completion_tokens)
+            self._send_stream(body, number, choices, prompt_tokens, completion_tokens)
             return
         self._send(200, {
-            "id": f"chatcmpl-stub-{stub.request_count}",
+            "id": f"chatcmpl-stub-{number}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": body.get("model", "stub"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish_reason}],
+            "model": body["model"],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": finish_reason}
+                        for i, (text, finish_reason) in enumerate(choices)],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })
 
-    def _send_stream(self, body: dict, text: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """Server-sent events as OpenAI sends them: a role chunk, one chunk per word, a finish chunk, the
-        usage chunk when `stream_options.include_usage`, then `data: [DONE]`."""
+    def _send_stream(self, body: dict, number: int, choices: list[tuple[str, str]], prompt_tokens: int,
+                     completion_tokens: int) -> None:
+        """Server-sent events as OpenAI sends them: per choice a role chunk, one chunk per word and a chunk
+        with its finish reason; the usage chunk when `stream_options.include_usage`; then `data: [DONE]`."""
         stub = self.server.stub
-        base = {"id": f"chatcmpl-stub-{stub.request_count}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": body.get("model", "stub")}
+        base = {"id": f"chatcmpl-stub-{number}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body["model"]}
 
-        def chunk(delta: dict, finish: str | None) -> dict:
-            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        def chunk(index: int, delta: dict, finish: str | None) -> dict:
+            return {**base, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
-        words = text.split(" ")
-        chunks = [chunk({"role": "assistant", "content": ""}, None)]
-        chunks += [chunk({"content": word if i == 0 else " " + word}, None) for i, word in enumerate(words)]
-        chunks.append(chunk({}, "stop"))
+        chunks = []
+        for index, (text, finish_reason) in enumerate(choices):
+            words = text.split(" ")
+            chunks.append(chunk(index, {"role": "assistant", "content": ""}, None))
+            chunks += [chunk(index, {"content": word if i == 0 else " " + word}, None) for i, word in enumerate(words)]
+            chunks.append(chunk(index, {}, finish_reason))
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
                                                             "completion_tokens": completion_tokens,
@@ -125,6 +210,14 @@ class _Handler(LoopbackHandler):
                 time.sleep(stub.stream_delay)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+
+def _valid_json(text: str, schema: dict) -> bool:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return conforms(value, schema)
 
 
 class _Server(ThreadingHTTPServer):
@@ -146,21 +239,39 @@ class _Server(ThreadingHTTPServer):
 class StubOpenAIServer(BackgroundHTTPServer):
     """Context manager; `.base_url` is `http://127.0.0.1:PORT/v1`. Thread-safe counters and records.
 
+    `api_key`: the Bearer key it accepts (None: any or none, as a local server without a key); `models`:
+    the model ids it serves (None: any id, as a single-model local server); `reasoning_models`: ids that
+    behave as OpenAI's reasoning models (besides names like `o4-mini`/`gpt-5-mini`, see `openai_rules`).
+
     Injected transient faults (`inject_faults`, `fail_always`) carry `retry-after-ms: fault_retry_after_ms`
     (as real rate limiters send a retry-after), so clients retry them quickly; `fail_matching` makes every
     request whose messages contain a text fail for good, with no retry hint (an over-long prompt's 400).
+
+    `events` records ("start" | "finish", request number, time.perf_counter()) per chat request, so tests
+    check overlap and order (`max_in_flight()`) instead of wall-clock thresholds.
     """
 
     _thread_name = "stub-openai"
 
     def __init__(self, responder: Responder | None = None, latency: float = 0.0, port: int = 0,
-                 fault_retry_after_ms: int = 10, reject_response_format: bool = False):
+                 fault_retry_after_ms: int = 10, reject_response_format: bool = False,
+                 drop_response_format: bool = False, api_key: str | None = DEFAULT_API_KEY,
+                 models: Iterable[str] | None = DEFAULT_MODELS,
+                 reasoning_models: Iterable[str] = (), extra_parameters: Iterable[str] = ()):
         self.responder = responder or default_responder
         self.latency = latency
         self.fault_retry_after_ms = fault_retry_after_ms
         self.reject_response_format = reject_response_format  # 400 for any request with response_format
+        self.drop_response_format = drop_response_format  # ignore it silently (the responder never sees it)
+        self.api_key = api_key
+        self.models = None if models is None else list(models)
+        self.reasoning_models = set(reasoning_models)
+        self.extra_parameters = frozenset(extra_parameters)  # vendor fields taken too (vLLM's top_k, ...)
         self.stream_delay = 0.0  # seconds between streamed chunks (stream: true requests)
         self.authorizations: list[str | None] = []  # the Authorization header of each chat request
+        self.refusals: list[APIError] = []  # every 4xx the API rules gave (auth, model, parameters)
+        self.script_errors: list[str] = []  # responder replies the real API could not have sent
+        self.events: list[tuple[str, int, float]] = []
         self._lock = threading.Lock()
         self._faults: deque[tuple[int, dict | None]] = deque()
         self._fail_always: int | None = None
@@ -179,9 +290,24 @@ class StubOpenAIServer(BackgroundHTTPServer):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    # --- the model list -----------------------------------------------------------------------------
+    def model_ids(self) -> list[str]:
+        return list(self.models) if self.models is not None else ["stub"]
+
+    def knows(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def is_reasoning(self, model: str) -> bool:
+        return model in self.reasoning_models or looks_like_reasoning_model(model)
+
+    @staticmethod
+    def _model_card(model: str) -> dict:
+        return {"id": model, "object": "model", "created": 0, "owned_by": "blade-stub"}
+
+    # --- scripting ----------------------------------------------------------------------------------
     def inject_faults(self, statuses: list[int], headers: dict | None = None) -> None:
-        """The next len(statuses) requests fail with these HTTP statuses, in order (with `headers` instead of
-        the default retry-after-ms, if given)."""
+        """The next len(statuses) valid requests fail with these HTTP statuses, in order (with `headers`
+        instead of the default retry-after-ms, if given)."""
         with self._lock:
             self._faults.extend((status, headers) for status in statuses)
 
@@ -197,15 +323,56 @@ class StubOpenAIServer(BackgroundHTTPServer):
     def reset_stats(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.events.clear()
             self.request_count = 0
             self.fault_count = 0
 
-    def _record(self, body: dict) -> tuple[int, dict] | None:
-        """The fault (status, headers) this request gets, if any."""
-        default_headers = {"retry-after-ms": str(self.fault_retry_after_ms)}
+    # --- what tests read ----------------------------------------------------------------------------
+    def max_in_flight(self) -> int:
+        """The most chat requests that were being served at one moment (from `events`)."""
+        with self._lock:
+            events = sorted(self.events, key=lambda e: (e[2], e[0] == "start"))  # a finish first on a tie
+        running = peak = 0
+        for kind, _, _ in events:
+            running += 1 if kind == "start" else -1
+            peak = max(peak, running)
+        return peak
+
+    def intervals(self) -> dict[int, tuple[float, float]]:
+        """Request number -> (start, finish) times (perf_counter), finished requests only."""
+        with self._lock:
+            starts = {n: t for kind, n, t in self.events if kind == "start"}
+            return {n: (starts[n], t) for kind, n, t in self.events if kind == "finish" and n in starts}
+
+    # --- the handler's bookkeeping ------------------------------------------------------------------
+    def _begin(self, body: dict) -> int:
         with self._lock:
             self.requests.append(body)
             self.request_count += 1
+            number = self.request_count
+            self.events.append(("start", number, time.perf_counter()))
+        return number
+
+    def _event(self, kind: str, number: int) -> None:
+        with self._lock:
+            self.events.append((kind, number, time.perf_counter()))
+
+    def _refused(self, error: APIError) -> None:
+        with self._lock:
+            self.refusals.append(error)
+
+    def _validate(self, body: dict) -> APIError | None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return APIError(400, "you must provide a model parameter")
+        if not self.knows(model):
+            return model_not_found(model)
+        return check_chat_request(body, reasoning=self.is_reasoning(model), extra_parameters=self.extra_parameters)
+
+    def _fault_for(self, body: dict) -> tuple[int, dict] | None:
+        """The fault (status, headers) this valid request gets, if any."""
+        default_headers = {"retry-after-ms": str(self.fault_retry_after_ms)}
+        with self._lock:
             content = json.dumps(body.get("messages") or [], ensure_ascii=False)
             fault = None
             for text, status in self._fail_matching:
@@ -222,15 +389,18 @@ class StubOpenAIServer(BackgroundHTTPServer):
             return fault
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible server on 127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="The Bearer key it accepts ('' for any).")
+    parser.add_argument("--model", action="append", default=None,
+                        help=f"A model id it serves (repeatable; default: {', '.join(DEFAULT_MODELS)}).")
     parser.add_argument("--reject-response-format", action="store_true",
                         help="Answer 400 to requests with response_format, as endpoints without structured outputs do.")
     args = parser.parse_args()
-    with StubOpenAIServer(latency=args.latency, port=args.port,
+    with StubOpenAIServer(latency=args.latency, port=args.port, api_key=args.api_key or None,
+                          models=args.model or DEFAULT_MODELS,
                           reject_response_format=args.reject_response_format) as server:
         print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)
         block_until_interrupted()
