@@ -57,6 +57,10 @@ class LLMConfig:
     local_model_dir: str | None = None
     local_batch_size: int = 8
     answer_format: Literal["text", "json"] = "text"  # json: answer requests ask for {"answer": [...]}
+    price_input: float | None = None  # US dollars per million prompt tokens (default: $BLADE_PRICE_INPUT)
+    price_output: float | None = None  # ... per million completion tokens (default: $BLADE_PRICE_OUTPUT)
+    max_cost: float | None = None  # US dollars this run may spend (see cost/budget.py)
+    max_llm_calls: int | None = None  # requests this run may send (cache hits are free)
 
     def resolved_base_url(self) -> str:
         if self.backend == "local":
@@ -94,9 +98,11 @@ class Usage:
     truncated: int = 0  # finish_reason == "length": cut at max_tokens (not cached)
     filtered: int = 0  # finish_reason == "content_filter" or a refusal (not cached)
     seconds: float = 0.0  # summed request latency (retry waits included)
+    batch_calls: int = 0  # requests answered through the Batch API (billed at half price)
+    cost: float | None = None  # US dollars at the run's prices (None: no prices given); cache hits are free
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {k: (round(v, 6 if k == "cost" else 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -128,16 +134,27 @@ class LLMClient:
         self.config = config
         self.base_url = config.resolved_base_url()
         self.model = config.resolved_model()
-        self.params = {"temperature": config.temperature, "max_tokens": config.max_tokens}
-        if config.top_p is not None:
-            self.params["top_p"] = config.top_p
+        self.params = self.params_for(config)
         self.cache = ResponseCache(config.cache_db or default_cache_db()) if config.use_cache else None
-        self.usage = Usage()
+        from ..cost.budget import Budget, Prices
+
+        self.prices = Prices.from_env(config.price_input, config.price_output)
+        self.usage = Usage(cost=0.0 if self.prices.known else None)
+        self.budget = Budget(config.max_llm_calls, config.max_cost, self.prices)
+        self._counter = None  # the prompt-token counter, built on the first budgeted request
         self._state: _LoopState | None = None
         self._local = None
         self._response_format_ok: bool | None = None  # learnt from the first structured answer request
         self._probe: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._local_queues: dict = {}  # event loop -> [(messages, Future)] waiting for the next local batch
+
+    @staticmethod
+    def params_for(config: LLMConfig) -> dict:
+        """The sampling parameters every request carries (part of each cache key)."""
+        params = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+        if config.top_p is not None:
+            params["top_p"] = config.top_p
+        return params
 
     # --- identity and lifecycle -------------------------------------------------------------------
     def identity(self) -> dict:
@@ -202,6 +219,29 @@ class LLMClient:
         if hit is not None:
             self.usage.cache_hits += 1
         return hit
+
+    def count_tokens(self, messages: list[dict]) -> int:
+        """Prompt tokens of one request, counted offline (cost/tokens.py)."""
+        if self._counter is None:
+            from ..cost.tokens import token_counter
+
+            self._counter = token_counter(self.model)
+        return self._counter.count(messages)
+
+    def _reserve(self, messages: list[dict]) -> float | None:
+        if not self.budget.active:
+            return None
+        prompt = self.count_tokens(messages) if self.budget.max_cost is not None else 0
+        return self.budget.reserve(prompt, self.params["max_tokens"])
+
+    def _settle(self, reserved: float | None, messages: list[dict], completion: _Completion) -> None:
+        prompt = completion.prompt_tokens
+        completion_tokens = completion.completion_tokens
+        if self.prices.known:
+            self.usage.cost += self.prices.cost(prompt or 0, completion_tokens or 0)
+        if reserved is not None:
+            self.budget.settle(reserved, prompt if prompt is not None else self.count_tokens(messages),
+                               completion_tokens if completion_tokens is not None else self.params["max_tokens"])
 
     def _store(self, key, messages, text, prompt_tokens, completion_tokens, extra: dict | None = None) -> None:
         if self.cache is not None and text.strip():
@@ -316,15 +356,21 @@ class LLMClient:
             return await asyncio.shield(state.inflight[key])
         future = state.loop.create_future()
         state.inflight[key] = future
+        reserved = None
         try:
+            reserved = self._reserve(messages)
             async with state.semaphore:
                 completion = await self._request(messages, extra)
+            self._settle(reserved, messages, completion)
+            reserved = None
             if completion.cacheable:
                 self._store(key, messages, completion.text, completion.prompt_tokens, completion.completion_tokens,
                             extra)
             future.set_result(completion.text)
             return completion.text
         except BaseException as err:
+            if reserved is not None:  # a failed request is not billed
+                self.budget.settle(reserved, 0, 0)
             future.set_exception(err)
             future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
             raise

@@ -39,6 +39,8 @@ class _Handler(LoopbackHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
+        if self.server.stub.batch_api.handle(self, "GET"):  # /v1/files, /v1/batches (testing/batch_api.py)
+            return
         if self.path.rstrip("/").endswith("/models"):
             self._send(200, {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "tests"}]})
         else:
@@ -46,6 +48,8 @@ class _Handler(LoopbackHandler):
 
     def do_POST(self) -> None:
         stub = self.server.stub
+        if stub.batch_api.handle(self, "POST"):
+            return
         length = int(self.headers.get("Content-Length") or 0)
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
@@ -168,6 +172,9 @@ class StubOpenAIServer(BackgroundHTTPServer):
         self.requests: list[dict] = []
         self.request_count = 0
         self.fault_count = 0
+        from .batch_api import BatchAPI
+
+        self.batch_api = BatchAPI(self)
         self._server = _Server(("127.0.0.1", port), self)
         self._thread: threading.Thread | None = None
 
