@@ -88,6 +88,7 @@ def test_stub_batch_api_has_the_real_states_shapes_and_validation(oracle, prompt
             sdk.batches.retrieve("batch_nope")
 
 
+@pytest.mark.slow
 def test_batch_and_online_kit_are_byte_identical_with_expired_lines_retried(oracle, train_file, tmp_path):
     with StubOpenAIServer(oracle) as server:
         online = knowledge(server, tmp_path / "online", train_file)
@@ -111,6 +112,7 @@ def test_batch_and_online_kit_are_byte_identical_with_expired_lines_retried(orac
     assert stats["usage"]["batch_calls"] == 16 and stats["kept"] == 6
 
 
+@pytest.mark.slow
 def test_batch_resumes_after_sigkill_between_submit_and_download(oracle, train_file, tmp_path):
     with StubOpenAIServer(oracle) as server:
         assert knowledge(server, tmp_path / "online", train_file).returncode == 0
@@ -131,6 +133,7 @@ def test_batch_resumes_after_sigkill_between_submit_and_download(oracle, train_f
     assert (run_dir / "kit.jsonl").read_bytes() == (tmp_path / "online" / "kit.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_budget_stop_saves_progress_and_resumes_to_the_unstopped_files(oracle, train_file, tmp_path):
     prices = ["--price-input", "1000", "--price-output", "1000", "--max-tokens", "16"]
     with StubOpenAIServer(oracle) as server:

@@ -70,6 +70,7 @@ def test_knowledge_dry_run_sends_nothing_and_counts_what_the_run_sends(demo_data
         assert plan2["total"]["requests"] == 0 and plan2["total"]["cached"] == 12 and plan2["total"]["cost_max"] == 0
 
 
+@pytest.mark.slow
 def test_fallback_counter_is_the_small_models_chat_template(demo_data_dir, prompts, tmp_path, default_model_dir):
     from transformers import AutoTokenizer
 
@@ -91,6 +92,7 @@ def test_fallback_counter_is_the_small_models_chat_template(demo_data_dir, promp
     assert plan["phases"][0]["prompt_tokens"] == expected
 
 
+@pytest.mark.slow
 def test_evaluate_dry_run_renders_the_knowledge_prompts_exactly(demo_data_dir, tmp_path):
     args = ("--test", str(demo_data_dir / "demo_qa_test.jsonl"), "--out", str(tmp_path / "eval"), "--limit", "6",
             "--modes", "llm,knowledge", "--max-new-tokens", "12", "--no-cache")
@@ -106,6 +108,7 @@ def test_evaluate_dry_run_renders_the_knowledge_prompts_exactly(demo_data_dir, t
         assert plan["total"]["prompt_tokens"] == sum(openai_count(r["messages"]) for r in server.requests)
 
 
+@pytest.mark.slow
 def test_optimize_dry_run_counts_baseline_search_and_rescoring_calls(demo_data_dir, tmp_path):
     args = ("--dev", str(demo_data_dir / "demo_qa_dev.jsonl"), "--out", str(tmp_path / "bpo"), "--limit", "8",
             "--n-init", "2", "--iterations", "1", "--top-k", "2", "--n-tokens", "2", "--d", "2",
@@ -125,6 +128,7 @@ def test_optimize_dry_run_counts_baseline_search_and_rescoring_calls(demo_data_d
         assert baseline["prompt_tokens"] == sum(openai_count(r["messages"]) for r in server.requests[:6])
 
 
+@pytest.mark.slow
 def test_ablate_dry_run_counts_each_row_as_the_run_sends_it(demo_data_dir, tmp_path):
     args = ("--test", str(demo_data_dir / "demo_qa_test.jsonl"), "--out", str(tmp_path / "abl"), "--limit", "5",
             "--rows", "llm,base", "--max-new-tokens", "12", "--no-cache")
