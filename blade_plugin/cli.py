@@ -87,8 +87,10 @@ def main() -> None:
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
     except BladeError as err:
-        click.echo(f"Error: {err}", err=True)
-        sys.exit(1)
+        # A budget stop is not a failure of the input: its own exit status (3), so scripts can go on.
+        stopped = getattr(err, "exit_code", None)
+        click.echo(f"{'Stopped' if stopped else 'Error'}: {err}", err=True)
+        sys.exit(stopped or 1)
     except KeyboardInterrupt:
         click.echo(interrupted_message(), err=True)
         sys.exit(130)

@@ -78,7 +78,7 @@ def server(stub, default_model_dir, tmp_path_factory):
     args = ["--small-model", str(default_model_dir), "--max-new-tokens", str(MAX_NEW_TOKENS),
             "--llm-base-url", stub.base_url, "--llm-model", "upstream-model", "--llm-max-retries", "1",
             "--api-key-env", "BLADE_TEST_CALLER_KEY", "--max-body-bytes", "20000", "--max-message-chars", "2000",
-            "--max-wait-ms", "20"]
+            "--max-wait-ms", "20", "--price-input", "2", "--price-output", "8"]
     env = {"BLADE_TEST_CALLER_KEY": CALLER_KEY, "OPENAI_API_KEY": UPSTREAM_SECRET, "HF_HUB_OFFLINE": "1"}
     with ServeProcess(args, log, env=env, verbose=True) as process:  # -vv: the key must not leak even at DEBUG
         yield process
@@ -227,6 +227,9 @@ def test_sixteen_concurrent_requests_share_batches(server, stub, client, prompts
     tokens = sum(c.usage.prompt_tokens for c in completions)
     kind = 'blade_serve_upstream_tokens_total{kind="prompt"}'
     assert after[kind] - before[kind] == tokens
+    completion_tokens = sum(c.usage.completion_tokens for c in completions)
+    cost = "blade_serve_upstream_cost_dollars_total"  # at --price-input 2 / --price-output 8 per million
+    assert after[cost] - before[cost] == pytest.approx((tokens * 2 + completion_tokens * 8) / 1e6, rel=1e-9)
 
     # The same question again: knowledge from the cache, no generation, the upstream still asked.
     count = stub.request_count

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..cost.options import dry_run_options
 from ..extras.constants import GENERATION_BATCH_SIZE
 from .arguments import llm_options
 from .common import QA_FORMATS, prompt_options
@@ -45,10 +46,12 @@ _CKPT = click.Path(exists=True)
                    "w/o BPO, BLADE) and print that table.")
 @click.option("--group-by", default=None,
               help="Item field to break the paper layout down by (raw JEC-QA: type; MLEC-QA: qtype).")
+@dry_run_options
 @prompt_options
 @llm_options
 def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, soft_prompt, rows, template,
-           max_new_tokens, batch_size, limit, bootstrap, seed, layout, group_by, templates_dir, variant,
+           max_new_tokens, batch_size, limit, bootstrap, seed, layout, group_by, dry_run, dry_run_json,
+           templates_dir, variant,
            llm_args) -> None:
     """One row per pipeline configuration on the same test items: accuracy with 95% CI, paired McNemar tests
     against LLM alone and the row above, knowledge support, LLM cost. Rows whose checkpoints are missing are
@@ -81,6 +84,13 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
         click.echo("No --workspace and no checkpoints given: only the LLM-alone and base-model rows can run.", err=True)
     config = AblationConfig(out_dir=Path(out_dir), template=guess_template(inputs.dp or base, template),
                             max_new_tokens=max_new_tokens, batch_size=batch_size, bootstrap=bootstrap, seed=seed)
+    if dry_run or dry_run_json:
+        from ..cost.plan import check_json_target
+        from ..cost.plans import plan_ablation
+
+        check_json_target(dry_run_json, [test_path, llm_args.cache_db])
+        plan_ablation(items, prompts, llm_args.to_config(), inputs, config, keys).emit(dry_run_json)
+        return
     with LLMClient(llm_args.to_config()) as client:
         table = run_ablation(items, prompts, client, inputs, config, keys)
     if layout == "paper":

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..cost.options import dry_run_options
 from .arguments import llm_options
 
 logger = logging.getLogger(__name__)
@@ -40,9 +41,11 @@ logger = logging.getLogger(__name__)
               "is merged and must be served with `vllm serve DIR --enable-prompt-embeds`).")
 @click.option("--small-backend-url", "small_backend_urls", multiple=True, envvar="BLADE_SMALL_BACKEND_URL", show_envvar=True,
               help="vLLM server base URL (repeatable, round-robin).")
+@dry_run_options
 @llm_options
 def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, trainable_layers, kit_on_base,
-         bpo_init, bpo_iterations, max_new_tokens, limit, small_backend, small_backend_urls, llm_args) -> None:
+         bpo_init, bpo_iterations, max_new_tokens, limit, small_backend, small_backend_urls, dry_run, dry_run_json,
+         llm_args) -> None:
     """DP -> DP probe -> KIT data -> KIT training -> BPO -> the ablation table, on the bundled fictional domain
     (budgets sized for 2 CPU cores). Without an endpoint the offline evidence reader stands in for the LLM."""
     from ..runs.outputs import Output, check_outputs
@@ -67,6 +70,13 @@ def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, tra
                         bpo_init=bpo_init, bpo_iterations=bpo_iterations, max_new_tokens=max_new_tokens,
                         limit_train=limit, limit_dev=limit, limit_test=limit, small_backend=small_backend,
                         small_backend_urls=tuple(small_backend_urls))
+    if dry_run or dry_run_json:
+        from ..cost.plan import check_json_target
+        from ..cost.plans import plan_demo
+
+        check_json_target(dry_run_json, [llm_args.cache_db])
+        plan_demo(llm_config, config).emit(dry_run_json)
+        return
     result = run_demo(config, llm_config, local_scores_warning=local)
     click.echo("\nBLADE demo finished in {:.0f} s".format(result["this_run_seconds"]))
     probe = result["dp_probe"]

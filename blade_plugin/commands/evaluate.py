@@ -6,16 +6,18 @@ from pathlib import Path
 
 import click
 
+from ..cost.options import dry_run_options
 from .arguments import evaluate_arguments, llm_options, small_model_options
 from .common import load_prompt_set, prompt_options, report_skipped
 
 
 @click.command()
 @evaluate_arguments
+@dry_run_options
 @small_model_options
 @prompt_options
 @llm_options
-def evaluate(args, small_args, templates_dir, variant, llm_args) -> None:
+def evaluate(args, dry_run, dry_run_json, small_args, templates_dir, variant, llm_args) -> None:
     """Score the black-box LLM on a test set in each mode and compare them on the same items."""
     from ..extras.errors import BladeError
     from ..stages.evaluation import MODES, EvalConfig, run_evaluation
@@ -56,6 +58,14 @@ def evaluate(args, small_args, templates_dir, variant, llm_args) -> None:
         small = {"small_model": model_identity(fingerprint.get("base_model")),
                  "adapter": model_identity(fingerprint.get("adapter")), "template": generator.template_name,
                  "max_new_tokens": small_args.max_new_tokens}
+    if dry_run or dry_run_json:
+        from ..cost.plan import check_json_target
+        from ..cost.plans import plan_evaluation
+
+        check_json_target(dry_run_json, [args.test_path, args.soft_prompt, llm_args.cache_db])
+        plan_evaluation(items, prompts, llm_args.to_config(), chosen, out, generator, prompt_tensor,
+                        batch_size=small_args.batch_size, restart=args.restart).emit(dry_run_json)
+        return
     config = EvalConfig(
         out_dir=Path(args.out_dir), modes=chosen, bootstrap=args.bootstrap, seed=args.seed, restart=args.restart,
         max_errors=args.max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(args.soft_prompt)},

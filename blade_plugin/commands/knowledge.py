@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..cost.options import batch_options, dry_run_options
 from .arguments import knowledge_arguments, llm_options
 from .common import load_prompt_set, prompt_options, report_skipped
 
@@ -15,9 +16,12 @@ logger = logging.getLogger(__name__)
 
 @click.command()
 @knowledge_arguments
+@dry_run_options
+@batch_options
 @prompt_options
 @llm_options
-def knowledge(args, templates_dir, variant, llm_args) -> None:
+def knowledge(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_seconds, templates_dir, variant,
+              llm_args) -> None:
     """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right."""
     from ..lf.dataset_info import DATA_CONFIG, check_dataset_name, load_dataset_info, register_dataset
     from ..stages.kit import generate_kit_data, progress_path_for
@@ -38,8 +42,22 @@ def knowledge(args, templates_dir, variant, llm_args) -> None:
     items = load_qa(args.train_path, fmt=args.fmt, limit=args.limit, skip_invalid=args.skip_invalid)
     prompts = load_prompt_set(templates_dir, variant)
     config = llm_args.to_config()
+    if dry_run or dry_run_json:
+        from ..cost.plan import check_json_target
+        from ..cost.plans import plan_kit
+
+        check_json_target(dry_run_json, [args.train_path, args.out_path, llm_args.cache_db])
+        plan_kit(items, prompts, config, out, restart=args.restart, batch=use_batch).emit(dry_run_json)
+        return
     with LLMClient(config) as client:
-        stats = generate_kit_data(items, prompts, client, out, restart=args.restart, max_errors=args.max_errors)
+        if use_batch:
+            from ..stages.kit_batch import generate_kit_data_batch
+
+            stats = generate_kit_data_batch(items, prompts, client, out, restart=args.restart,
+                                            max_errors=args.max_errors, retry=batch_retry,
+                                            poll_seconds=batch_poll_seconds)
+        else:
+            stats = generate_kit_data(items, prompts, client, out, restart=args.restart, max_errors=args.max_errors)
     report_skipped(items, stats_path)
     click.echo(f"kept {stats.kept} / {stats.total} items (dropped {stats.dropped} whose knowledge led to a wrong "
                f"answer); wrote {out}")
@@ -51,7 +69,9 @@ def knowledge(args, templates_dir, variant, llm_args) -> None:
     click.echo(f"LLM usage: {usage.get('calls', 0)} calls, {usage.get('cache_hits', 0)} cache hits, "
                f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion tokens, "
                f"{usage.get('retries', 0)} retries, {usage.get('truncated', 0)} truncated, "
-               f"{usage.get('filtered', 0)} filtered, {usage.get('empty', 0)} empty")
+               f"{usage.get('filtered', 0)} filtered, {usage.get('empty', 0)} empty"
+               + (f", {usage['batch_calls']} through the Batch API" if usage.get("batch_calls") else "")
+               + (f"; cost ${usage['cost']:.4f}" if usage.get("cost") is not None else ""))
     if args.dataset_dir:
         name = args.dataset_name or out.stem
         register_dataset(name, out, args.dataset_dir, formatting="alpaca")

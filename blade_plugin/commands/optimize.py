@@ -6,16 +6,18 @@ from pathlib import Path
 
 import click
 
+from ..cost.options import dry_run_options
 from .arguments import llm_options, optimize_arguments, small_model_options
 from .common import load_prompt_set, prompt_options, report_skipped
 
 
 @click.command()
 @optimize_arguments
+@dry_run_options
 @small_model_options
 @prompt_options
 @llm_options
-def optimize(args, small_args, templates_dir, variant, llm_args) -> None:
+def optimize(args, dry_run, dry_run_json, small_args, templates_dir, variant, llm_args) -> None:
     """Tune n soft tokens p = A z by Bayesian optimisation so the LLM scores best on the dev set.
 
     Trial 0 is a baseline without soft tokens; the best candidates are re-scored on questions the search
@@ -32,6 +34,12 @@ def optimize(args, small_args, templates_dir, variant, llm_args) -> None:
     from ..qa.data import load_qa
     from ..small_lm.soft_prompt import SoftPromptSpace
 
+    # BPO counts --max-llm-calls over the whole run (trials.jsonl, resumes included) and stops between
+    # trials; --max-cost is this invocation's spend, checked before each request.
+    from dataclasses import replace
+
+    max_llm_calls = llm_args.max_llm_calls
+    llm_config = replace(llm_args.to_config(), max_llm_calls=None)
     out = Path(args.out_dir)
     check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
                    ("trials.jsonl", "config.json", "soft_prompt.safetensors", "summary.json", "convergence.png",
@@ -49,7 +57,15 @@ def optimize(args, small_args, templates_dir, variant, llm_args) -> None:
                                           init=args.init_mode)
     config = BPORunConfig(out_dir=Path(args.out_dir), d=args.dim, n_tokens=args.n_tokens, n_init=args.n_init, q=args.q,
                           iterations=args.iterations, max_evaluations=args.max_evaluations,
-                          max_llm_calls=args.max_llm_calls, seed=args.seed, restart=args.restart, top_k=args.top_k)
+                          max_llm_calls=max_llm_calls, seed=args.seed, restart=args.restart, top_k=args.top_k)
+    if dry_run or dry_run_json:
+        from ..cost.plan import check_json_target
+        from ..cost.plans import plan_bpo
+
+        check_json_target(dry_run_json, [args.dev_path, args.rescore_path, llm_args.cache_db])
+        plan_bpo(search_items, rescore_items, prompts, llm_config, generator, config, out,
+                 batch_size=small_args.batch_size).emit(dry_run_json)
+        return
     model = generator.model_fingerprint
     metadata = {
         **model,
@@ -63,7 +79,7 @@ def optimize(args, small_args, templates_dir, variant, llm_args) -> None:
     }
     used_templates = tuple(name for name in prompts.template_names
                            if name != "knowledge_generation.j2")  # BPO never asks for KIT knowledge
-    with LLMClient(llm_args.to_config()) as client:
+    with LLMClient(llm_config) as client:
         fingerprint = job_fingerprint(
             items={"dev_items": search_items, "rescore_items": rescore_items or []},
             prompts=prompts, template_names=used_templates, templates_part="templates",
@@ -74,8 +90,13 @@ def optimize(args, small_args, templates_dir, variant, llm_args) -> None:
         answerer = KnowledgeAnswerer(prompts, client, generator, batch_size=small_args.batch_size)
         objective = KnowledgeObjective(search_items, answerer, space)
         rescore = KnowledgeObjective(rescore_items, answerer, space) if rescore_items else None
-        summary = run_bpo(config, objective, space.to_soft_prompt, metadata, fingerprint=fingerprint,
-                          rescore=rescore)
+        from ..llm.budget import BudgetExceeded
+
+        try:
+            summary = run_bpo(config, objective, space.to_soft_prompt, metadata, fingerprint=fingerprint,
+                              rescore=rescore)
+        except BudgetExceeded:
+            raise BudgetExceeded(client.budget.stop_message(str(out / "trials.jsonl"))) from None
     for line in report_lines(summary, len(search_items), len(rescore_items or []), rescore_source):
         click.echo(line)
     if args.selection_guard:

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
               help="Seconds per upstream attempt.")
 @click.option("--llm-max-retries", type=click.IntRange(min=0), default=3, show_default=True,
               help="Upstream retries on 429/5xx/timeouts (the openai SDK's backoff) before a 502.")
+@click.option("--price-input", type=click.FloatRange(min=0.0), default=None, envvar="BLADE_PRICE_INPUT",
+              show_envvar=True, help="US dollars per million upstream prompt tokens (cost in /metrics).")
+@click.option("--price-output", type=click.FloatRange(min=0.0), default=None, envvar="BLADE_PRICE_OUTPUT",
+              show_envvar=True, help="US dollars per million upstream completion tokens.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind (0.0.0.0 exposes the server: set --api-key-env then).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -47,7 +51,8 @@ logger = logging.getLogger(__name__)
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish.")
 def serve(soft_prompt, small_args, templates_dir, variant,
-          llm_base_url, llm_model, llm_api_key_env, llm_timeout, llm_max_retries, host, port, api_key_env,
+          llm_base_url, llm_model, llm_api_key_env, llm_timeout, llm_max_retries, price_input, price_output, host,
+          port, api_key_env,
           served_model_name, max_wait_ms, max_queue, knowledge_cache_size, max_body_bytes, max_message_chars,
           shutdown_timeout) -> None:
     """Serve BLADE as an OpenAI-compatible endpoint: POST /v1/chat/completions adds the small LM's knowledge
@@ -90,7 +95,8 @@ def serve(soft_prompt, small_args, templates_dir, variant,
     answerer = KnowledgeAnswerer(prompts, None, writer, prompt_tensor)
     settings = ServeSettings(served_model_name=served_model_name, api_key=api_key, max_body_bytes=max_body_bytes,
                              max_message_chars=max_message_chars, max_batch_size=batch_size, max_wait_ms=max_wait_ms,
-                             max_queue=max_queue, knowledge_cache_size=knowledge_cache_size)
+                             max_queue=max_queue, knowledge_cache_size=knowledge_cache_size,
+                             price_input=price_input, price_output=price_output)
     upstream = UpstreamConfig(base_url=llm_base_url, model=llm_model, api_key_env=llm_api_key_env,
                               timeout=llm_timeout, max_retries=llm_max_retries)
     app = create_app(settings, answerer.write_knowledge, prompts, chat_prompts, upstream)

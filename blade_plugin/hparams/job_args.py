@@ -99,8 +99,6 @@ class OptimizeArguments:
                                                   "help": "BO rounds after the initial points."})
     max_evaluations: int | None = field(default=None, metadata={
         "min": 1, "help": "Stop after this many search evaluations (the baseline and re-scoring come on top)."})
-    max_llm_calls: int | None = field(default=None, metadata={
-        "min": 1, "help": "Stop once this many LLM API calls were made (all of them)."})
     init_mode: str = field(default="random", metadata={
         "option": "--init", "choices": ("random", "vocab"), "show_default": True,
         "help": "Search around the origin (random) or around real token embeddings (vocab)."})

@@ -55,6 +55,19 @@ class LLMArguments:
         "help": "chat: temperature and max_tokens; reasoning: max_completion_tokens and no temperature (OpenAI's "
                 "o-series and gpt-5 refuse the chat fields); auto: chat until the endpoint refuses them, then "
                 "reasoning for the rest of the run."})
+    price_input: float | None = field(default=None, metadata={
+        "min": 0.0, "finite": True, "envvar": "BLADE_PRICE_INPUT",
+        "help": "US dollars per million prompt tokens (for cost figures and --max-cost)."})
+    price_output: float | None = field(default=None, metadata={
+        "min": 0.0, "finite": True, "envvar": "BLADE_PRICE_OUTPUT",
+        "help": "US dollars per million completion tokens."})
+    max_cost: float | None = field(default=None, metadata={
+        "min": 0.0, "min_open": True, "finite": True, "envvar": "BLADE_MAX_COST",
+        "help": "Stop cleanly before this run would spend more than this many US dollars (needs both prices); "
+                "progress is saved and the same command resumes."})
+    max_llm_calls: int | None = field(default=None, metadata={
+        "min": 1, "envvar": "BLADE_MAX_LLM_CALLS",
+        "help": "Stop cleanly after this many LLM requests (cache hits are free); progress is saved."})
 
     def to_config(self) -> LLMConfig:
         """The client's LLMConfig; with no endpoint anywhere, the local backend on the embedded model."""

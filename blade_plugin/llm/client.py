@@ -64,6 +64,10 @@ class LLMConfig:
     local_batch_size: int = 8
     answer_format: Literal["text", "json"] = "text"  # json: answer requests ask for {"answer": [...]}
     param_style: ParamStyle = "auto"  # chat: temperature + max_tokens; reasoning: max_completion_tokens only
+    price_input: float | None = None  # US dollars per million prompt tokens (default: $BLADE_PRICE_INPUT)
+    price_output: float | None = None  # ... per million completion tokens (default: $BLADE_PRICE_OUTPUT)
+    max_cost: float | None = None  # US dollars this run may spend (see llm/budget.py)
+    max_llm_calls: int | None = None  # requests this run may send (cache hits are free)
 
     def resolved_base_url(self) -> str:
         if self.backend == "local":
@@ -103,9 +107,11 @@ class Usage:
     json_by_instruction: int = 0  # json-mode answer requests that asked in the prompt (no response_format)
     unstructured: int = 0  # json-mode answers that came back without the schema's JSON (parsed as text)
     seconds: float = 0.0  # summed request latency (retry waits included)
+    batch_calls: int = 0  # requests answered through the Batch API (billed at half price)
+    cost: float | None = None  # US dollars at the run's prices (None: no prices given); cache hits are free
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {k: (round(v, 6 if k == "cost" else 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -142,12 +148,23 @@ class LLMClient:
         self._style_settled = config.param_style != "auto" or config.backend != "openai"
         self._style_probe: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.cache = ResponseCache(config.cache_db or default_cache_db()) if config.use_cache else None
-        self.usage = Usage()
+        from .budget import Budget, Prices
+
+        self.prices = Prices.from_env(config.price_input, config.price_output)
+        self.usage = Usage(cost=0.0 if self.prices.known else None)
+        self.budget = Budget(config.max_llm_calls, config.max_cost, self.prices)
+        self._counter = None  # the prompt-token counter, built on the first budgeted request
         self._state: _LoopState | None = None
         self._local = None
         self._response_format_ok: bool | None = None  # learnt from the first structured answer request
         self._probe: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._local_queues: dict = {}  # event loop -> [(messages, Future)] waiting for the next local batch
+
+    @staticmethod
+    def params_for(config: LLMConfig) -> dict:
+        """The sampling parameters every request carries (part of each cache key)."""
+        style = "reasoning" if config.param_style == "reasoning" else "chat"  # `auto` starts as chat
+        return request_params(style, config.temperature, config.max_tokens, config.top_p)
 
     # --- identity and lifecycle -------------------------------------------------------------------
     @property
@@ -223,6 +240,29 @@ class LLMClient:
         if hit is not None:
             self.usage.cache_hits += 1
         return hit
+
+    def count_tokens(self, messages: list[dict]) -> int:
+        """Prompt tokens of one request, counted offline (llm/tokens.py)."""
+        if self._counter is None:
+            from .tokens import token_counter
+
+            self._counter = token_counter(self.model)
+        return self._counter.count(messages)
+
+    def _reserve(self, messages: list[dict]) -> float | None:
+        if not self.budget.active:
+            return None
+        prompt = self.count_tokens(messages) if self.budget.max_cost is not None else 0
+        return self.budget.reserve(prompt, self.config.max_tokens)
+
+    def _settle(self, reserved: float | None, messages: list[dict], completion: _Completion) -> None:
+        prompt = completion.prompt_tokens
+        completion_tokens = completion.completion_tokens
+        if self.prices.known:
+            self.usage.cost += self.prices.cost(prompt or 0, completion_tokens or 0)
+        if reserved is not None:
+            self.budget.settle(reserved, prompt if prompt is not None else self.count_tokens(messages),
+                               completion_tokens if completion_tokens is not None else self.config.max_tokens)
 
     def _store(self, key, messages, text, prompt_tokens, completion_tokens, extra: dict | None = None) -> None:
         if self.cache is not None and text.strip():
@@ -408,15 +448,21 @@ class LLMClient:
             return await asyncio.shield(state.inflight[key])
         future = state.loop.create_future()
         state.inflight[key] = future
+        reserved = None
         try:
+            reserved = self._reserve(messages)
             async with state.semaphore:
                 completion = await self._request(messages, extra)
+            self._settle(reserved, messages, completion)
+            reserved = None
             if completion.cacheable:
                 self._store(key, messages, completion.text, completion.prompt_tokens, completion.completion_tokens,
                             extra)
             future.set_result(completion.text)
             return completion.text
         except BaseException as err:
+            if reserved is not None:  # a failed request is not billed
+                self.budget.settle(reserved, 0, 0)
             future.set_exception(err)
             future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
             raise

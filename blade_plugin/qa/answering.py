@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from .answers import answer_response_format, score_answer
 from ..extras.constants import GENERATION_BATCH_SIZE
+from ..llm.budget import BudgetExceeded
 from ..extras.errors import LLMError
 from .prompts import PromptSet
 from .data import QAItem
@@ -123,6 +124,8 @@ async def answer_items(
         try:
             raw = await client.acomplete(prompts.answer(item, knowledge),
                                       answer_response_format(item.options))
+        except BudgetExceeded:
+            return  # not recorded: the caller stops after the requests in flight are saved
         except LLMError as err:
             record = error_record(item, knowledge, err)
         else:
@@ -150,12 +153,16 @@ async def answer_items(
                 timings.generate_s += time.perf_counter() - t0
                 knowledge = [k.strip() for k in knowledge]
             tasks.extend(asyncio.create_task(ask(start + i, item, k)) for i, (item, k) in enumerate(zip(chunk, knowledge)))
+            if _spend_closed(client):  # the spend budget is reached: generating more would be wasted
+                break
             failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
             if failed is not None:  # the error budget is spent: generating more would be wasted
                 failed.result()
         waited_from = time.perf_counter()
         await asyncio.gather(*tasks)
         timings.llm_wait_s = time.perf_counter() - waited_from
+        if _spend_closed(client):
+            raise BudgetExceeded(f"budget reached ({client.budget.closed})")
     except BaseException:
         for task in tasks:
             task.cancel()
@@ -163,6 +170,11 @@ async def answer_items(
         raise
     timings.total_s = time.perf_counter() - started
     return records, timings  # type: ignore[return-value]
+
+
+def _spend_closed(client) -> bool:
+    budget = getattr(client, "budget", None)
+    return budget is not None and budget.closed is not None
 
 
 def accuracy(records: list[AnswerRecord]) -> float:

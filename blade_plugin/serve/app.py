@@ -46,6 +46,8 @@ class ServeSettings:
     max_wait_ms: float = 5.0
     max_queue: int = 256
     knowledge_cache_size: int = 1024
+    price_input: float | None = None  # US dollars per million upstream prompt tokens (for /metrics)
+    price_output: float | None = None
 
 
 class _MetricsMiddleware:
@@ -212,10 +214,15 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
     def _count_usage(data: dict) -> None:
         usage = data.get("usage")
         if isinstance(usage, dict):
+            counted = {}
             for kind in ("prompt", "completion"):
                 value = usage.get(f"{kind}_tokens")
                 if isinstance(value, int) and value >= 0:
                     metrics.upstream_tokens.inc(value, kind=kind)
+                    counted[kind] = value
+            if settings.price_input is not None and settings.price_output is not None:
+                metrics.upstream_cost.inc((counted.get("prompt", 0) * settings.price_input
+                                           + counted.get("completion", 0) * settings.price_output) / 1e6)
 
     async def _stream(payload: dict, blade: dict, headers: dict) -> Response:
         """Relay the upstream's server-sent events as they come (the first chunk gains the `blade` field)."""

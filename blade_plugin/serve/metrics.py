@@ -172,6 +172,9 @@ class ServeMetrics:
                              "question counts as shared).", ("result",))
         self.upstream_tokens = Counter(r, "blade_serve_upstream_tokens_total",
                                        "Tokens the upstream LLM reported in `usage`, by kind.", ("kind",))
+        self.upstream_cost = Counter(r, "blade_serve_upstream_cost_dollars_total",
+                                     "US dollars the upstream tokens cost at --price-input/--price-output "
+                                     "(stays 0 without prices).")
         for result in ("hit", "miss", "shared"):
             self.cache.inc(0, result=result)
         for kind in ("prompt", "completion"):

@@ -249,6 +249,8 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
             "llm_cache_hits": usage_after.get("cache_hits", 0) - usage_before.get("cache_hits", 0),
             "prompt_tokens": usage_after.get("prompt_tokens", 0) - usage_before.get("prompt_tokens", 0),
             "completion_tokens": usage_after.get("completion_tokens", 0) - usage_before.get("completion_tokens", 0),
+            "cost": (None if usage_after.get("cost") is None
+                     else round(usage_after["cost"] - (usage_before.get("cost") or 0.0), 6)),
             "seconds": round(time.perf_counter() - started, 2),
             "model_loaded": bool(writer and writer.loaded),
         })

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..runs.progress import tqdm
 
+from ..llm.budget import BudgetExceeded
 from ..extras.errors import LLMError
 from ..runs.fingerprint import JobFingerprint, job_fingerprint
 from ..qa.answering import KnowledgeAnswerer, resolve_max_errors
@@ -87,6 +88,11 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
                       disable=None) as bar:
                 try:
                     await by_mode[mode].answer(todo, progress=bar, max_errors=max_errors, on_record=save(mode))
+                except BudgetExceeded as err:
+                    budget = getattr(getattr(by_mode[mode], "client", None), "budget", None)
+                    raise BudgetExceeded(budget.stop_message(str(progress_path)) if budget is not None else
+                                         f"{err}; progress is saved in {progress_path}; re-run the same command "
+                                         "to resume") from None
                 except LLMError as err:
                     saved = sum(1 for row in done.values() if not row.get("error"))
                     raise LLMError(f"{err} -- {saved} finished predictions are saved in {progress_path}; "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..runs.progress import tqdm
 
 from ..qa.answers import answer_response_format, score_answer
+from ..llm.budget import BudgetExceeded
 from ..extras.errors import LLMError
 from ..runs.fingerprint import JobFingerprint, job_fingerprint
 from ..qa.answering import ErrorBudget, resolve_max_errors
@@ -69,12 +70,21 @@ async def kit_item(item: QAItem, prompts: PromptSet, client: LLMClientProtocol) 
         knowledge = (await client.acomplete(prompts.knowledge_generation(item))).strip()
         raw = await client.acomplete(prompts.answer(item, knowledge), answer_response_format(item.options))
     except LLMError as err:
-        return {"type": "item", "id": item.id, "knowledge": knowledge, "llm_answer": "", "parsed": None,
-                "kept": False, "error": str(err)}
+        return error_row(item, knowledge, str(err))
+    return item_row(item, knowledge, raw)
+
+
+def item_row(item: QAItem, knowledge: str, raw: str) -> dict:
+    """The progress row of an item whose knowledge and consistency-check answer are in (online or batch)."""
     score = score_answer(item, raw)
     parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
     return {"type": "item", "id": item.id, "knowledge": knowledge, "llm_answer": raw, "parsed": parsed,
             "unparseable": score.unparseable, "kept": bool(score.correct and knowledge)}
+
+
+def error_row(item: QAItem, knowledge: str, error: str) -> dict:
+    return {"type": "item", "id": item.id, "knowledge": knowledge, "llm_answer": "", "parsed": None,
+            "kept": False, "error": error}
 
 
 def generate_kit_data(
@@ -111,7 +121,10 @@ def generate_kit_data(
 
     async def one(item: QAItem) -> None:
         async with window:
-            row = await kit_item(item, prompts, client)
+            try:
+                row = await kit_item(item, prompts, client)
+            except BudgetExceeded:
+                return  # no new request starts; those in flight finish and are saved
         log.append(row)
         done[row["id"]] = row
         bar.update(1)
@@ -142,13 +155,21 @@ def generate_kit_data(
         raise
     finally:
         bar.close()
+    if getattr(client, "budget", None) is not None and client.budget.closed is not None:
+        raise BudgetExceeded(client.budget.stop_message(str(progress_path)))
 
+    return write_kit_outputs(items, prompts, done, out_path, stats, client, started)
+
+
+def write_kit_outputs(items: list[QAItem], prompts: PromptSet, done: dict, out_path: Path, stats: KitStats, client,
+                      started: float) -> KitStats:
+    """kit.jsonl and its stats from the finished progress rows (`done`, by id): the same for every path."""
     kept_rows = []
     for item in items:
         row = done[item.id]
         if row["kept"]:
             kept_rows.append({"instruction": prompts.small_model_query(item), "input": "", "output": row["knowledge"]})
-    log.publish(out_path, kept_rows)
+    JobLog.publish(out_path, kept_rows)
     stats.kept = len(kept_rows)
     stats.failed = [{"id": item.id, "error": done[item.id]["error"]} for item in items if done[item.id].get("error")]
     stats.errors = len(stats.failed)
@@ -157,5 +178,5 @@ def generate_kit_data(
                             and done[item.id].get("unparseable", done[item.id].get("parsed") in (None, "")))
     stats.seconds = round(time.perf_counter() - started, 3)
     stats.usage = client.usage.as_dict()
-    log.publish(out_path.with_name(out_path.name + ".stats.json"), stats.as_dict())
+    JobLog.publish(out_path.with_name(out_path.name + ".stats.json"), stats.as_dict())
     return stats

@@ -64,7 +64,16 @@ class _Handler(LoopbackHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
+        self._finished()
         self.wfile.write(data)
+
+    def _finished(self) -> None:
+        """Record a chat request's finish before its last bytes go out: once the client has the reply it may
+        send its next request at once, and that request's start must not precede this finish in `events`."""
+        number = getattr(self, "_serving", None)
+        if number is not None:
+            self._serving = None
+            self.server.stub._event("finish", number)
 
     def _refuse(self, error: APIError) -> None:
         self._send(error.status, error.body())
@@ -77,6 +86,8 @@ class _Handler(LoopbackHandler):
         problem = check_auth(self.headers.get("Authorization"), stub.api_key)
         if problem:
             self._refuse(problem)
+            return
+        if stub.batch_api.handle(self, "GET"):  # /v1/files, /v1/batches (testing/batch_api.py)
             return
         path = self._path()
         if path == "/v1/models":
@@ -92,15 +103,18 @@ class _Handler(LoopbackHandler):
 
     def do_POST(self) -> None:
         stub = self.server.stub
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
         with stub._lock:
             stub.authorizations.append(self.headers.get("Authorization"))
         problem = check_auth(self.headers.get("Authorization"), stub.api_key)
-        if problem:
+        if problem:  # the real API checks the key first, on every path (the Batch API's too)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))  # keep the connection usable
             stub._refused(problem)
             self._refuse(problem)
             return
+        if stub.batch_api.handle(self, "POST"):  # /v1/files, /v1/batches (testing/batch_api.py)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
         if self._path() != CHAT_PATH:
             self._refuse(invalid_url("POST", self._path()))
             return
@@ -113,11 +127,11 @@ class _Handler(LoopbackHandler):
         if not isinstance(body, dict):
             self._refuse(APIError(400, "Invalid type for request body: expected an object."))
             return
-        number = stub._begin(body)
+        number = self._serving = stub._begin(body)
         try:
             self._chat(stub, body, number)
         finally:
-            stub._event("finish", number)
+            self._finished()  # a no-op unless the handler failed before replying
 
     def _chat(self, stub: StubOpenAIServer, body: dict, number: int) -> None:
         if stub.drop_response_format:  # as `llamafactory-cli api` does: pydantic drops the unknown field
@@ -208,6 +222,7 @@ class _Handler(LoopbackHandler):
             self.wfile.flush()
             if stub.stream_delay:
                 time.sleep(stub.stream_delay)
+        self._finished()
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
@@ -279,6 +294,9 @@ class StubOpenAIServer(BackgroundHTTPServer):
         self.requests: list[dict] = []
         self.request_count = 0
         self.fault_count = 0
+        from .batch_api import BatchAPI
+
+        self.batch_api = BatchAPI(self)
         self._server = _Server(("127.0.0.1", port), self)
         self._thread: threading.Thread | None = None
 

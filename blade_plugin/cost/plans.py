@@ -1,0 +1,250 @@
+"""The dry-run plan of each command (see plan.py for the counting rules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..runs.atomic_io import iter_jsonl
+from ..llm.budget import Prices
+from .plan import Phase, Plan, Planner, mean_completion_tokens
+from ..llm.tokens import token_counter
+
+
+def _finished(progress: Path, key, restart: bool) -> set:
+    """Keys of the finished rows of a progress file, read without touching it."""
+    if restart or not progress.is_file():
+        return set()
+    done = {}
+    for _, row in iter_jsonl(progress, tolerate_truncated_tail=True):
+        if row.get("type") in ("item", "prediction"):
+            done[key(row)] = row
+    return {k for k, row in done.items() if not row.get("error")}
+
+
+def planner_for(config, small_model_dir: str | None = None) -> Planner:
+    model = config.resolved_model()
+    if config.backend != "openai":
+        counter = token_counter("", small_model_dir or config.local_model_dir)
+    else:
+        counter = token_counter(model, small_model_dir)
+    return Planner(config, counter, Prices.from_env(config.price_input, config.price_output))
+
+
+def _answer_extra(config, item):
+    if config.answer_format != "json":
+        return None
+    from ..qa.answers import answer_response_format
+
+    return {"response_format": answer_response_format(item.options).payload()}
+
+
+def plan_kit(items, prompts, config, out_path: Path, restart: bool = False, batch: bool = False) -> Plan:
+    from ..stages.kit import progress_path_for
+
+    planner = planner_for(config)
+    plan = Plan("knowledge", f"{config.resolved_model()} @ {planner.base_url}", planner.counter.name, planner.prices)
+    try:
+        finished = _finished(progress_path_for(Path(out_path)), lambda row: row["id"], restart)
+        todo = [item for item in items if item.id not in finished]
+        if finished:
+            plan.notes.append(f"{len(items) - len(todo)} of {len(items)} items are finished in the progress file")
+        generation = Phase("KIT generation", batch=batch)
+        check = Phase("KIT consistency check", batch=batch)
+        gen_messages = [prompts.knowledge_generation(item) for item in todo]
+        means = mean_completion_tokens(planner.cache, [planner.key(m) for m in gen_messages])
+        knowledge_estimate = planner.completion_estimate("generation", means)
+        seen_gen, seen_check = set(), set()
+        for item, messages in zip(todo, gen_messages):
+            repeat = planner.key(messages) in seen_gen  # the same (question, answer): the same check as well
+            knowledge = planner.add(generation, messages, seen_gen, knowledge_estimate)
+            extra = _answer_extra(config, item)
+            if repeat and knowledge is None:
+                check.cached += 1
+            elif knowledge is not None:
+                planner.add(check, prompts.answer(item, knowledge.strip()), seen_check,
+                            planner.params["max_tokens"], extra)
+            else:
+                # The check's prompt holds knowledge not yet written: its frame plus the expected knowledge.
+                frame = planner.counter.count(prompts.answer(item, ""))
+                planner.add(check, [], seen_check, planner.params["max_tokens"],
+                            estimated_prompt=frame + knowledge_estimate)
+        plan.phases += [generation, check]
+        if check.estimated_requests:
+            plan.notes.append(f"{check.estimated_requests} consistency-check prompts are estimated: their knowledge "
+                              f"is not written yet (counted as {knowledge_estimate} tokens each, "
+                              + ("the cache's mean)" if means else "max_tokens)"))
+        if batch:
+            plan.notes.append("--batch: costs at half the given prices (the Batch API's discount)")
+    finally:
+        planner.close()
+    return plan
+
+
+def plan_evaluation(items, prompts, config, modes, out_dir: Path, generator=None, soft_prompt=None,
+                    batch_size: int = 8, restart: bool = False, small_model_dir: str | None = None) -> Plan:
+    planner = planner_for(config, small_model_dir)
+    plan = Plan("evaluate", f"{config.resolved_model()} @ {planner.base_url}", planner.counter.name, planner.prices)
+    try:
+        finished = _finished(Path(out_dir) / "predictions.progress.jsonl", lambda row: (row["mode"], row["id"]),
+                             restart)
+        seen = set()
+        for mode in modes:
+            todo = [item for item in items if (mode, item.id) not in finished]
+            plan.phases.append(_mode_phase(planner, f"evaluate [{mode}]", todo, prompts, config,
+                                           None if mode == "llm" else generator,
+                                           soft_prompt if mode == "blade" else None, batch_size, seen))
+        if any(m != "llm" for m in modes):
+            plan.notes.append("knowledge prompts rendered with the small LM's own knowledge (generated locally)")
+    finally:
+        planner.close()
+    return plan
+
+
+def _mode_phase(planner, name, todo, prompts, config, generator, soft_prompt, batch_size, seen) -> Phase:
+    """One evaluation mode's answer requests, with the small LM's knowledge rendered (generated locally)."""
+    knowledge = [""] * len(todo)
+    if generator is not None and todo:
+        knowledge = _generate(generator, prompts, todo, soft_prompt, batch_size)
+    phase = Phase(name)
+    for item, k in zip(todo, knowledge):
+        planner.add(phase, prompts.answer(item, k), seen, planner.params["max_tokens"], _answer_extra(config, item))
+    return phase
+
+
+def plan_ablation(items, prompts, config, inputs, ablation, keys) -> Plan:
+    """Each runnable row of `blade-bpo ablate` as evaluate would run it (rows saved in --out are free)."""
+    from dataclasses import replace
+
+    from ..llm.client import LLMClient
+    from ..small_lm.soft_prompt import load_soft_prompt
+    from ..stages.ablation import LazyWriter, _default_writer_factory, _row_dir, plan_rows
+
+    planner = planner_for(config)
+    plan = Plan("ablate", f"{config.resolved_model()} @ {planner.base_url}", planner.counter.name, planner.prices)
+    identity = LLMClient(replace(config, use_cache=False)).identity()  # no cache file is opened
+    factory = ablation.writer_factory or _default_writer_factory(ablation)
+    seen: set = set()
+    try:
+        for row in plan_rows(inputs, keys):
+            if row.skipped:
+                plan.notes.append(f"row {row.key} skipped: {row.skipped}")
+                continue
+            row_dir = _row_dir(Path(ablation.out_dir), row, items, prompts, ablation, identity)
+            mode = "llm" if row.key == "llm" else ("blade" if row.soft_prompt else "knowledge")
+            finished = _finished(row_dir / "predictions.progress.jsonl", lambda r: (r["mode"], r["id"]), False)
+            todo = [item for item in items if (mode, item.id) not in finished]
+            writer = None if row.model is None else LazyWriter(lambda p=row: factory(p.model, p.adapter))
+            soft = load_soft_prompt(row.soft_prompt)[0] if row.soft_prompt else None
+            if soft is not None and soft.shape[0] == 0:
+                soft = None
+            plan.phases.append(_mode_phase(planner, f"ablate [{row.key}]", todo, prompts, config, writer, soft,
+                                           ablation.batch_size, seen))
+            if writer is not None:
+                writer.release()
+        plan.notes.append("knowledge prompts rendered with each row's own small LM (generated locally)")
+    finally:
+        planner.close()
+    return plan
+
+
+def _generate(generator, prompts, items, soft_prompt, batch_size: int) -> list[str]:
+    out = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        out += [k.strip() for k in generator.generate([prompts.small_model_query(i) for i in chunk], soft_prompt)]
+    return out
+
+
+def plan_bpo(search_items, rescore_items, prompts, config, generator, run, out_dir: Path, batch_size: int = 8,
+             small_model_dir: str | None = None) -> Plan:
+    """`run` is the BPORunConfig. The baseline is rendered exactly (no soft prompt); search and re-scoring
+    trials are estimated with the baseline's knowledge, since their knowledge depends on soft prompts
+    not yet proposed."""
+    from ..runs.atomic_io import iter_jsonl as rows_of
+
+    planner = planner_for(config, small_model_dir)
+    plan = Plan("optimize", f"{config.resolved_model()} @ {planner.base_url}", planner.counter.name, planner.prices)
+    try:
+        trials = []
+        trials_path = Path(out_dir) / "trials.jsonl"
+        if trials_path.is_file() and not run.restart:
+            trials = [row for _, row in rows_of(trials_path, tolerate_truncated_tail=True) if "phase" in row]
+        searched = sum(t["phase"] in ("init", "bo") for t in trials)
+        budget = run.n_init + run.iterations * run.q
+        if run.max_evaluations is not None:
+            budget = min(budget, run.max_evaluations)
+        knowledge = _generate(generator, prompts, search_items, None, batch_size)
+        frames = [prompts.answer(item, k) for item, k in zip(search_items, knowledge)]
+        baseline = Phase("BPO baseline")
+        if run.baseline and not any(t["phase"] == "baseline" for t in trials):
+            seen = set()
+            for item, messages in zip(search_items, frames):
+                planner.add(baseline, messages, seen, planner.params["max_tokens"], _answer_extra(config, item))
+        per_trial = [planner.counter.count(m) for m in frames]
+        search = Phase("BPO search trials")
+        for _ in range(max(0, budget - searched)):
+            for tokens in per_trial:
+                planner.add(search, [], set(), planner.params["max_tokens"], estimated_prompt=tokens)
+        rescore = Phase("BPO re-scoring")
+        if rescore_items:
+            done_rescore = sum(t["phase"] == "rescore" for t in trials)
+            r_knowledge = _generate(generator, prompts, rescore_items, None, batch_size)
+            r_tokens = [planner.counter.count(prompts.answer(i, k)) for i, k in zip(rescore_items, r_knowledge)]
+            for _ in range(max(0, min(run.top_k, budget) + int(run.baseline) - done_rescore)):
+                for tokens in r_tokens:
+                    planner.add(rescore, [], set(), planner.params["max_tokens"], estimated_prompt=tokens)
+        plan.phases += [baseline, search, rescore]
+        plan.notes.append(f"calls = baseline + (n_init {run.n_init} + iterations {run.iterations} x q {run.q}"
+                          + (f", capped at --max-evaluations {run.max_evaluations}" if run.max_evaluations else "")
+                          + f") x {len(search_items)} dev questions + (top-k {run.top_k} + baseline) x "
+                          f"{len(rescore_items or [])} re-score questions; {len(trials)} trials already done")
+        plan.notes.append("search and re-scoring prompts are estimated with the baseline's knowledge (a soft "
+                          "prompt changes it); answers repeated across trials come from the cache for free, so "
+                          "the real count can be lower")
+        if run.max_llm_calls is not None:
+            plan.notes.append(f"--max-llm-calls {run.max_llm_calls} stops the run earlier if reached")
+    finally:
+        planner.close()
+    return plan
+
+
+def plan_demo(config, demo) -> Plan:
+    """`blade-bpo demo`'s LLM calls by stage: KIT data exactly (as `knowledge`), BPO and the ablation rows
+    estimated, since their knowledge comes from models the demo has not trained yet (the answer prompt's
+    frame plus `max_new_tokens` of knowledge); finished stages in the workdir are not looked at."""
+    from ..extras.paths import bundled_data_dir
+    from ..qa.data import load_qa
+    from ..qa.prompts import load_prompts
+
+    prompts = load_prompts()  # the LLM's templates are the bundled ones (the demo edits only the small LM's)
+    data = bundled_data_dir()
+    train = load_qa(data / "demo_qa_train.jsonl", limit=demo.limit_train)
+    plan = plan_kit(train, prompts, config, Path(demo.workdir) / "data" / "kit_knowledge.jsonl")
+    plan.command = "demo"
+    planner = planner_for(config)
+    try:
+        dev = load_qa(data / "demo_qa_dev.jsonl", limit=demo.limit_dev)
+        test = load_qa(data / "demo_qa_test.jsonl", limit=demo.limit_test)
+        knowledge_tokens = demo.max_new_tokens
+        bpo = Phase("BPO trials")
+        for _ in range(1 + demo.bpo_init + demo.bpo_iterations):  # baseline + Sobol + BO rounds (q = 1)
+            for item in dev:
+                planner.add(bpo, [], set(), planner.params["max_tokens"],
+                            estimated_prompt=planner.counter.count(prompts.answer(item, "")) + knowledge_tokens)
+        ablation = Phase("ablation rows")
+        rows = ["base", "dp", "dp_kit", "blade"] + (["kit"] if demo.kit_on_base else [])
+        seen: set = set()
+        for item in test:  # the LLM-alone row is known exactly
+            planner.add(ablation, prompts.answer(item, ""), seen, planner.params["max_tokens"],
+                        _answer_extra(config, item))
+        for _ in rows:
+            for item in test:
+                planner.add(ablation, [], set(), planner.params["max_tokens"],
+                            estimated_prompt=planner.counter.count(prompts.answer(item, "")) + knowledge_tokens)
+        plan.phases += [bpo, ablation]
+        plan.notes.append(f"BPO: (baseline + {demo.bpo_init} Sobol + {demo.bpo_iterations} BO) x {len(dev)} dev "
+                          f"questions; ablation: {1 + len(rows)} rows x {len(test)} test questions; their prompts "
+                          f"are estimated with {knowledge_tokens} knowledge tokens (--max-new-tokens)")
+    finally:
+        planner.close()
+    return plan
