@@ -28,8 +28,17 @@ logger = logging.getLogger(__name__)
 @click.option("--kit-steps", type=click.IntRange(1), default=None, help="Stop KIT after this many steps.")
 @click.option("--trainable-layers", type=click.IntRange(1), default=10, show_default=True,
               help="DP and KIT tune the top N decoder layers (LLaMA-Factory's finetuning_type freeze).")
-@click.option("--kit-on-base/--no-kit-on-base", default=False, show_default=True,
+@click.option("--kit-on-base/--no-kit-on-base", default=True, show_default=True,
               help="Also train KIT on the base model, for the ablation's 'KIT only' row (about 1.5 min more).")
+@click.option("--kit-grounded/--no-kit-grounded", default=False, show_default=True, envvar="BLADE_KIT_GROUNDED", show_envvar=True,
+              help="Ground KIT data in the corpus (knowledge --corpus): the LLM sees the BM25 passages that support "
+                   "the correct answer and writes knowledge in their terms.")
+@click.option("--query-options/--no-query-options", default=False, show_default=True, envvar="BLADE_QUERY_OPTIONS", show_envvar=True,
+              help="List the options in the small model's query (default: the question only).")
+@click.option("--ablation-split", type=click.Choice(["test", "dev"]), default="test", show_default=True,
+              help="Where the ablation runs: dev to compare settings without reading the test set.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, envvar="BLADE_SEED", show_envvar=True,
+              help="Training, BPO and bootstrap seed.")
 @click.option("--bpo-init", type=click.IntRange(1), default=2, show_default=True, help="Sobol initial BPO evaluations.")
 @click.option("--bpo-iterations", type=click.IntRange(0), default=2, show_default=True, help="BO rounds after them.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=24, show_default=True,
@@ -42,7 +51,7 @@ logger = logging.getLogger(__name__)
               help="vLLM server base URL (repeatable, round-robin).")
 @llm_options
 def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, trainable_layers, kit_on_base,
-         bpo_init, bpo_iterations, max_new_tokens, limit, small_backend, small_backend_urls, llm_args) -> None:
+         kit_grounded, query_options, ablation_split, seed, bpo_init, bpo_iterations, max_new_tokens, limit, small_backend, small_backend_urls, llm_args) -> None:
     """DP -> DP probe -> KIT data -> KIT training -> BPO -> the ablation table, on the bundled fictional domain
     (budgets sized for 2 CPU cores). Without an endpoint the offline evidence reader stands in for the LLM."""
     from ..runs.outputs import Output, check_outputs
@@ -63,6 +72,8 @@ def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, tra
                    err=True)
     config = DemoConfig(workdir=Path(workdir), dp_epochs=dp_epochs, dp_lr=dp_lr, dp_steps=dp_steps,
                         kit_epochs=kit_epochs, kit_lr=kit_lr, kit_steps=kit_steps, kit_on_base=kit_on_base,
+                        kit_grounded=kit_grounded, query_options=query_options, seed=seed,
+                        ablation_split=ablation_split,
                         trainable_layers=trainable_layers,
                         bpo_init=bpo_init, bpo_iterations=bpo_iterations, max_new_tokens=max_new_tokens,
                         limit_train=limit, limit_dev=limit, limit_test=limit, small_backend=small_backend,

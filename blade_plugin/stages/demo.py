@@ -51,7 +51,13 @@ class DemoConfig:
     kit_lr: float = 3e-4
     kit_steps: int | None = None
     trainable_layers: int = 10  # freeze tuning: the top N decoder layers learn, the rest (and embeddings) stay
-    kit_on_base: bool = False  # also train KIT on the base model, for the ablation's "KIT only" row
+    kit_on_base: bool = True  # also train KIT on the base model, for the ablation's "KIT only" row
+    kit_grounded: bool = False  # KIT data from corpus passages (knowledge --corpus): the LLM restates them
+    kit_corpus_k: int = 3
+    query_options: bool = False  # the small model's query lists the options (False: the question only)
+    group_by: str | None = "kind"  # the ablation per group of test items (the demo data's trained/reverse/corpus_only)
+    retrieval_k: int = 3  # the ablation's "LLM + retrieved passages" row (0: leave it out)
+    ablation_split: str = "test"  # "dev": the ablation on dev, for choosing settings without reading test
     dp_batch_size: int = 4  # of 64-token blocks: 12 steps an epoch
     kit_batch_size: int = 8
     bpo_init: int = 2
@@ -169,7 +175,8 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     base_model = materialize_default_model()
     if not (work / "recipes").is_dir():
         init_workspace(work)
-        (work / "templates" / "small_model_query.j2").write_text(DEMO_SMALL_MODEL_QUERY, encoding="utf-8")
+        if not config.query_options:
+            (work / "templates" / "small_model_query.j2").write_text(DEMO_SMALL_MODEL_QUERY, encoding="utf-8")
     prompts = load_prompts(work / "templates")
     data = work / "data"
     saves = work / "saves"
@@ -211,7 +218,12 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     with StageMeter() as meter, LLMClient(llm_config) as client:
         logger.info("[2/5] KIT data: LLM writes knowledge for data/demo_qa_train.jsonl and filters it")
         train = load_qa(data / "demo_qa_train.jsonl", limit=config.limit_train)
-        stats = generate_kit_data(train, prompts, client, kit_file)
+        index = None
+        if config.kit_grounded:
+            from ..retrieval import CorpusIndex
+
+            index = CorpusIndex.from_jsonl(data / "demo_corpus.jsonl")
+        stats = generate_kit_data(train, prompts, client, kit_file, corpus=index, corpus_k=config.kit_corpus_k)
         register_dataset("blade_kit_generated", kit_file, data, formatting="alpaca")
     record("kit_data", meter)
     # A weak LLM may keep almost nothing; the bundled KIT set (what the reader writes) keeps KIT meaningful then.
@@ -277,17 +289,19 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     # 5. The ablation table on the test set (LLM alone ... full BLADE); finished rows are reused on re-runs
     from .ablation import AblationConfig, AblationInputs, run_ablation
 
-    ablation_dir = work / "runs" / "ablation"
+    ablation_dir = work / "runs" / ("ablation" if config.ablation_split == "test" else f"ablation_{config.ablation_split}")
     with StageMeter() as meter:
-        test = load_qa(data / "demo_qa_test.jsonl", limit=config.limit_test)
+        test = load_qa(data / f"demo_qa_{config.ablation_split}.jsonl", limit=config.limit_test)
         inputs = AblationInputs(base_model=str(base_model), dp=str(dp_dir), kit=str(kit_dir),
                                 kit_base=str(kit_base_dir) if config.kit_on_base else None,
-                                soft_prompt=str(bpo_dir / "selected_soft_prompt.safetensors"))
+                                soft_prompt=str(bpo_dir / "selected_soft_prompt.safetensors"),
+                                corpus=str(data / "demo_corpus.jsonl") if config.retrieval_k else None)
         with LLMClient(llm_config) as client:
-            logger.info("[5/5] Ablation on %d test questions", len(test))
+            logger.info("[5/5] Ablation on %d %s questions", len(test), config.ablation_split)
             table = run_ablation(test, prompts, client, inputs,
                                  AblationConfig(out_dir=ablation_dir, template="blade_chatml",
-                                                max_new_tokens=config.max_new_tokens))
+                                                max_new_tokens=config.max_new_tokens, group_by=config.group_by,
+                                                retrieval_k=max(1, config.retrieval_k)))
     record("ablation", meter)
     config.stage_times["total_s"] = round(timer() - t_all, 1)
 
@@ -301,7 +315,11 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
                      "hits_after": probe["after"]["correct"], "mcnemar_p": probe["after_vs_before"]["mcnemar_p"]},
         "bpo": {"best_dev_accuracy": summary.best_score, "evaluations": summary.n_evaluations, **selection},
         "test_accuracy": {key: row["accuracy"] for key, row in rows.items()},
-        "ablation": [{k: row.get(k) for k in ("key", "title", "accuracy", "ci95", "skipped")} for row in table["rows"]],
+        "ablation": [{k: row.get(k) for k in ("key", "title", "accuracy", "ci95", "skipped", "groups")}
+                     for row in table["rows"]],
+        "settings": {"kit_grounded": config.kit_grounded, "query_options": config.query_options,
+                     "kit_on_base": config.kit_on_base, "dp_epochs": config.dp_epochs, "kit_epochs": config.kit_epochs,
+                     "kit_lr": config.kit_lr, "dp_lr": config.dp_lr, "seed": config.seed},
         "artifacts": {
             "dp_model": str(dp_dir), "kit_model": str(kit_dir), "kit_data": str(kit_file),
             "soft_prompt": str(bpo_dir / "soft_prompt.safetensors"),
