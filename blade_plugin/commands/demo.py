@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
               help="DP and KIT tune the top N decoder layers (LLaMA-Factory's finetuning_type freeze).")
 @click.option("--kit-on-base/--no-kit-on-base", default=True, show_default=True,
               help="Also train KIT on the base model, for the ablation's 'KIT only' row (about 1.5 min more).")
-@click.option("--kit-grounded/--no-kit-grounded", default=False, show_default=True,
+@click.option("--kit-grounded/--no-kit-grounded", default=True, show_default=True,
               envvar="BLADE_KIT_GROUNDED", show_envvar=True,
               help="Ground KIT data in the corpus (knowledge --corpus): the LLM sees the BM25 passages that support "
                    "the correct answer and writes knowledge in their terms.")

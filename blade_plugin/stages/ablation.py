@@ -333,7 +333,7 @@ def _fmt_pair(p: dict | None) -> str:
 
 
 def render_markdown(table: dict) -> str:
-    lines = [f"# BLADE ablation ({table['n_items']} test questions)", "",
+    lines = [f"# BLADE ablation ({table['n_items']} questions)", "",
              "| configuration | accuracy | 95% CI | single / multi | unparseable | vs LLM alone | vs row above "
              "| knowledge supports correct / names wrong | LLM calls | tokens |",
              "|---|---|---|---|---|---|---|---|---|---|"]
