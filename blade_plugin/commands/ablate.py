@@ -78,7 +78,7 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
     if group_by:
         from ..qa.groups import check_group_field
 
-        check_group_field(items, group_by)
+        check_group_field(items, group_by, path=test_path)
     if corpus:
         from ..retrieval import CorpusIndex
 

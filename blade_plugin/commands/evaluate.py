@@ -42,7 +42,7 @@ def evaluate(args, small_args, templates_dir, variant, llm_args) -> None:
     if args.group_by:
         from ..qa.groups import check_group_field
 
-        check_group_field(items, args.group_by)
+        check_group_field(items, args.group_by, path=args.test_path)
     prompts = load_prompt_set(templates_dir, variant)
     generator = prompt_tensor = None
     if any(m != "llm" for m in chosen):

@@ -25,13 +25,15 @@ def group_value(item: QAItem, field: str) -> str:
     return MISSING if value is None else str(value)
 
 
-def check_group_field(items: Sequence[QAItem], field: str, source: str = "--group-by") -> None:
-    """Refuse a field no item has, naming the fields the items do have (before any money is spent)."""
+def check_group_field(items: Sequence[QAItem], field: str, source: str = "--group-by",
+                      path: str | None = None) -> None:
+    """Refuse a field no item has, naming the file (when given) and the fields the items do have beyond
+    id/question/options/answer (before any money is spent)."""
     if field == "id" or any(field in item.meta for item in items):
         return
     known = sorted({key for item in items for key in item.meta})
-    raise BladeError(f"{source} {field}: no item has a field {field!r} (fields beyond id/question/options/answer: "
-                     f"{', '.join(known) or 'none'})")
+    where = f" in {path}" if path else ""
+    raise BladeError(f"{source} {field}: no item{where} has a field {field!r} (fields: {', '.join(known) or 'none'})")
 
 
 def groups_of(items: Sequence[QAItem], field: str) -> dict[str, list[int]]:
