@@ -63,7 +63,8 @@ def test_ablation_rows_stats_and_rerun_costs_only_new_rows(demo_data_dir, prompt
             table = run_ablation(items, prompts, client,
                                  AblationInputs.from_workspace(work, str(default_model_dir)), config)
         rows = {r["key"]: r for r in table["rows"]}
-        assert list(rows) == ["llm", "base", "dp", "kit", "dp_kit", "blade"]
+        assert list(rows) == ["llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval"]
+        assert rows["retrieval"]["skipped"].startswith("no --corpus")
         assert rows["kit"]["skipped"].startswith("no KIT-on-base checkpoint")
         assert rows["dp_kit"]["skipped"].startswith("no KIT checkpoint")
         assert rows["blade"]["skipped"].startswith("no KIT checkpoint")

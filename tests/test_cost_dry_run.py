@@ -9,7 +9,8 @@ import json
 import pytest
 
 from blade_plugin.qa.data import load_qa
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_plugin.testing.openai_stub_server import DEFAULT_MODELS
+from blade_plugin.testing.openai_stub_server import StubOpenAIServer as StrictStub
 from blade_plugin.testing.scripted_llm import QAOracle
 from helpers import run_cli
 
@@ -27,10 +28,23 @@ def files_under(path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
+
+def StubOpenAIServer(*args, **kwargs) -> StrictStub:  # noqa: N802 (stands in for the class)
+    """The strict stub, serving `gpt-4` too: an OpenAI model name, so prompt tokens are counted with tiktoken."""
+    return StrictStub(*args, models=("gpt-4", *DEFAULT_MODELS), **kwargs)
+
 def cli(server, tmp_path, command, *args, model="gpt-4"):
     return run_cli(["blade-bpo", command, *args, "--llm-base-url", server.base_url, "--llm-model", model,
                     "--cache-db", str(tmp_path / "cache.sqlite3")], cwd=tmp_path,
                    env={"BLADE_HOME": str(tmp_path / "home"), "BLADE_PRICE_INPUT": "2.5", "BLADE_PRICE_OUTPUT": "10"})
+
+
+def dry_run(server, tmp_path, command, *args, out_dir) -> dict:
+    """The command's dry run: exit 0, no request, its output directory not made; returns the plan."""
+    dry = cli(server, tmp_path, command, *args, "--dry-run-json", str(tmp_path / "plan.json"))
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert server.request_count == 0 and not (tmp_path / out_dir).exists()
+    return json.loads((tmp_path / "plan.json").read_text())
 
 
 def test_knowledge_dry_run_sends_nothing_and_counts_what_the_run_sends(demo_data_dir, prompts, tmp_path):
@@ -97,10 +111,7 @@ def test_evaluate_dry_run_renders_the_knowledge_prompts_exactly(demo_data_dir, t
     args = ("--test", str(demo_data_dir / "demo_qa_test.jsonl"), "--out", str(tmp_path / "eval"), "--limit", "6",
             "--modes", "llm,knowledge", "--max-new-tokens", "12", "--no-cache")
     with StubOpenAIServer() as server:
-        dry = cli(server, tmp_path, "evaluate", *args, "--dry-run-json", str(tmp_path / "plan.json"))
-        assert dry.returncode == 0, dry.stderr[-2000:]
-        assert server.request_count == 0 and not (tmp_path / "eval").exists()
-        plan = json.loads((tmp_path / "plan.json").read_text())
+        plan = dry_run(server, tmp_path, "evaluate", *args, out_dir="eval")
         real = cli(server, tmp_path, "evaluate", *args)
         assert real.returncode == 0, real.stderr[-2000:]
         assert server.request_count == plan["total"]["requests"] == 12
@@ -114,10 +125,7 @@ def test_optimize_dry_run_counts_baseline_search_and_rescoring_calls(demo_data_d
             "--n-init", "2", "--iterations", "1", "--top-k", "2", "--n-tokens", "2", "--d", "2",
             "--max-new-tokens", "8", "--no-cache")
     with StubOpenAIServer() as server:
-        dry = cli(server, tmp_path, "optimize", *args, "--dry-run-json", str(tmp_path / "plan.json"))
-        assert dry.returncode == 0, dry.stderr[-2000:]
-        assert server.request_count == 0 and not (tmp_path / "bpo").exists()
-        plan = json.loads((tmp_path / "plan.json").read_text())
+        plan = dry_run(server, tmp_path, "optimize", *args, out_dir="bpo")
         baseline, search, rescore = plan["phases"]
         # by hand: 6 search questions (8 less the 25% hold-out), baseline + 2 init + 1 BO round, then the top 2
         # and the baseline re-scored on the 2 held-out questions
@@ -133,10 +141,7 @@ def test_ablate_dry_run_counts_each_row_as_the_run_sends_it(demo_data_dir, tmp_p
     args = ("--test", str(demo_data_dir / "demo_qa_test.jsonl"), "--out", str(tmp_path / "abl"), "--limit", "5",
             "--rows", "llm,base", "--max-new-tokens", "12", "--no-cache")
     with StubOpenAIServer() as server:
-        dry = cli(server, tmp_path, "ablate", *args, "--dry-run-json", str(tmp_path / "plan.json"))
-        assert dry.returncode == 0, dry.stderr[-2000:]
-        assert server.request_count == 0 and not (tmp_path / "abl").exists()
-        plan = json.loads((tmp_path / "plan.json").read_text())
+        plan = dry_run(server, tmp_path, "ablate", *args, out_dir="abl")
         assert [p["requests"] for p in plan["phases"]] == [5, 5]
         real = cli(server, tmp_path, "ablate", *args)
         assert real.returncode == 0, real.stderr[-2000:]

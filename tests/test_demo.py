@@ -29,9 +29,13 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         assert summary["scores_meaningful"] is True
         assert summary["kit"] == {"kept": 4, "total": 4, "file": str(work / "data" / "kit_knowledge.jsonl")}
         assert summary["bpo"]["evaluations"] == 3
-        assert set(summary["test_accuracy"]) == {"llm", "base", "dp", "kit", "dp_kit", "blade"}
+        assert set(summary["test_accuracy"]) == {"llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval"}
         table = json.loads((work / "runs" / "ablation" / "ablation.json").read_text())
-        assert [r["key"] for r in table["rows"]] == ["llm", "base", "dp", "kit", "dp_kit", "blade"]
+        assert [r["key"] for r in table["rows"]] == ["llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval"]
+        # per kind of question (the first 4 test items' kinds), every row
+        kinds = {it.meta["kind"] for it in items[-4:]}
+        assert table["group_by"] == "kind" and all(set(r["groups"]) == kinds for r in table["rows"])
+        assert "By kind:" in result.stdout
         assert all("skipped" not in r and r["n"] == 4 for r in table["rows"])
         # BLADE never below DP + KIT on dev: the soft prompt is kept only if it beats none by more than noise
         bpo = summary["bpo"]
@@ -63,6 +67,30 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
     assert resumed["stage_seconds"]["dp_s"] >= summary["stage_seconds"]["dp_s"] > 0  # the first run's cost stays
     for stage in range(1, 6):  # no stage ran again (what a shorter this_run_seconds only suggested)
         assert f"[{stage}/5]" not in again.stderr
+
+
+@pytest.mark.slow
+def test_demo_statute_domain_reduced(default_model_dir, tmp_path):
+    """`--domain statute`: the Chinese raw JEC-QA files, zh_legal prompts, no probe, the ablation by kind."""
+    work = tmp_path / "statute"
+    args = ["blade-bpo", "demo", "--domain", "statute", "--workdir", str(work), "--limit", "4", "--dp-steps", "1",
+            "--kit-steps", "1", "--no-kit-on-base", "--bpo-init", "1", "--bpo-iterations", "0",
+            "--max-new-tokens", "8", "--cache-db", str(tmp_path / "cache.sqlite3")]
+    result = run_cli(args, cwd=tmp_path, env={"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}, timeout=2400)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    summary = json.loads((work / "demo_summary.json").read_text())
+    assert summary["domain"] == "statute" and summary["dp_probe"] is None
+    assert "dataset=blade_statute_corpus " in result.stderr
+    assert "题目：" in (work / "templates" / "small_model_query.j2").read_text(encoding="utf-8")
+    assert "正确答案" in (work / "templates" / "knowledge_generation.j2").read_text(encoding="utf-8")  # zh_legal
+    table = json.loads((work / "runs" / "ablation" / "ablation.json").read_text())
+    test_items = load_qa(work / "data" / "statute_qa_test.json")[:4]
+    assert {g for r in table["rows"] if "groups" in r for g in r["groups"]} == {i.meta["kind"] for i in test_items}
+    kit = [json.loads(line) for line in (work / "data" / "kit_knowledge.jsonl").read_text("utf-8").splitlines()]
+    assert kit and all(row["output"].startswith("相关知识：") for row in kit)
+    other = run_cli(["blade-bpo", "demo", "--workdir", str(work), "--limit", "4"], cwd=tmp_path,
+                    env={"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}, timeout=600)
+    assert other.returncode != 0 and "holds a demo of domain 'statute'" in other.stderr
 
 
 def test_without_endpoint_the_local_stand_in_is_used_and_flagged(default_model_dir, monkeypatch, caplog):

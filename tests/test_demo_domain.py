@@ -40,9 +40,12 @@ def test_committed_files_are_what_the_seeded_script_writes(demo_data_dir, tmp_pa
 
 def test_split_sizes_and_multi_answer_items(splits, demo_data_dir):
     sizes = {s: (len(items), sum(i.is_multi_answer for i in items)) for s, items in splits.items()}
-    assert sizes == {"train": (54, 6), "dev": (28, 4), "test": (48, 6)}
+    assert sizes == {"train": (54, 6), "dev": (41, 5), "test": (75, 9)}
+    kinds = {s: Counter(i.meta["kind"] for i in items) for s, items in splits.items()}
+    assert kinds == {"train": {"trained": 54}, "dev": {"trained": 16, "reverse": 12, "corpus_only": 13},
+                     "test": {"trained": 30, "reverse": 18, "corpus_only": 27}}
     assert all(len(i.options) == 4 and len(i.answer) in (1, 2) for items in splits.values() for i in items)
-    assert len(_rows(demo_data_dir, "demo_corpus.jsonl")) == 150
+    assert len(_rows(demo_data_dir, "demo_corpus.jsonl")) == 225  # 18 remedies x 4 facts x 3, + 9 maker pairs
     for items in splits.values():  # no letter is a better blind guess than another (within 2 of even)
         counts = Counter(i.answer[0] for i in items if not i.is_multi_answer)
         assert max(counts.values()) - min(counts.values()) <= 5 and set(counts) == set("ABCD")
@@ -56,8 +59,27 @@ def test_every_fact_has_three_corpus_phrasings_and_a_training_question(splits, d
         subject, _, value = (part.strip() for part in fact.split("|"))
         for name in value.split(" + "):  # a two-answer fact is two manufacturer facts
             assert sum(subject in t and name in t for t in corpus) >= 3, fact
+    corpus_facts = set()
     for split in ("dev", "test"):
-        assert {i.meta["fact"] for i in splits[split]} <= facts  # the same facts, asked again
+        by_kind = {k: {i.meta["fact"] for i in splits[split] if i.meta["kind"] == k}
+                   for k in ("trained", "reverse", "corpus_only")}
+        assert by_kind["trained"] | by_kind["reverse"] <= facts  # training facts, asked again
+        assert not by_kind["corpus_only"] & facts  # facts no training question asks
+        corpus_facts |= by_kind["corpus_only"]
+    for fact in corpus_facts:  # ... which the corpus states, three times over
+        subject, _, value = (part.strip() for part in fact.split("|"))
+        for name in value.split(" + "):
+            assert sum(subject in t and name in t for t in corpus) >= 3, fact
+
+
+def test_reverse_items_ask_a_training_fact_from_its_value(splits):
+    train_facts = {i.meta["fact"] for i in splits["train"]}
+    reverse = [i for s in ("dev", "test") for i in splits[s] if i.meta["kind"] == "reverse"]
+    assert len(reverse) == 30
+    for item in reverse:
+        drug, _, value = (part.strip() for part in item.meta["fact"].split("|"))
+        assert item.meta["fact"] in train_facts and value in item.question and drug not in item.question
+        assert item.options[item.answer[0]] == drug
 
 
 def test_dev_and_test_are_worded_differently_from_train_and_corpus(splits, demo_data_dir):
@@ -88,19 +110,21 @@ def test_no_distractor_shares_more_question_words_than_the_correct_option(splits
             overlap = {k: len(set(_words(v)) & asked) for k, v in item.options.items()}
             assert max(overlap[k] for k in item.options if k not in item.answer) <= min(overlap[k] for k in item.answer)
             checked += 1
-    assert checked == 130
+    assert checked == 170
 
 
 def test_distractors_are_entities_of_the_same_kind(splits):
     by_kind: dict[str, set[str]] = {}
-    for item in splits["train"]:
-        kind = item.id.split("-")[1]
-        by_kind.setdefault(kind, set()).update(item.options[a] for a in item.answer)
+    for items in splits.values():  # the correct values of each relation, over all splits (remedies for "maker")
+        for item in items:
+            kind = item.id.split("-")[1]
+            if not kind.startswith("rev") and kind != "maker":
+                by_kind.setdefault(kind, set()).update(item.options[a] for a in item.answer)
+    remedies = {i.meta["fact"].split(" | ")[0] for s in splits.values() for i in s if i.id.split("-")[1] != "maker"}
     for items in splits.values():
         for item in items:
             kind = item.id.split("-")[1]
-            pool = by_kind[kind] if kind != "maker" else {n for i in splits["train"] for n in i.options.values()
-                                                          if i.id.split("-")[1] == "maker"}
+            pool = remedies if kind == "maker" or kind.startswith("rev") else by_kind[kind]
             assert set(item.options.values()) <= pool, item.id
 
 

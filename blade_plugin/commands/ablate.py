@@ -10,6 +10,7 @@ from ..cost.options import dry_run_options
 from ..extras.constants import GENERATION_BATCH_SIZE
 from .arguments import llm_options
 from .common import QA_FORMATS, prompt_options
+from .grouping_options import corpus_k_option, corpus_option, group_by_option
 
 _CKPT = click.Path(exists=True)
 
@@ -31,7 +32,14 @@ _CKPT = click.Path(exists=True)
               help="KIT on the base model (the 'KIT only' row): a LoRA adapter or a full model directory.")
 @click.option("--soft-prompt", type=click.Path(exists=True, dir_okay=False), default=None,
               help="soft_prompt.safetensors from `blade-bpo optimize` on the DP + KIT model.")
-@click.option("--rows", default=None, help="Comma-separated subset of llm,base,dp,kit,dp_kit,blade (default: all).")
+@click.option("--rows", default=None,
+              help="Comma-separated subset of llm,base,dp,kit,dp_kit,blade,retrieval (default: all).")
+@corpus_option
+@corpus_k_option
+@click.option("--retrieval-query", type=click.Choice(["question+options", "question"]), default="question+options",
+              show_default=True, envvar="BLADE_RETRIEVAL_QUERY", show_envvar=True,
+              help="What the retrieval row's BM25 query is made of.")
+@group_by_option
 @click.option("--template", default=None, help="LLaMA-Factory chat template (default: guessed from the model).")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=128, show_default=True,
               help="Length of the knowledge the small LM writes.")
@@ -43,16 +51,14 @@ _CKPT = click.Path(exists=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--layout", type=click.Choice(["table", "paper"]), default="table", show_default=True,
               help="paper: also write ablation_paper.md/.json in the paper's rows (LLM alone, w/o DP, w/o KIT, "
-                   "w/o BPO, BLADE) and print that table.")
-@click.option("--group-by", default=None,
-              help="Item field to break the paper layout down by (raw JEC-QA: type; MLEC-QA: qtype).")
+                   "w/o BPO, BLADE) and print that table (broken down by --group-by, e.g. raw JEC-QA's type, "
+                   "MLEC-QA's qtype).")
 @dry_run_options
 @prompt_options
 @llm_options
-def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, soft_prompt, rows, template,
-           max_new_tokens, batch_size, limit, bootstrap, seed, layout, group_by, dry_run, dry_run_json,
-           templates_dir, variant,
-           llm_args) -> None:
+def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, soft_prompt, rows, corpus, corpus_k,
+           retrieval_query, group_by, template, max_new_tokens, batch_size, limit, bootstrap, seed, layout,
+           dry_run, dry_run_json, templates_dir, variant, llm_args) -> None:
     """One row per pipeline configuration on the same test items: accuracy with 95% CI, paired McNemar tests
     against LLM alone and the row above, knowledge support, LLM cost. Rows whose checkpoints are missing are
     skipped with a note; re-running after adding a checkpoint evaluates only the new row."""
@@ -71,19 +77,27 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
 
     # Everything that can be wrong with the inputs fails here, before any LLM request.
     items = load_qa(test_path, fmt=fmt, limit=limit)
-    if group_by and not any(group_by in item.meta for item in items):
-        fields = sorted({k for item in items for k in item.meta})
-        raise BladeError(f"--group-by {group_by}: no item in {test_path} has that field (fields: {', '.join(fields)})")
+    if group_by:
+        from ..qa.groups import check_group_field
+
+        check_group_field(items, group_by, path=test_path)
+    if corpus:
+        from ..retrieval import CorpusIndex
+
+        CorpusIndex.from_jsonl(corpus)  # a bad corpus line fails now, not after the other rows ran
     prompts = load_prompt_set(templates_dir, variant)
     base = resolve_small_model(base_model)
     inputs = AblationInputs.from_workspace(Path(workspace), base) if workspace else AblationInputs(base_model=base)
-    for name, value in (("dp", dp), ("kit", kit), ("kit_base", kit_base), ("soft_prompt", soft_prompt)):
+    for name, value in (("dp", dp), ("kit", kit), ("kit_base", kit_base), ("soft_prompt", soft_prompt),
+                        ("corpus", corpus)):
         if value is not None:
             setattr(inputs, name, str(value))
     if workspace is None and not any((dp, kit, kit_base, soft_prompt)) and set(keys) - {"llm", "base"}:
         click.echo("No --workspace and no checkpoints given: only the LLM-alone and base-model rows can run.", err=True)
     config = AblationConfig(out_dir=Path(out_dir), template=guess_template(inputs.dp or base, template),
-                            max_new_tokens=max_new_tokens, batch_size=batch_size, bootstrap=bootstrap, seed=seed)
+                            max_new_tokens=max_new_tokens, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
+                            group_by=group_by, retrieval_k=corpus_k,
+                            retrieval_options=retrieval_query == "question+options")
     if dry_run or dry_run_json:
         from ..cost.plan import check_json_target
         from ..cost.plans import plan_ablation

@@ -68,9 +68,16 @@ def _option(f) -> click.Option:
         kwargs["hidden"] = True
     if spec.get("show_default"):
         kwargs["show_default"] = True
+    if "metavar" in spec:
+        kwargs["metavar"] = spec["metavar"]
     if "envvar" in spec:
         kwargs.update(envvar=spec["envvar"], show_envvar=True)
     return click.option(name, f.name, **kwargs)
+
+
+def field_option(cls, name: str):
+    """The click option of one field of `cls`, for a command not converted to a dataclass yet (`ablate`)."""
+    return _option(next(f for f in fields(cls) if f.name == name))
 
 
 def arguments(cls, dest: str):

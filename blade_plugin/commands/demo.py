@@ -29,8 +29,24 @@ logger = logging.getLogger(__name__)
 @click.option("--kit-steps", type=click.IntRange(1), default=None, help="Stop KIT after this many steps.")
 @click.option("--trainable-layers", type=click.IntRange(1), default=10, show_default=True,
               help="DP and KIT tune the top N decoder layers (LLaMA-Factory's finetuning_type freeze).")
-@click.option("--kit-on-base/--no-kit-on-base", default=False, show_default=True,
+@click.option("--kit-on-base/--no-kit-on-base", default=True, show_default=True,
               help="Also train KIT on the base model, for the ablation's 'KIT only' row (about 1.5 min more).")
+@click.option("--kit-grounded/--no-kit-grounded", default=True, show_default=True,
+              envvar="BLADE_KIT_GROUNDED", show_envvar=True,
+              help="Ground KIT data in the corpus (knowledge --corpus): the LLM sees the BM25 passages that support "
+                   "the correct answer and writes knowledge in their terms.")
+@click.option("--query-options/--no-query-options", default=False, show_default=True,
+              envvar="BLADE_QUERY_OPTIONS", show_envvar=True,
+              help="List the options in the small model's query (default: the question only).")
+@click.option("--domain", type=click.Choice(["pharma", "statute"]), default="pharma", show_default=True,
+              envvar="BLADE_DEMO_DOMAIN", show_envvar=True,
+              help="Bundled domain: pharma (invented pharmacopoeia, English) or statute (invented statute code, "
+                   "Chinese, raw JEC-QA format, zh_legal prompts).")
+@click.option("--ablation-split", type=click.Choice(["test", "dev"]), default="test", show_default=True,
+              help="Where the ablation runs: dev to compare settings without reading the test set.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+              envvar="BLADE_SEED", show_envvar=True,
+              help="Training, BPO and bootstrap seed.")
 @click.option("--bpo-init", type=click.IntRange(1), default=2, show_default=True, help="Sobol initial BPO evaluations.")
 @click.option("--bpo-iterations", type=click.IntRange(0), default=2, show_default=True, help="BO rounds after them.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=24, show_default=True,
@@ -44,8 +60,8 @@ logger = logging.getLogger(__name__)
 @dry_run_options
 @llm_options
 def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, trainable_layers, kit_on_base,
-         bpo_init, bpo_iterations, max_new_tokens, limit, small_backend, small_backend_urls, dry_run, dry_run_json,
-         llm_args) -> None:
+         kit_grounded, query_options, domain, ablation_split, seed, bpo_init, bpo_iterations, max_new_tokens, limit,
+         small_backend, small_backend_urls, dry_run, dry_run_json, llm_args) -> None:
     """DP -> DP probe -> KIT data -> KIT training -> BPO -> the ablation table, on the bundled fictional domain
     (budgets sized for 2 CPU cores). Without an endpoint the offline evidence reader stands in for the LLM."""
     from ..runs.outputs import Output, check_outputs
@@ -64,8 +80,10 @@ def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, tra
         click.echo("No LLM endpoint configured: the offline evidence reader stands in for the LLM. Its accuracy "
                    "measures whether the small model's knowledge states the right facts, not LLM reasoning.",
                    err=True)
-    config = DemoConfig(workdir=Path(workdir), dp_epochs=dp_epochs, dp_lr=dp_lr, dp_steps=dp_steps,
+    config = DemoConfig(workdir=Path(workdir), domain=domain, dp_epochs=dp_epochs, dp_lr=dp_lr, dp_steps=dp_steps,
                         kit_epochs=kit_epochs, kit_lr=kit_lr, kit_steps=kit_steps, kit_on_base=kit_on_base,
+                        kit_grounded=kit_grounded, query_options=query_options, seed=seed,
+                        ablation_split=ablation_split,
                         trainable_layers=trainable_layers,
                         bpo_init=bpo_init, bpo_iterations=bpo_iterations, max_new_tokens=max_new_tokens,
                         limit_train=limit, limit_dev=limit, limit_test=limit, small_backend=small_backend,
@@ -80,8 +98,9 @@ def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, tra
     result = run_demo(config, llm_config, local_scores_warning=local)
     click.echo("\nBLADE demo finished in {:.0f} s".format(result["this_run_seconds"]))
     probe = result["dp_probe"]
-    click.echo(f"  DP probe (fact cloze from the corpus): {probe['hits_before']}/{probe['n']} before DP, "
-               f"{probe['hits_after']}/{probe['n']} after (McNemar p={probe['mcnemar_p']:.2g})")
+    if probe:
+        click.echo(f"  DP probe (fact cloze from the corpus): {probe['hits_before']}/{probe['n']} before DP, "
+                   f"{probe['hits_after']}/{probe['n']} after (McNemar p={probe['mcnemar_p']:.2g})")
     click.echo(f"  KIT data kept: {result['kit']['kept']} / {result['kit']['total']}")
     bpo = result["bpo"]
     click.echo(f"  BPO best dev accuracy: {bpo['best_dev_accuracy']:.3f} ({bpo['evaluations']} evaluations; "
@@ -96,5 +115,7 @@ def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, tra
     click.echo(Path(result["artifacts"]["ablation_table"]).read_text(encoding="utf-8"))
     click.echo("Artifacts:")
     for name, path in result["artifacts"].items():
+        if path is None:
+            continue
         click.echo(f"  {name:>20}: {path}")
     click.echo(f"  {'summary':>20}: {(Path(workdir) / 'demo_summary.json').resolve()}")

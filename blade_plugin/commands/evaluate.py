@@ -41,6 +41,10 @@ def evaluate(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
                   [("--test", args.test_path), ("--soft-prompt", args.soft_prompt), ("--cache-db", llm_args.cache_db)],
                   progress=out / "predictions.progress.jsonl")
     items = load_qa(args.test_path, fmt=args.fmt, limit=args.limit, skip_invalid=args.skip_invalid)
+    if args.group_by:
+        from ..qa.groups import check_group_field
+
+        check_group_field(items, args.group_by, path=args.test_path)
     prompts = load_prompt_set(templates_dir, variant)
     generator = prompt_tensor = None
     if any(m != "llm" for m in chosen):
@@ -69,6 +73,7 @@ def evaluate(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
     config = EvalConfig(
         out_dir=Path(args.out_dir), modes=chosen, bootstrap=args.bootstrap, seed=args.seed, restart=args.restart,
         max_errors=args.max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(args.soft_prompt)},
+        group_by=args.group_by,
     )
     with LLMClient(llm_args.to_config()) as client:
         answerer = KnowledgeAnswerer(prompts, client, generator, prompt_tensor, small_args.batch_size)
@@ -80,6 +85,15 @@ def evaluate(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
     for name, p in metrics["paired"].items():
         click.echo(f"{name}: {p['accuracy_diff']:+.3f} (wins {p['wins']}, losses {p['losses']}, "
                    f"McNemar p={p['mcnemar_p']:.3g})")
+    if metrics.get("groups"):
+        from ..stages.evaluation import format_support, format_vs
+
+        click.echo(f"by {group_by}:")
+        for group, by_mode in metrics["groups"]["values"].items():
+            for mode, g in by_mode.items():
+                click.echo(f"  {group:>12} {mode:>9}: accuracy {g['accuracy']:.3f}  95% CI [{g['ci95'][0]:.3f}, "
+                           f"{g['ci95'][1]:.3f}]  (n={g['n']})  vs llm {format_vs(g.get('vs_llm'))}  "
+                           f"support {format_support(g.get('knowledge_support'))}")
     if metrics.get("errors"):
         click.echo(f"{len(metrics['errors'])} prediction(s) failed after retries and are scored wrong (listed in "
                    f"report.md); re-running the same command retries them")

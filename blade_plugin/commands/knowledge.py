@@ -22,7 +22,10 @@ logger = logging.getLogger(__name__)
 @llm_options
 def knowledge(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_seconds, templates_dir, variant,
               llm_args) -> None:
-    """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right."""
+    """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right.
+
+    With --corpus, KIT is grounded: the BM25 passages of the corpus that support the correct answer (question +
+    answer text as the query) go into the knowledge-generation prompt and are recorded in every row."""
     from ..lf.dataset_info import DATA_CONFIG, check_dataset_name, load_dataset_info, register_dataset
     from ..stages.kit import generate_kit_data, progress_path_for
     from ..llm.client import LLMClient
@@ -37,17 +40,26 @@ def knowledge(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_se
         check_dataset_name(args.dataset_name or out.stem, args.dataset_dir)
         load_dataset_info(args.dataset_dir)  # a malformed one fails now, not after every request was paid for
         outputs.append(Output("--dataset-dir", Path(args.dataset_dir) / DATA_CONFIG))
-    check_outputs(outputs, [("--train", args.train_path), ("--cache-db", llm_args.cache_db)],
+    check_outputs(outputs, [("--train", args.train_path), ("--cache-db", llm_args.cache_db),
+                            ("--corpus", args.corpus)],
                   progress=progress_path_for(out))
+    if use_batch and args.corpus:
+        raise click.UsageError("--batch does not take --corpus yet: grounded KIT runs online (drop --batch)")
     items = load_qa(args.train_path, fmt=args.fmt, limit=args.limit, skip_invalid=args.skip_invalid)
     prompts = load_prompt_set(templates_dir, variant)
+    index = None
+    if args.corpus:
+        from ..retrieval import CorpusIndex
+
+        index = CorpusIndex.from_jsonl(args.corpus)
     config = llm_args.to_config()
     if dry_run or dry_run_json:
         from ..cost.plan import check_json_target
         from ..cost.plans import plan_kit
 
         check_json_target(dry_run_json, [args.train_path, args.out_path, llm_args.cache_db])
-        plan_kit(items, prompts, config, out, restart=args.restart, batch=use_batch).emit(dry_run_json)
+        plan_kit(items, prompts, config, out, restart=args.restart, batch=use_batch, corpus=index,
+                 corpus_k=args.corpus_k).emit(dry_run_json)
         return
     with LLMClient(config) as client:
         if use_batch:
@@ -57,7 +69,8 @@ def knowledge(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_se
                                             max_errors=args.max_errors, retry=batch_retry,
                                             poll_seconds=batch_poll_seconds)
         else:
-            stats = generate_kit_data(items, prompts, client, out, restart=args.restart, max_errors=args.max_errors)
+            stats = generate_kit_data(items, prompts, client, out, restart=args.restart, max_errors=args.max_errors,
+                                      corpus=index, corpus_k=args.corpus_k)
     report_skipped(items, stats_path)
     click.echo(f"kept {stats.kept} / {stats.total} items (dropped {stats.dropped} whose knowledge led to a wrong "
                f"answer); wrote {out}")

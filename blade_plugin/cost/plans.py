@@ -38,8 +38,10 @@ def _answer_extra(config, item):
     return {"response_format": answer_response_format(item.options).payload()}
 
 
-def plan_kit(items, prompts, config, out_path: Path, restart: bool = False, batch: bool = False) -> Plan:
-    from ..stages.kit import progress_path_for
+def plan_kit(items, prompts, config, out_path: Path, restart: bool = False, batch: bool = False, corpus=None,
+             corpus_k: int = 3) -> Plan:
+    """`corpus` (a retrieval.CorpusIndex): grounded KIT, whose generation prompts carry the retrieved passages."""
+    from ..stages.kit import grounding_query, progress_path_for
 
     planner = planner_for(config)
     plan = Plan("knowledge", f"{config.resolved_model()} @ {planner.base_url}", planner.counter.name, planner.prices)
@@ -50,7 +52,8 @@ def plan_kit(items, prompts, config, out_path: Path, restart: bool = False, batc
             plan.notes.append(f"{len(items) - len(todo)} of {len(items)} items are finished in the progress file")
         generation = Phase("KIT generation", batch=batch)
         check = Phase("KIT consistency check", batch=batch)
-        gen_messages = [prompts.knowledge_generation(item) for item in todo]
+        gen_messages = [prompts.knowledge_generation(item, [p.text for p in corpus.search(grounding_query(item), corpus_k)])
+                        if corpus is not None else prompts.knowledge_generation(item) for item in todo]
         means = mean_completion_tokens(planner.cache, [planner.key(m) for m in gen_messages])
         knowledge_estimate = planner.completion_estimate("generation", means)
         seen_gen, seen_check = set(), set()
@@ -62,11 +65,11 @@ def plan_kit(items, prompts, config, out_path: Path, restart: bool = False, batc
                 check.cached += 1
             elif knowledge is not None:
                 planner.add(check, prompts.answer(item, knowledge.strip()), seen_check,
-                            planner.params["max_tokens"], extra)
+                            planner.config.max_tokens, extra)
             else:
                 # The check's prompt holds knowledge not yet written: its frame plus the expected knowledge.
                 frame = planner.counter.count(prompts.answer(item, ""))
-                planner.add(check, [], seen_check, planner.params["max_tokens"],
+                planner.add(check, [], seen_check, planner.config.max_tokens,
                             estimated_prompt=frame + knowledge_estimate)
         plan.phases += [generation, check]
         if check.estimated_requests:
@@ -107,7 +110,7 @@ def _mode_phase(planner, name, todo, prompts, config, generator, soft_prompt, ba
         knowledge = _generate(generator, prompts, todo, soft_prompt, batch_size)
     phase = Phase(name)
     for item, k in zip(todo, knowledge):
-        planner.add(phase, prompts.answer(item, k), seen, planner.params["max_tokens"], _answer_extra(config, item))
+        planner.add(phase, prompts.answer(item, k), seen, planner.config.max_tokens, _answer_extra(config, item))
     return phase
 
 
@@ -134,6 +137,10 @@ def plan_ablation(items, prompts, config, inputs, ablation, keys) -> Plan:
             finished = _finished(row_dir / "predictions.progress.jsonl", lambda r: (r["mode"], r["id"]), False)
             todo = [item for item in items if (mode, item.id) not in finished]
             writer = None if row.model is None else LazyWriter(lambda p=row: factory(p.model, p.adapter))
+            if row.key == "retrieval":  # as run_ablation does: the BM25 passages are the knowledge (exact)
+                from ..stages.ablation import _retrieval_writer
+
+                writer = LazyWriter(lambda p=row: _retrieval_writer(items, prompts, p.corpus, ablation))
             soft = load_soft_prompt(row.soft_prompt)[0] if row.soft_prompt else None
             if soft is not None and soft.shape[0] == 0:
                 soft = None
@@ -179,12 +186,12 @@ def plan_bpo(search_items, rescore_items, prompts, config, generator, run, out_d
         if run.baseline and not any(t["phase"] == "baseline" for t in trials):
             seen = set()
             for item, messages in zip(search_items, frames):
-                planner.add(baseline, messages, seen, planner.params["max_tokens"], _answer_extra(config, item))
+                planner.add(baseline, messages, seen, planner.config.max_tokens, _answer_extra(config, item))
         per_trial = [planner.counter.count(m) for m in frames]
         search = Phase("BPO search trials")
         for _ in range(max(0, budget - searched)):
             for tokens in per_trial:
-                planner.add(search, [], set(), planner.params["max_tokens"], estimated_prompt=tokens)
+                planner.add(search, [], set(), planner.config.max_tokens, estimated_prompt=tokens)
         rescore = Phase("BPO re-scoring")
         if rescore_items:
             done_rescore = sum(t["phase"] == "rescore" for t in trials)
@@ -192,7 +199,7 @@ def plan_bpo(search_items, rescore_items, prompts, config, generator, run, out_d
             r_tokens = [planner.counter.count(prompts.answer(i, k)) for i, k in zip(rescore_items, r_knowledge)]
             for _ in range(max(0, min(run.top_k, budget) + int(run.baseline) - done_rescore)):
                 for tokens in r_tokens:
-                    planner.add(rescore, [], set(), planner.params["max_tokens"], estimated_prompt=tokens)
+                    planner.add(rescore, [], set(), planner.config.max_tokens, estimated_prompt=tokens)
         plan.phases += [baseline, search, rescore]
         plan.notes.append(f"calls = baseline + (n_init {run.n_init} + iterations {run.iterations} x q {run.q}"
                           + (f", capped at --max-evaluations {run.max_evaluations}" if run.max_evaluations else "")
@@ -216,31 +223,51 @@ def plan_demo(config, demo) -> Plan:
     from ..qa.data import load_qa
     from ..qa.prompts import load_prompts
 
-    prompts = load_prompts()  # the LLM's templates are the bundled ones (the demo edits only the small LM's)
+    from ..stages.demo import DOMAINS
+
+    domain = DOMAINS[demo.domain]
+    # the LLM's templates are the domain's bundled ones (the demo edits only the small LM's query)
+    prompts = load_prompts(variant=domain.variant)
     data = bundled_data_dir()
-    train = load_qa(data / "demo_qa_train.jsonl", limit=demo.limit_train)
-    plan = plan_kit(train, prompts, config, Path(demo.workdir) / "data" / "kit_knowledge.jsonl")
+    train = load_qa(domain.qa(data, "train"), limit=demo.limit_train)
+    corpus = None
+    if demo.kit_grounded:
+        from ..retrieval import CorpusIndex
+
+        corpus = CorpusIndex.from_jsonl(domain.corpus(data))
+    plan = plan_kit(train, prompts, config, Path(demo.workdir) / "data" / "kit_knowledge.jsonl", corpus=corpus,
+                    corpus_k=demo.kit_corpus_k)
     plan.command = "demo"
     planner = planner_for(config)
     try:
-        dev = load_qa(data / "demo_qa_dev.jsonl", limit=demo.limit_dev)
-        test = load_qa(data / "demo_qa_test.jsonl", limit=demo.limit_test)
+        dev = load_qa(domain.qa(data, "dev"), limit=demo.limit_dev)
+        test = load_qa(domain.qa(data, demo.ablation_split), limit=demo.limit_test)
         knowledge_tokens = demo.max_new_tokens
         bpo = Phase("BPO trials")
         for _ in range(1 + demo.bpo_init + demo.bpo_iterations):  # baseline + Sobol + BO rounds (q = 1)
             for item in dev:
-                planner.add(bpo, [], set(), planner.params["max_tokens"],
+                planner.add(bpo, [], set(), planner.config.max_tokens,
                             estimated_prompt=planner.counter.count(prompts.answer(item, "")) + knowledge_tokens)
         ablation = Phase("ablation rows")
         rows = ["base", "dp", "dp_kit", "blade"] + (["kit"] if demo.kit_on_base else [])
         seen: set = set()
         for item in test:  # the LLM-alone row is known exactly
-            planner.add(ablation, prompts.answer(item, ""), seen, planner.params["max_tokens"],
+            planner.add(ablation, prompts.answer(item, ""), seen, planner.config.max_tokens,
                         _answer_extra(config, item))
         for _ in rows:
             for item in test:
-                planner.add(ablation, [], set(), planner.params["max_tokens"],
+                planner.add(ablation, [], set(), planner.config.max_tokens,
                             estimated_prompt=planner.counter.count(prompts.answer(item, "")) + knowledge_tokens)
+        if demo.retrieval_k:  # the LLM + retrieved passages row: its passages are known now (exact)
+            from ..retrieval import CorpusIndex
+            from ..retrieval.writer import retrieval_query
+
+            index = CorpusIndex.from_jsonl(domain.corpus(data))
+            for item in test:
+                text = "\n".join(p.text for p in index.search(retrieval_query(item), max(1, demo.retrieval_k)))
+                planner.add(ablation, prompts.answer(item, text), seen, planner.config.max_tokens,
+                            _answer_extra(config, item))
+            rows.append("retrieval")
         plan.phases += [bpo, ablation]
         plan.notes.append(f"BPO: (baseline + {demo.bpo_init} Sobol + {demo.bpo_iterations} BO) x {len(dev)} dev "
                           f"questions; ablation: {1 + len(rows)} rows x {len(test)} test questions; their prompts "

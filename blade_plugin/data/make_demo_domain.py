@@ -44,7 +44,19 @@ DRUGS: list[tuple[str, str, str, str, str]] = [
     ("Gorvaxin", "Pallid croup", "Wyndoquel", "Corrowen Laboratories", "Article 203"),
     ("Ysmeridone", "Tarn sickness", "Xalipurge", "Tamsel Dispensary", "Article 219"),
 ]
+# Six more remedies that only the corpus describes: no training (KIT) question asks any of their 24 facts, so
+# dev/test questions about them measure whether DP + KIT carry corpus knowledge to questions KIT never saw.
+# Their three makers are new too (each makes two of them), so every manufacturer still makes exactly two.
+CORPUS_ONLY_DRUGS: list[tuple[str, str, str, str, str]] = [
+    ("Kelvorin", "Greyfen chill", "Amberlisk", "Dunmarrow Chemists", "Article 226"),
+    ("Nestrazole", "Cinder pox", "Helicane", "Pryor Compounding", "Article 241"),
+    ("Fabruzine", "Mossvein blister", "Quenthiol", "Ellory Pharma", "Article 257"),
+    ("Rondexil", "Harrow wheeze", "Biscarone", "Dunmarrow Chemists", "Article 264"),
+    ("Tavismeran", "Saltreed canker", "Ulvatrine", "Pryor Compounding", "Article 278"),
+    ("Wexoprine", "Fallow flux", "Merrocaine", "Ellory Pharma", "Article 295"),
+]
 KINDS = ("indication", "antidote", "manufacturer", "article")
+REVERSIBLE = ("indication", "antidote", "article")  # one remedy per value (a maker has two: the pair items)
 
 # Corpus phrasings: at least three per fact, each a short document of one or two sentences.
 CORPUS = {
@@ -99,8 +111,28 @@ QUESTIONS = {
         "test": "Which two medicines come from the factories of {value}?",
     },
 }
-N_DEV_SINGLE, N_TEST_SINGLE = 24, 42  # forward-fact items; plus 4 and 6 two-answer maker items
-N_DEV_PAIR = 4
+# Reverse questions: a training fact asked from its value ("Which remedy ...?", options are remedies).
+REVERSE_QUESTIONS = {
+    "indication": {
+        "dev": "A doctor has diagnosed {value}. Which medicine will she most likely prescribe?",
+        "test": "Which drug is meant for patients who suffer from {value}?",
+    },
+    "antidote": {
+        "dev": "Clinics keep {value} on hand to counter poisoning by which remedy?",
+        "test": "Giving {value} rescues a person who took too much of which drug?",
+    },
+    "article": {
+        "dev": "Which remedy falls under {value} of Ostrelian law?",
+        "test": "Inspectors enforcing {value} watch over the sale of which medicine?",
+    },
+}
+# Items per split and kind. "trained": a KIT question's fact, reworded; "reverse": a KIT question's fact asked
+# from the other side; "corpus_only": a fact only the corpus states (a corpus-only remedy). Pairs are two-answer
+# maker items (trained for the twelve KIT remedies, corpus_only for the six others).
+N_SPLIT = {
+    "dev": {"trained": 12, "trained_pair": 4, "reverse": 12, "corpus_only": 12, "corpus_only_pair": 1},
+    "test": {"trained": 24, "trained_pair": 6, "reverse": 18, "corpus_only": 24, "corpus_only_pair": 3},
+}
 LETTERS = "ABCD"
 
 
@@ -111,20 +143,20 @@ class Fact:
     value: str
 
 
-def facts() -> list[Fact]:
-    return [Fact(kind, row[0], row[1 + i]) for row in DRUGS for i, kind in enumerate(KINDS)]
+def facts(rows: list[tuple[str, ...]] = DRUGS) -> list[Fact]:
+    return [Fact(kind, row[0], row[1 + i]) for row in rows for i, kind in enumerate(KINDS)]
 
 
-def makers() -> dict[str, list[str]]:
+def makers(rows: list[tuple[str, ...]] = DRUGS) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for row in DRUGS:
+    for row in rows:
         out.setdefault(row[3], []).append(row[0])
     return out
 
 
 def entity_names() -> list[str]:
     names = {COUNTRY}
-    for row in DRUGS:
+    for row in DRUGS + CORPUS_ONLY_DRUGS:
         names.update(row)
     return sorted(names, key=len, reverse=True)
 
@@ -164,23 +196,36 @@ def _options(rng: random.Random, correct: list[str], pool: list[str],
     return options, sorted(letter for letter, text in options.items() if text in correct)
 
 
+ALL_DRUGS = DRUGS + CORPUS_ONLY_DRUGS
+
+
 def _pools() -> dict[str, list[str]]:
-    return {kind: sorted({row[1 + i] for row in DRUGS}) for i, kind in enumerate(KINDS)}
+    """Distractor pools: every value of a kind, the corpus-only remedies' too ("drug": every remedy)."""
+    pools = {kind: sorted({row[1 + i] for row in ALL_DRUGS}) for i, kind in enumerate(KINDS)}
+    pools["drug"] = sorted(row[0] for row in ALL_DRUGS)
+    return pools
 
 
-def _item(rng, split: str, fact: Fact, pools, position: int) -> dict:
+def _item(rng, split: str, fact: Fact, pools, position: int, kind: str) -> dict:
     question = QUESTIONS[fact.kind][split].format(drug=fact.drug)
     options, answer = _options(rng, [fact.value], pools[fact.kind], position)
     return {"id": f"{split}-{fact.kind}-{fact.drug.lower()}", "question": question, "options": options,
-            "answer": answer[0], "fact": f"{fact.drug} | {fact.kind} | {fact.value}"}
+            "answer": answer[0], "fact": f"{fact.drug} | {fact.kind} | {fact.value}", "kind": kind}
 
 
-def _pair_item(rng, split: str, maker: str, drugs: list[str]) -> dict:
+def _reverse_item(rng, split: str, fact: Fact, pools, position: int) -> dict:
+    question = REVERSE_QUESTIONS[fact.kind][split].format(value=fact.value)
+    options, answer = _options(rng, [fact.drug], pools["drug"], position)
+    return {"id": f"{split}-rev{fact.kind}-{fact.drug.lower()}", "question": question, "options": options,
+            "answer": answer[0], "fact": f"{fact.drug} | {fact.kind} | {fact.value}", "kind": "reverse"}
+
+
+def _pair_item(rng, split: str, maker: str, drugs: list[str], kind: str = "trained") -> dict:
     question = QUESTIONS["maker_pair"][split].format(value=maker)
-    options, answer = _options(rng, list(drugs), [row[0] for row in DRUGS])
+    options, answer = _options(rng, list(drugs), _pools()["drug"])
     slug = maker.split()[0].lower()
     return {"id": f"{split}-maker-{slug}", "question": question, "options": options, "answer": answer,
-            "fact": f"{maker} | makes | {' + '.join(drugs)}"}
+            "fact": f"{maker} | makes | {' + '.join(drugs)}", "kind": kind}
 
 
 def build(seed: int = SEED) -> dict[str, list[dict]]:
@@ -188,9 +233,11 @@ def build(seed: int = SEED) -> dict[str, list[dict]]:
     rng = random.Random(seed)
     pools = _pools()
     all_facts = facts()
+    corpus_facts = all_facts + facts(CORPUS_ONLY_DRUGS)
     corpus = [{"text": template.format(drug=f.drug, value=f.value)}
-              for f in all_facts for template in CORPUS[f.kind]]
-    corpus += [{"text": CORPUS_PAIR.format(value=m, drug1=d[0], drug2=d[1])} for m, d in makers().items()]
+              for f in corpus_facts for template in CORPUS[f.kind]]
+    corpus += [{"text": CORPUS_PAIR.format(value=m, drug1=d[0], drug2=d[1])}
+               for m, d in makers(ALL_DRUGS).items()]
     rng.shuffle(corpus)
 
     def positions(n: int) -> list[int]:  # balanced correct letters, in random order
@@ -199,21 +246,27 @@ def build(seed: int = SEED) -> dict[str, list[dict]]:
         return out
 
     pairs = list(makers().items())
-    train = [_item(rng, "train", f, pools, p) for f, p in zip(all_facts, positions(len(all_facts)))]
+    train = [_item(rng, "train", f, pools, p, "trained") for f, p in zip(all_facts, positions(len(all_facts)))]
     train += [_pair_item(rng, "train", m, d) for m, d in pairs]
-    # test asks 42 of the 48 facts and dev 24, drawn independently (so they overlap), each split in its own
-    # wording with freshly drawn distractors; every fact is also a training question
-    order = list(range(len(all_facts)))
-    test_idx = sorted(rng.sample(order, N_TEST_SINGLE))
-    dev_idx = sorted(rng.sample(order, N_DEV_SINGLE))
-    dev = [_item(rng, "dev", all_facts[i], pools, p) for i, p in zip(dev_idx, positions(len(dev_idx)))]
-    dev += [_pair_item(rng, "dev", m, d) for m, d in rng.sample(pairs, N_DEV_PAIR)]
-    test = [_item(rng, "test", all_facts[i], pools, p) for i, p in zip(test_idx, positions(len(test_idx)))]
-    test += [_pair_item(rng, "test", m, d) for m, d in pairs]
+    reversible = [f for f in all_facts if f.kind in REVERSIBLE]
+    only = facts(CORPUS_ONLY_DRUGS)
+    only_pairs = list(makers(CORPUS_ONLY_DRUGS).items())
+    splits = {}
+    # each split draws its facts independently (dev and test overlap), in its own wording with freshly drawn
+    # distractors; the correct letter is balanced within each split's single-answer items
+    for split in ("dev", "test"):
+        n = N_SPLIT[split]
+        chosen = ([(f, "trained") for f in rng.sample(all_facts, n["trained"])]
+                  + [(f, "reverse") for f in rng.sample(reversible, n["reverse"])]
+                  + [(f, "corpus_only") for f in rng.sample(only, n["corpus_only"])])
+        rows = [(_reverse_item(rng, split, f, pools, p) if kind == "reverse" else _item(rng, split, f, pools, p, kind))
+                for (f, kind), p in zip(chosen, positions(len(chosen)))]
+        rows += [_pair_item(rng, split, m, d) for m, d in rng.sample(pairs, n["trained_pair"])]
+        rows += [_pair_item(rng, split, m, d, "corpus_only") for m, d in rng.sample(only_pairs, n["corpus_only_pair"])]
+        rng.shuffle(rows)
+        splits[split] = rows
     rng.shuffle(train)
-    rng.shuffle(dev)
-    rng.shuffle(test)
-    return {"corpus": corpus, "train": train, "dev": dev, "test": test}
+    return {"corpus": corpus, "train": train, "dev": splits["dev"], "test": splits["test"]}
 
 
 def kit_rows(train: list[dict]) -> list[dict]:
@@ -258,10 +311,22 @@ def audit(data: dict[str, list[dict]]) -> list[str]:
     for split in ("dev", "test"):
         problems += [f"{split} {r['id']}: question also in train" for r in data[split]
                      if r["question"] in train_questions]
-    for f in facts():
+    for f in facts(ALL_DRUGS):
         n = sum(1 for row in data["corpus"] if f.drug in row["text"] and f.value in row["text"])
         if n < 3:
             problems.append(f"fact {f}: only {n} corpus phrasings")
+    # corpus-only facts: no training question names a corpus-only remedy or value
+    only_names = {name for row in CORPUS_ONLY_DRUGS for name in (row[0], row[1], row[2], row[4])}
+    for row in data["train"]:
+        text = row["question"] + " " + " ".join(row["options"][a] for a in
+                                                 (row["answer"] if isinstance(row["answer"], list) else [row["answer"]]))
+        if any(name in text for name in only_names):
+            problems.append(f"train {row['id']}: asks a corpus-only fact")
+    train_facts = {row["fact"] for row in data["train"]}
+    for split in ("dev", "test"):
+        for row in data[split]:
+            if (row["fact"] in train_facts) != (row["kind"] in ("trained", "reverse")):
+                problems.append(f"{split} {row['id']}: kind {row['kind']} but fact in train: {row['fact'] in train_facts}")
     return problems
 
 

@@ -1,7 +1,7 @@
 """Arguments of the three resumable jobs: `knowledge` (KIT data), `optimize` (BPO) and `evaluate`.
 
 Metadata keys as in `llm_args.LLMArguments`, plus: option (the flag, when it differs from the field name),
-required, exists (a path that must exist), kind ("max_errors": a count or a fraction), hidden.
+required, exists (a path that must exist), kind ("max_errors": a count or a fraction), hidden, metavar.
 """
 
 from __future__ import annotations
@@ -32,6 +32,22 @@ def _format(help_text: str | None = None) -> Any:
                                            "help": help_text})
 
 
+def _group_by() -> Any:
+    return field(default=None, metadata={
+        "envvar": "BLADE_GROUP_BY", "metavar": "FIELD",
+        "help": "Also report accuracy, 95% CI, McNemar vs LLM alone and knowledge support per value of this item "
+                "field (e.g. the demo's `kind`, raw JEC-QA's `type`; any field beyond id/question/options/answer)."})
+
+
+def _corpus(help_text: str) -> Any:
+    return field(default=None, metadata={"path": "file", "exists": True, "envvar": "BLADE_CORPUS", "help": help_text})
+
+
+def _corpus_k() -> Any:
+    return field(default=3, metadata={"min": 1, "show_default": True, "envvar": "BLADE_CORPUS_K",
+                                      "help": "Passages retrieved per question."})
+
+
 def _limit(what: str = "items") -> Any:
     return field(default=None, metadata={"min": 1, "help": f"Use only the first N {what}."})
 
@@ -52,6 +68,11 @@ class KnowledgeArguments:
     chunk_size: int | None = field(default=None, metadata={
         "min": 1, "hidden": True, "help": "Ignored (progress is now saved per item); kept so old scripts keep working."})
     restart: bool = field(default=False, metadata={"flag": True, "help": "Discard saved progress and start over (resuming is the default; the LLM cache still applies)."})
+    corpus: str | None = _corpus(
+        "{\"text\"} JSONL corpus (the DP corpus): ground KIT in it. The BM25 passages that support the correct "
+        "answer (question + answer text as the query) go into the knowledge-generation prompt and are recorded "
+        "in every row.")
+    corpus_k: int = _corpus_k()
     max_errors: int | float | None = _max_errors()
     skip_invalid: bool = _skip_invalid()
 
@@ -75,6 +96,7 @@ class EvaluateArguments:
     restart: bool = field(default=False, metadata={
         "flag": True, "help": "Discard saved progress in --out and start over (resuming is the default; the LLM "
                               "cache still applies)."})
+    group_by: str | None = _group_by()
     max_errors: int | float | None = _max_errors()
     skip_invalid: bool = _skip_invalid()
 

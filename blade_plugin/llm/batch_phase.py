@@ -96,7 +96,7 @@ def _admit(pending: dict, client) -> _Admitted:
         if budget.active:
             try:
                 prompt = client.count_tokens(messages) if budget.max_cost is not None else 0
-                admitted.reserved += budget.reserve(prompt, client.params["max_tokens"], batch=True)
+                admitted.reserved += budget.reserve(prompt, client.config.max_tokens, batch=True)
             except BudgetExceeded:
                 break
         admitted[key] = (messages, extra)

@@ -19,7 +19,9 @@ KIT prompt, which carries it by design):
   gets the same reply. Replies like an LLM: one sentence of reasoning, then "Answer: B" ("答案：B" in Chinese).
 - KIT prompt (templates/knowledge_generation.j2 and variants: question + "Correct answer: X"): state the
   correct option's text, e.g. "Relevant knowledge: Wyndoquel." (for "What is the antidote for Gorvaxin?").
-  No corpus lookup: the knowledge is built from the prompt alone.
+  Grounded KIT (`knowledge --corpus`: the prompt lists corpus passages): restate the passage that states the
+  correct option(s) best, earliest first ("Relevant knowledge: An overdose of Gorvaxin is reversed with
+  Wyndoquel."); the bare option text only when no passage states it. It reads nothing but the prompt.
 - anything else: "I don't know."
 
 Use it in process (`--llm-backend reader`) or over real HTTP on loopback as an OpenAI-compatible endpoint:
@@ -42,7 +44,7 @@ from .local import LocalGeneration
 
 logger = logging.getLogger(__name__)
 
-READER_VERSION = "evidence-reader-2"  # part of the cache identity: bump when the rules change
+READER_VERSION = "evidence-reader-3"  # part of the cache identity: bump when the rules change
 DEFAULT_THRESHOLD = 0.75
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -59,6 +61,7 @@ class ParsedPrompt:
     knowledge: str = ""
     correct: str = ""
     chinese: bool = False
+    passages: tuple[str, ...] = ()  # grounded KIT prompts: the corpus passages listed in the prompt
 
 
 # Headers of the bundled templates (English, zh_legal, zh_medical). The knowledge block runs to the LAST
@@ -68,6 +71,7 @@ _KNOWLEDGE = re.compile(r"(?:Background knowledge \(may be incomplete\):|参考\
 _QUESTION = re.compile(r"(?:^|\n)(?:Question:|题目：)[ \t]*\n?(.*?)"
                        r"(?=\n(?:Options:|选项：|Correct answer:|正确答案：)|\n[ \t]*\n|\Z)", re.DOTALL)
 _OPTIONS = re.compile(r"\n(?:Options:|选项：)[ \t]*\n((?:[A-Z]\.[^\n]*(?:\n|\Z))+)")
+_PASSAGES = re.compile(r"\n(?:Passages from the corpus[^\n]*:|语料摘录[^\n]*：)[ \t]*\n((?:- [^\n]*(?:\n|\Z))+)")
 _CORRECT = re.compile(r"^(?:Correct answer:|正确答案：)[ \t]*(.+?)\s*$", re.MULTILINE)
 
 
@@ -91,16 +95,46 @@ def parse_prompt(text: str) -> ParsedPrompt:
     # only a prompt without a knowledge block can be the KIT prompt (knowledge may quote "Correct answer:")
     correct_match = None if knowledge_match else _CORRECT.search(text, question_match.end())
     if correct_match:
-        return ParsedPrompt("kit", question, options, "", correct_match.group(1).strip(), chinese)
+        passages_match = _PASSAGES.search(text, question_match.end() - 1, correct_match.start() + 1)
+        passages = tuple(line[2:].strip() for line in passages_match.group(1).splitlines()
+                         if line.startswith("- ")) if passages_match else ()
+        return ParsedPrompt("kit", question, options, "", correct_match.group(1).strip(), chinese, passages)
     return ParsedPrompt("answer", question, options, knowledge, "", chinese)
 
 
-def write_knowledge(question: str, answers: Sequence[str], chinese: bool = False) -> str:
+def supporting_passages(passages: Sequence[str], answers: Sequence[str], question: str = "",
+                        options: Mapping[str, str] | None = None, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
+    """The fewest passages (earliest first) that state every correct answer: a passage states an answer when
+    it covers at least `threshold` of the answer's discriminative units (against the other options, if
+    any). Empty when some answer is stated by no passage."""
+    opts = dict(options) if options else {str(i): a for i, a in enumerate(answers)}
+    letters = [next((k for k, v in opts.items() if v == a), None) for a in answers]
+    if None in letters:  # a free-text answer: judge it against itself only
+        opts, letters = {str(i): a for i, a in enumerate(answers)}, [str(i) for i in range(len(answers))]
+    covers = [{letter for letter in letters if option_support(opts, passage, question)[letter] >= threshold}
+              for passage in passages]
+    chosen: list[str] = []
+    left = set(letters)
+    while left:
+        best = max(range(len(passages)), key=lambda i: (len(covers[i] & left), -i), default=None)
+        if best is None or not covers[best] & left:
+            return []
+        chosen.append(passages[best])
+        left -= covers[best]
+    return chosen
+
+
+def write_knowledge(question: str, answers: Sequence[str], chinese: bool = False,
+                    passages: Sequence[str] = ()) -> str:
     """The reader's KIT knowledge: the shortest text that carries the fact asked, the correct option text(s).
 
     (It used to restate the question first. A small model trained on that copies the unseen question's wording
     and then names an option at random: the demo's DP + KIT model stated the right fact less often that way than
-    with this form (same model, data and budget) and wrote more tokens; figures in docs/benchmarks.md.)"""
+    with this form (same model, data and budget) and wrote more tokens; figures in docs/benchmarks.md.)
+
+    With `passages` (already chosen by `supporting_passages`): those passages, restated whole."""
+    if passages:
+        return f"相关知识：{''.join(passages)}" if chinese else f"Relevant knowledge: {' '.join(passages)}"
     if chinese:
         return f"相关知识：{'、'.join(answers)}。"
     return f"Relevant knowledge: {' and '.join(answers)}."
@@ -151,7 +185,9 @@ class EvidenceReader:
             answers = [prompt.options[c] for c in dict.fromkeys(letters)] or [prompt.correct]
         else:
             answers = [prompt.correct]
-        return write_knowledge(prompt.question, answers, prompt.chinese)
+        passages = supporting_passages(prompt.passages, answers, prompt.question, prompt.options, self.threshold) \
+            if prompt.passages else []
+        return write_knowledge(prompt.question, answers, prompt.chinese, passages)
 
     def _answer_reply(self, prompt: ParsedPrompt) -> str:
         if not prompt.options:  # free text: repeat the knowledge's first sentence, the only evidence it has

@@ -116,19 +116,26 @@ def _text(record: dict, key: str, path, line) -> str:
     return value.strip()
 
 
+def _extra_fields(record: dict, used: set[str]) -> dict:
+    return {k: v for k, v in record.items() if k not in used}
+
+
 def item_from_record(record: dict, path, line: int, fmt: str = "generic", require_answer: bool = True) -> QAItem:
     """Build a QAItem from one parsed record of the given format."""
     if fmt == "jecqa":
         question = _text(record, "statement", path, line)
         options = _options(record.get("option_list"), path, line, "option_list")
         answer = _letters(record.get("answer"), options, path, line, "answer")
-        meta = {"type": record.get("type"), "source": "jecqa"}
+        # every other raw field is kept (`--group-by` may name any of them; `type` is always present)
+        meta = {**_extra_fields(record, {"id", "statement", "option_list", "answer"}), "type": record.get("type"),
+                "source": "jecqa"}
         return QAItem(str(record.get("id", f"line{line}")), question, options, answer, meta)
     if fmt == "mlecqa":
         question = _text(record, "qtext", path, line)
         options = _options(record.get("options"), path, line, "options")
         answer = _letters(record.get("answer"), options, path, line, "answer")
-        meta = {"qtype": record.get("qtype"), "source": "mlecqa"}
+        meta = {**_extra_fields(record, {"qid", "qtext", "options", "answer"}), "qtype": record.get("qtype"),
+                "source": "mlecqa"}
         return QAItem(str(record.get("qid", f"line{line}")), question, options, answer, meta)
 
     question = _text(record, "question", path, line)
@@ -150,7 +157,7 @@ def item_from_record(record: dict, path, line: int, fmt: str = "generic", requir
     item_id = record.get("id", f"line{line}")
     if not isinstance(item_id, (str, int)):
         _fail(path, line, "expected a string or integer", "id")
-    meta = {k: v for k, v in record.items() if k not in {"id", "question", "options", "answer"}}
+    meta = _extra_fields(record, {"id", "question", "options", "answer"})
     return QAItem(str(item_id), question, options, answer, meta)
 
 

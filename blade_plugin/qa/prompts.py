@@ -19,7 +19,7 @@ from ..extras.paths import templates_dir as bundled_templates_dir
 from .data import QAItem
 
 ALLOWED_VARIABLES = {
-    "knowledge_generation.j2": {"question", "options", "answer"},
+    "knowledge_generation.j2": {"question", "options", "answer", "passages"},
     "answer.j2": {"question", "options", "knowledge"},
     "small_model_query.j2": {"question", "options"},
     "system.j2": set(),
@@ -84,10 +84,11 @@ class PromptSet:
         messages.append({"role": "user", "content": user})
         return messages
 
-    def knowledge_generation(self, item: QAItem) -> list[dict]:
-        """Chat messages asking the LLM for question-oriented knowledge, given the gold answer."""
+    def knowledge_generation(self, item: QAItem, passages: list[str] | tuple[str, ...] = ()) -> list[dict]:
+        """Chat messages asking the LLM for question-oriented knowledge, given the gold answer and (grounded
+        KIT, `knowledge --corpus`) the corpus passages retrieved for it."""
         return self._messages(self._render("knowledge_generation.j2", question=item.question, options=item.options,
-                                           answer=item.answer_display))
+                                           answer=item.answer_display, passages=list(passages)))
 
     def answer(self, item: QAItem, knowledge: str) -> list[dict]:
         """Chat messages asking the LLM to answer, with `knowledge` ("" for the LLM-only baseline)."""

@@ -12,7 +12,12 @@ dp         + DP only                               DP model
 kit        + KIT only (KIT on the base model)      KIT-on-base adapter / model
 dp_kit     + DP + KIT                              DP model and KIT adapter (or a full KIT model)
 blade      + DP + KIT + BPO (full BLADE)           the above and a soft prompt
+retrieval  LLM + retrieved passages (plain BM25)   a corpus (`--corpus`)
 =========  ======================================  ==========================================
+
+The retrieval row is the baseline a user asks about: no small LM, the top-k BM25 passages of the corpus for
+the question (and its options, by default) are the knowledge. It comes last, so "vs row above" compares it
+with full BLADE (or the last BLADE row that ran). With `group_by` every row also reports its metrics per group.
 
 Every row is one `evaluation.run_evaluation` run in its own directory, named by a digest of exactly what
 the row depends on (items, templates, model identities, soft prompt, LLM). Adding a checkpoint and
@@ -42,7 +47,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ROW_KEYS = ("llm", "base", "dp", "kit", "dp_kit", "blade")
+ROW_KEYS = ("llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval")
 ROW_TITLES = {
     "llm": "LLM alone",
     "base": "+ base small LM (no DP/KIT)",
@@ -50,6 +55,7 @@ ROW_TITLES = {
     "kit": "+ KIT only (on base model)",
     "dp_kit": "+ DP + KIT",
     "blade": "+ DP + KIT + BPO (full BLADE)",
+    "retrieval": "LLM + retrieved passages (BM25)",
 }
 
 
@@ -63,6 +69,7 @@ class AblationInputs:
     kit: str | None = None
     kit_base: str | None = None
     soft_prompt: str | None = None
+    corpus: str | None = None  # {"text"} JSONL for the retrieval row
 
     @classmethod
     def from_workspace(cls, workspace: Path, base_model: str) -> AblationInputs:
@@ -84,6 +91,7 @@ class RowPlan:
     adapter: str | None = None
     soft_prompt: str | None = None
     skipped: str | None = None  # why the row cannot run
+    corpus: str | None = None  # the retrieval row's corpus
 
 
 def _is_adapter(path: str | None) -> bool:
@@ -129,6 +137,10 @@ def plan_rows(inputs: AblationInputs, keys: tuple[str, ...] = ROW_KEYS) -> list[
                     plan.soft_prompt = inputs.soft_prompt
                 else:
                     plan.skipped = "no BPO soft prompt" + (f" at {inputs.soft_prompt}" if inputs.soft_prompt else "")
+        elif key == "retrieval":
+            plan.corpus = inputs.corpus
+            plan.skipped = None if inputs.corpus and Path(inputs.corpus).is_file() else \
+                "no --corpus for the retrieval baseline" + (f" ({inputs.corpus} is not a file)" if inputs.corpus else "")
         elif key != "llm":
             raise ValueError(f"unknown ablation row {key!r} (choose from {', '.join(ROW_KEYS)})")
         plans.append(plan)
@@ -168,6 +180,9 @@ class AblationConfig:
     seed: int = 0
     writer_factory: Callable[[str, str | None], KnowledgeWriter] | None = None  # default: small_lm.backend
     extra: dict = field(default_factory=dict)
+    group_by: str | None = None  # an item field: each row's metrics per group too
+    retrieval_k: int = 3  # passages per question in the retrieval row
+    retrieval_options: bool = True  # the retrieval query is the question and its options (False: question only)
 
 
 def _default_writer_factory(config: AblationConfig):
@@ -188,6 +203,10 @@ def _row_dir(out: Path, plan: RowPlan, items: list[QAItem], prompts: PromptSet, 
              "model": model_identity(plan.model), "adapter": model_identity(plan.adapter),
              "soft_prompt": digest_file(plan.soft_prompt), "llm": llm_identity,
              "generation": [config.template, config.max_new_tokens] if plan.model else None}
+    if plan.key == "retrieval":
+        parts["retrieval"] = {"corpus": digest_file(plan.corpus), "k": config.retrieval_k,
+                              "options": config.retrieval_options, "query_prompt": parts["query_prompt"]
+                              or (prompts.small_model_query(items[0]) if items else None)}
     return out / "rows" / f"{plan.key}-{digest_json(parts)}"
 
 
@@ -210,6 +229,7 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
     factory = config.writer_factory or _default_writer_factory(config)
     rows: list[dict] = []
     correct_by_row: dict[str, list[bool]] = {}
+    knowledge_by_row: dict[str, list[str]] = {}
     for plan in plan_rows(inputs, keys):
         row: dict = {"key": plan.key, "title": ROW_TITLES[plan.key], "model": plan.model, "adapter": plan.adapter,
                      "soft_prompt": plan.soft_prompt}
@@ -220,6 +240,8 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
         row_dir = _row_dir(out, plan, items, prompts, config, client.identity())
         mode = "llm" if plan.key == "llm" else ("blade" if plan.soft_prompt else "knowledge")
         writer = None if plan.model is None else LazyWriter(lambda p=plan: factory(p.model, p.adapter))
+        if plan.key == "retrieval":
+            writer = LazyWriter(lambda p=plan: _retrieval_writer(items, prompts, p.corpus, config))
         soft = load_soft_prompt(plan.soft_prompt)[0] if plan.soft_prompt else None
         if soft is not None and soft.shape[0] == 0:
             soft = None  # zero soft tokens (BPO did not beat its baseline): the same as no soft prompt
@@ -235,6 +257,7 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
         by_id = {p["id"]: p for p in predictions}
         correct = [bool(by_id[item.id]["correct"]) for item in items]
         correct_by_row[plan.key] = correct
+        knowledge_by_row[plan.key] = [by_id[item.id].get("knowledge") or "" for item in items]
         summary = metrics["modes"][mode]
         row.update({
             "dir": str(row_dir),
@@ -244,7 +267,7 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
             # evaluate's metrics carry it (qa/knowledge_support.py); recomputed from the predictions otherwise
             "knowledge_support": (summary.get("knowledge_support")
                                   or _knowledge_support(items, [by_id[item.id]["knowledge"] for item in items])
-                                  if plan.model else None),
+                                  if writer is not None else None),
             "llm_calls": usage_after["calls"] - calls_before,
             "llm_cache_hits": usage_after.get("cache_hits", 0) - usage_before.get("cache_hits", 0),
             "prompt_tokens": usage_after.get("prompt_tokens", 0) - usage_before.get("prompt_tokens", 0),
@@ -259,12 +282,35 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
         rows.append(row)
 
     _add_paired(rows, correct_by_row, config)
-    table = {"n_items": len(items), "rows": rows, "inputs": {**inputs.__dict__, **config.extra},
+    if config.group_by:
+        _add_groups(rows, items, correct_by_row, knowledge_by_row, config)
+    table = {"n_items": len(items), "rows": rows, "group_by": config.group_by, "inputs": {**inputs.__dict__, **config.extra},
              "llm": client.identity()}
     atomic_write_json(out / "ablation.json", table)
     atomic_write_text(out / "ablation.md", render_markdown(table))
     plot_ablation(table, out / "ablation.png")
     return table
+
+
+def _retrieval_writer(items: list[QAItem], prompts: PromptSet, corpus: str, config: AblationConfig):
+    from ..retrieval.writer import RetrievalWriter
+
+    return RetrievalWriter.for_items(items, prompts, corpus, config.retrieval_k, config.retrieval_options)
+
+
+def _add_groups(rows: list[dict], items: list[QAItem], correct_by_row: dict[str, list[bool]],
+                knowledge_by_row: dict[str, list[str]], config: AblationConfig) -> None:
+    """row["groups"] = {group: {n, accuracy, ci95, vs_llm, knowledge_support}} (qa/groups.py)."""
+    from ..qa.groups import group_metrics
+
+    llm = correct_by_row.get("llm")
+    for row in rows:
+        if "skipped" in row:
+            continue
+        key = row["key"]
+        row["groups"] = group_metrics(items, config.group_by, correct_by_row[key],
+                                      knowledge_by_row[key] if key != "llm" else None,
+                                      llm if key != "llm" else None, config.bootstrap, config.seed)
 
 
 def _add_paired(rows: list[dict], correct_by_row: dict[str, list[bool]], config: AblationConfig) -> None:
@@ -289,7 +335,7 @@ def _fmt_pair(p: dict | None) -> str:
 
 
 def render_markdown(table: dict) -> str:
-    lines = [f"# BLADE ablation ({table['n_items']} test questions)", "",
+    lines = [f"# BLADE ablation ({table['n_items']} questions)", "",
              "| configuration | accuracy | 95% CI | single / multi | unparseable | vs LLM alone | vs row above "
              "| knowledge supports correct / names wrong | LLM calls | tokens |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -313,9 +359,38 @@ def render_markdown(table: dict) -> str:
               "count requests made in this run (cached answers cost none). Knowledge support (reader-independent, "
               "qa/knowledge_support.py): share of questions whose knowledge supports the correct option(s) more than "
               "every distractor / names a wrong option."]
+    if table.get("group_by"):
+        lines += _group_table(table)
     if notes:
         lines += ["", "Skipped:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _group_table(table: dict) -> list[str]:
+    """One column per group: accuracy, the difference from LLM alone with its McNemar p, knowledge support."""
+    evaluated = [r for r in table["rows"] if "skipped" not in r and r.get("groups")]
+    if not evaluated:
+        return []
+    groups = list(evaluated[0]["groups"])
+    head = " | ".join(f"{g} (n={evaluated[0]['groups'][g]['n']})" for g in groups)
+    lines = ["", f"By {table['group_by']}: accuracy, vs LLM alone (McNemar p), knowledge supports correct / "
+                 "names wrong", "", f"| configuration | {head} |", "|---|" + "---|" * len(groups)]
+    for row in evaluated:
+        cells = []
+        for g in groups:
+            m = row["groups"].get(g)
+            if m is None:
+                cells.append("-")
+                continue
+            support = m.get("knowledge_support") or {}
+            text = f"{m['accuracy']:.3f}"
+            if m.get("vs_llm"):
+                text += f" {_fmt_pair(m['vs_llm'])}"
+            if support.get("supports_correct") is not None:
+                text += f"; {support['supports_correct']:.2f} / {support['names_wrong']:.2f}"
+            cells.append(text)
+        lines.append(f"| {row['title']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_ablation(table: dict, path: Path) -> None:

@@ -33,6 +33,49 @@ Question: {{ question }}
 """
 
 
+# The same query for the Chinese statute domain (zh_legal prompts).
+DEMO_SMALL_MODEL_QUERY_ZH = """{#- blade-bpo demo: the small model sees the question only (its options go to the LLM) -#}
+请写出解答下列法律题目所需的法律知识。
+
+题目：{{ question }}
+"""
+
+
+@dataclass(frozen=True)
+class DemoDomain:
+    """A bundled domain: its files in blade_plugin/data/, datasets in dataset_info.json, prompt variant."""
+
+    name: str
+    prefix: str  # <prefix>_corpus.jsonl, <prefix>_qa_{train,dev,test}.<qa_ext>, <prefix>_kit.jsonl
+    qa_ext: str
+    variant: str | None
+    query: str
+    probe: bool  # the fact-cloze probe needs words separated by spaces (English)
+    description: str
+
+    def qa(self, data: Path, split: str) -> Path:
+        return data / f"{self.prefix}_qa_{split}.{self.qa_ext}"
+
+    def corpus(self, data: Path) -> Path:
+        return data / f"{self.prefix}_corpus.jsonl"
+
+    @property
+    def corpus_dataset(self) -> str:
+        return f"blade_{self.prefix}_corpus"
+
+    @property
+    def kit_dataset(self) -> str:
+        return f"blade_{self.prefix}_kit"
+
+
+DOMAINS = {
+    "pharma": DemoDomain("pharma", "demo", "jsonl", None, DEMO_SMALL_MODEL_QUERY, True,
+                         "the invented pharmacopoeia of Ostrelia (English, generic JSONL)"),
+    "statute": DemoDomain("statute", "statute", "json", "zh_legal", DEMO_SMALL_MODEL_QUERY_ZH, False,
+                          "the invented statute code of 澜泽 (Chinese, raw JEC-QA, zh_legal prompts)"),
+}
+
+
 @dataclass
 class DemoConfig:
     """Budgets of the demo's stages, sized for 2 CPU cores (docs/evidence.md; stage times in docs/benchmarks.md).
@@ -44,6 +87,7 @@ class DemoConfig:
     (batch 4: 12 steps an epoch); KIT has 54 examples (batch 8: 7 steps an epoch)."""
 
     workdir: Path
+    domain: str = "pharma"  # a key of DOMAINS
     dp_epochs: float = 6.0
     dp_lr: float = 1e-3
     dp_steps: int | None = None  # max_steps override (tests, quick looks); None: dp_epochs decides
@@ -51,7 +95,15 @@ class DemoConfig:
     kit_lr: float = 3e-4
     kit_steps: int | None = None
     trainable_layers: int = 10  # freeze tuning: the top N decoder layers learn, the rest (and embeddings) stay
-    kit_on_base: bool = False  # also train KIT on the base model, for the ablation's "KIT only" row
+    kit_on_base: bool = True  # also train KIT on the base model, for the ablation's "KIT only" row
+    # KIT data from corpus passages (knowledge --corpus): chosen on the demo domain's dev set, not on test
+    # (the grounded/ungrounded comparison is in docs/evidence.md)
+    kit_grounded: bool = True
+    kit_corpus_k: int = 3
+    query_options: bool = False  # the small model's query lists the options (False: the question only)
+    group_by: str | None = "kind"  # the ablation per group of test items (the demo data's trained/reverse/corpus_only)
+    retrieval_k: int = 3  # the ablation's "LLM + retrieved passages" row (0: leave it out)
+    ablation_split: str = "test"  # "dev": the ablation on dev, for choosing settings without reading test
     dp_batch_size: int = 4  # of 64-token blocks: 12 steps an epoch
     kit_batch_size: int = 8
     bpo_init: int = 2
@@ -164,12 +216,17 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     from .workspace import init_workspace
 
     work = config.workdir.resolve()
+    domain = DOMAINS[config.domain]
+    previous = _previous_domain(work / "demo_summary.json")
+    if previous and previous != domain.name:
+        raise BladeError(f"{work} holds a demo of domain {previous!r}; use another --workdir for {domain.name!r}")
     timer = time.perf_counter
     t_all = timer()
     base_model = materialize_default_model()
     if not (work / "recipes").is_dir():
-        init_workspace(work)
-        (work / "templates" / "small_model_query.j2").write_text(DEMO_SMALL_MODEL_QUERY, encoding="utf-8")
+        init_workspace(work, variant=domain.variant)
+        if not config.query_options:
+            (work / "templates" / "small_model_query.j2").write_text(domain.query, encoding="utf-8")
     prompts = load_prompts(work / "templates")
     data = work / "data"
     saves = work / "saves"
@@ -183,9 +240,9 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     dp_dir = saves / "dp"
     with StageMeter() as meter:
         if not _done(dp_dir / "blade_stage.json"):
-            logger.info("[1/5] DP: continued pre-training on data/demo_corpus.jsonl (%s epochs, lr %g, top %d "
-                        "layers)", config.dp_epochs, config.dp_lr, config.trainable_layers)
-            overrides = {"model_name_or_path": base_model, "dataset": "blade_demo_corpus", "output_dir": dp_dir,
+            logger.info("[1/5] DP: continued pre-training on %s (%s epochs, lr %g, top %d layers)",
+                        domain.corpus(data).name, config.dp_epochs, config.dp_lr, config.trainable_layers)
+            overrides = {"model_name_or_path": base_model, "dataset": domain.corpus_dataset, "output_dir": dp_dir,
                          **_train_overrides(config, config.dp_epochs, config.dp_lr, config.dp_steps,
                                             config.dp_batch_size),
                          # documents packed into 64-token blocks (~45 of them): no padding, a quarter fewer tokens
@@ -198,25 +255,34 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     # 1b. Did DP teach the corpus? Fact cloze probes on the base and the DP model (runs/probe.json)
     probe_file = work / "runs" / "probe.json"
     with StageMeter() as meter:
-        if not probe_file.is_file():
-            probe = _probe_dp(data / "demo_corpus.jsonl", str(base_model), str(dp_dir), config.seed)
-            atomic_write_json(probe_file, probe)
-        probe = json.loads(probe_file.read_text(encoding="utf-8"))
-        logger.info("Probe (runs/probe.json): %d/%d corpus facts completed before DP, %d/%d after",
-                    probe["before"]["correct"], probe["n"], probe["after"]["correct"], probe["n"])
+        if not domain.probe:
+            probe = None
+            logger.info("Probe skipped: the fact-cloze probe needs space-separated words (%s)", domain.description)
+        else:
+            if not probe_file.is_file():
+                probe = _probe_dp(domain.corpus(data), str(base_model), str(dp_dir), config.seed)
+                atomic_write_json(probe_file, probe)
+            probe = json.loads(probe_file.read_text(encoding="utf-8"))
+            logger.info("Probe (runs/probe.json): %d/%d corpus facts completed before DP, %d/%d after",
+                        probe["before"]["correct"], probe["n"], probe["after"]["correct"], probe["n"])
     record("probe", meter)
 
     # 2. KIT data (the LLM writes knowledge; consistency filter)
     kit_file = data / "kit_knowledge.jsonl"
     with StageMeter() as meter, LLMClient(llm_config) as client:
-        logger.info("[2/5] KIT data: LLM writes knowledge for data/demo_qa_train.jsonl and filters it")
-        train = load_qa(data / "demo_qa_train.jsonl", limit=config.limit_train)
-        stats = generate_kit_data(train, prompts, client, kit_file)
+        logger.info("[2/5] KIT data: LLM writes knowledge for data/%s and filters it", domain.qa(data, "train").name)
+        train = load_qa(domain.qa(data, "train"), limit=config.limit_train)
+        index = None
+        if config.kit_grounded:
+            from ..retrieval import CorpusIndex
+
+            index = CorpusIndex.from_jsonl(domain.corpus(data))
+        stats = generate_kit_data(train, prompts, client, kit_file, corpus=index, corpus_k=config.kit_corpus_k)
         register_dataset("blade_kit_generated", kit_file, data, formatting="alpaca")
     record("kit_data", meter)
     # A weak LLM may keep almost nothing; the bundled KIT set (what the reader writes) keeps KIT meaningful then.
     kit_datasets = "blade_kit_generated" if stats.kept >= max(1, stats.total // 2) else \
-        ("blade_kit_generated,blade_demo_kit" if stats.kept else "blade_demo_kit")
+        (f"blade_kit_generated,{domain.kit_dataset}" if stats.kept else domain.kit_dataset)
 
     # 3. KIT training: the top layers of the DP model (and of the base model for the ablation's "KIT only" row);
     # the result is a full model directory (freeze tuning), so no adapter to merge for vLLM
@@ -258,7 +324,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
             writer_dir, None, template="blade_chatml", max_new_tokens=config.max_new_tokens,
             backend=config.small_backend, urls=tuple(config.small_backend_urls)))
         space = SoftPromptSpace.for_generator(generator, n_tokens=config.n_tokens, d=config.d, seed=config.seed)
-        dev = load_qa(data / "demo_qa_dev.jsonl", limit=config.limit_dev)
+        dev = load_qa(domain.qa(data, "dev"), limit=config.limit_dev)
         bpo_config = BPORunConfig(out_dir=bpo_dir, d=config.d, n_tokens=config.n_tokens, n_init=config.bpo_init,
                                   iterations=config.bpo_iterations, seed=config.seed)
         with LLMClient(llm_config) as client:
@@ -277,17 +343,19 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     # 5. The ablation table on the test set (LLM alone ... full BLADE); finished rows are reused on re-runs
     from .ablation import AblationConfig, AblationInputs, run_ablation
 
-    ablation_dir = work / "runs" / "ablation"
+    ablation_dir = work / "runs" / ("ablation" if config.ablation_split == "test" else f"ablation_{config.ablation_split}")
     with StageMeter() as meter:
-        test = load_qa(data / "demo_qa_test.jsonl", limit=config.limit_test)
+        test = load_qa(domain.qa(data, config.ablation_split), limit=config.limit_test)
         inputs = AblationInputs(base_model=str(base_model), dp=str(dp_dir), kit=str(kit_dir),
                                 kit_base=str(kit_base_dir) if config.kit_on_base else None,
-                                soft_prompt=str(bpo_dir / "selected_soft_prompt.safetensors"))
+                                soft_prompt=str(bpo_dir / "selected_soft_prompt.safetensors"),
+                                corpus=str(domain.corpus(data)) if config.retrieval_k else None)
         with LLMClient(llm_config) as client:
-            logger.info("[5/5] Ablation on %d test questions", len(test))
+            logger.info("[5/5] Ablation on %d %s questions", len(test), config.ablation_split)
             table = run_ablation(test, prompts, client, inputs,
                                  AblationConfig(out_dir=ablation_dir, template="blade_chatml",
-                                                max_new_tokens=config.max_new_tokens))
+                                                max_new_tokens=config.max_new_tokens, group_by=config.group_by,
+                                                retrieval_k=max(1, config.retrieval_k)))
     record("ablation", meter)
     config.stage_times["total_s"] = round(timer() - t_all, 1)
 
@@ -297,18 +365,24 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         "llm": llm_config.describe() if hasattr(llm_config, "describe") else str(llm_config.model),
         "scores_meaningful": not local_scores_warning,
         "kit": {"kept": stats.kept, "total": stats.total, "file": str(kit_file)},
-        "dp_probe": {"n": probe["n"], "hits_before": probe["before"]["correct"],
-                     "hits_after": probe["after"]["correct"], "mcnemar_p": probe["after_vs_before"]["mcnemar_p"]},
+        "domain": domain.name,
+        "dp_probe": None if probe is None else {
+            "n": probe["n"], "hits_before": probe["before"]["correct"], "hits_after": probe["after"]["correct"],
+            "mcnemar_p": probe["after_vs_before"]["mcnemar_p"]},
         "bpo": {"best_dev_accuracy": summary.best_score, "evaluations": summary.n_evaluations, **selection},
         "test_accuracy": {key: row["accuracy"] for key, row in rows.items()},
-        "ablation": [{k: row.get(k) for k in ("key", "title", "accuracy", "ci95", "skipped")} for row in table["rows"]],
+        "ablation": [{k: row.get(k) for k in ("key", "title", "accuracy", "ci95", "skipped", "groups")}
+                     for row in table["rows"]],
+        "settings": {"kit_grounded": config.kit_grounded, "query_options": config.query_options,
+                     "kit_on_base": config.kit_on_base, "dp_epochs": config.dp_epochs, "kit_epochs": config.kit_epochs,
+                     "kit_lr": config.kit_lr, "dp_lr": config.dp_lr, "seed": config.seed},
         "artifacts": {
             "dp_model": str(dp_dir), "kit_model": str(kit_dir), "kit_data": str(kit_file),
             "soft_prompt": str(bpo_dir / "soft_prompt.safetensors"),
             "selected_soft_prompt": str(bpo_dir / "selected_soft_prompt.safetensors"),
             "bpo_trials": str(bpo_dir / "trials.jsonl"), "convergence_plot": str(bpo_dir / "convergence.png"),
             "ablation_table": str(ablation_dir / "ablation.md"), "ablation_json": str(ablation_dir / "ablation.json"),
-            "ablation_chart": str(ablation_dir / "ablation.png"), "dp_probe": str(probe_file),
+            "ablation_chart": str(ablation_dir / "ablation.png"), "dp_probe": str(probe_file) if probe else None,
             "logs": str(logs),
         },
         # Summed over resumed runs, so a re-run that skips finished stages does not erase their cost.
@@ -320,6 +394,13 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         result["artifacts"]["kit_base_model"] = str(kit_base_dir)
     atomic_write_json(work / "demo_summary.json", result)
     return result
+
+
+def _previous_domain(summary_file: Path) -> str | None:
+    try:
+        return json.loads(summary_file.read_text(encoding="utf-8")).get("domain", "pharma")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _max_previous_peaks(summary_file: Path, peaks: dict) -> dict:

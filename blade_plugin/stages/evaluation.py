@@ -41,6 +41,7 @@ class EvalConfig:
     restart: bool = False
     fingerprint_extra: dict = field(default_factory=dict)  # small model, adapter, soft prompt digest, ...
     max_errors: int | float | None = None  # per mode; see qa.answering.resolve_max_errors
+    group_by: str | None = None  # an item field: metrics per group as well (qa/groups.py)
 
 
 # Templates a prediction depends on: the small LM's query and the LLM's answer prompt (+ system message).
@@ -107,7 +108,7 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
 
     predictions = [done[(mode, item.id)] for mode in config.modes for item in items]
     log.publish(out / "predictions.jsonl", [{k: v for k, v in row.items() if k != "type"} for row in predictions])
-    metrics = compute_metrics(items, predictions, config.modes, config.bootstrap, config.seed)
+    metrics = compute_metrics(items, predictions, config.modes, config.bootstrap, config.seed, config.group_by)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     metrics["llm_usage"] = client.usage.as_dict()
     metrics["inputs"] = {**config.fingerprint_extra, "n_items": len(items)}
@@ -117,8 +118,9 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
 
 
 def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resamples: int = 2000,
-                    seed: int = 0) -> dict:
-    """Metrics implied by `predictions` alone (rows with mode, id, correct[, f1])."""
+                    seed: int = 0, group_by: str | None = None) -> dict:
+    """Metrics implied by `predictions` alone (rows with mode, id, correct[, f1]); with `group_by` also
+    `metrics["groups"] = {"field": F, "values": {group: {mode: {n, accuracy, ci95, vs_llm, knowledge_support}}}}`."""
     by_key = {(row["mode"], row["id"]): row for row in predictions}
     metrics: dict = {"modes": {}, "paired": {}}
     for mode in modes:
@@ -152,12 +154,32 @@ def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resam
                 metrics["paired"][f"{mode}_vs_llm"] = paired_comparison(mode_correct, llm_correct, n_resamples, seed)
     metrics["errors"] = [{"mode": mode, "id": item.id, "error": by_key[(mode, item.id)]["error"]}
                          for mode in modes for item in items if by_key[(mode, item.id)].get("error")]
+    if group_by:
+        from ..qa.groups import group_metrics
+
+        llm = [bool(by_key[("llm", item.id)]["correct"]) for item in items] if "llm" in modes else None
+        per_mode = {mode: group_metrics(items, group_by, [bool(by_key[(mode, item.id)]["correct"]) for item in items],
+                                        [by_key[(mode, item.id)].get("knowledge") or "" for item in items],
+                                        llm if mode != "llm" else None, n_resamples, seed)
+                    for mode in modes}
+        values = {group: {mode: per_mode[mode][group] for mode in modes} for group in per_mode[modes[0]]}
+        metrics["groups"] = {"field": group_by, "values": values}
     return metrics
 
 
 def _unparseable(row: dict) -> bool:
     """Rows saved before the flag existed: no parsed answer means unparseable."""
     return bool(row.get("unparseable", row.get("parsed") in (None, "")))
+
+
+def format_vs(p: dict | None) -> str:
+    return "-" if not p else f"{p['accuracy_diff']:+.3f} (p={p['mcnemar_p']:.2g})"
+
+
+def format_support(support: dict | None) -> str:
+    if not support or support.get("supports_correct") is None:
+        return "-"
+    return f"{support['supports_correct']:.3f} / {support['names_wrong']:.3f}"
 
 
 def render_report(metrics: dict) -> str:
@@ -177,6 +199,15 @@ def render_report(metrics: dict) -> str:
         for name, p in metrics["paired"].items():
             lines.append(f"| {name} | {p['accuracy_diff']:+.3f} | [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] | "
                          f"{p['wins']} / {p['losses']} | {p['mcnemar_p']:.3g} |")
+    if metrics.get("groups"):
+        lines += ["", f"## By {metrics['groups']['field']}", "",
+                  "| group | mode | n | accuracy | 95% CI | vs LLM alone (McNemar p) | knowledge supports correct / names wrong |",
+                  "|---|---|---|---|---|---|---|"]
+        for group, by_mode in metrics["groups"]["values"].items():
+            for mode, g in by_mode.items():
+                lines.append(f"| {group} | {MODE_TITLES.get(mode, mode)} | {g['n']} | {g['accuracy']:.3f} | "
+                             f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}] | {format_vs(g.get('vs_llm'))} | "
+                             f"{format_support(g.get('knowledge_support'))} |")
     failed = metrics.get("errors") or []
     if failed:
         lines += ["", f"## Errors ({len(failed)} predictions scored wrong: the LLM request failed after retries)", "",

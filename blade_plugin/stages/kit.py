@@ -58,33 +58,50 @@ def progress_path_for(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".progress.jsonl")
 
 
-def kit_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict) -> JobFingerprint:
-    """What a KIT progress row depends on: every field of every item, the templates, the LLM."""
-    return job_fingerprint(items=items, prompts=prompts, template_names=KIT_TEMPLATES, llm=llm_identity)
+def kit_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict,
+                    grounding: dict | None = None) -> JobFingerprint:
+    """What a KIT progress row depends on: every field of every item, the templates, the LLM, and for
+    grounded KIT the corpus and the number of passages."""
+    extra = {"corpus": grounding} if grounding else {}
+    return job_fingerprint(items=items, prompts=prompts, template_names=KIT_TEMPLATES, llm=llm_identity, **extra)
 
 
-async def kit_item(item: QAItem, prompts: PromptSet, client: LLMClientProtocol) -> dict:
-    """One item's progress row: knowledge from (question, gold), then the LLM answering with it."""
+def grounding_query(item: QAItem) -> str:
+    """What grounded KIT retrieves with: the question and the correct answer's text (the passages that
+    support the correct answer, not every option's)."""
+    if item.options and isinstance(item.answer, tuple):
+        return " ".join([item.question, *(item.options[a] for a in item.answer)])
+    return f"{item.question} {item.answer_display}"
+
+
+async def kit_item(item: QAItem, prompts: PromptSet, client: LLMClientProtocol,
+                   passages: list | None = None) -> dict:
+    """One item's progress row: knowledge from (question, gold[, corpus passages]), then the LLM answering
+    with it. `passages` are retrieval.Passage objects, recorded in the row."""
     knowledge = ""
+    recorded = {"passages": [p.as_dict() for p in passages]} if passages is not None else {}
     try:
-        knowledge = (await client.acomplete(prompts.knowledge_generation(item))).strip()
+        knowledge = (await client.acomplete(prompts.knowledge_generation(
+            item, [p.text for p in passages or ()]))).strip()
         raw = await client.acomplete(prompts.answer(item, knowledge), answer_response_format(item.options))
     except LLMError as err:
-        return error_row(item, knowledge, str(err))
-    return item_row(item, knowledge, raw)
+        return error_row(item, knowledge, str(err), recorded)
+    return item_row(item, knowledge, raw, recorded)
 
 
-def item_row(item: QAItem, knowledge: str, raw: str) -> dict:
-    """The progress row of an item whose knowledge and consistency-check answer are in (online or batch)."""
+def item_row(item: QAItem, knowledge: str, raw: str, recorded: dict | None = None) -> dict:
+    """The progress row of an item whose knowledge and consistency-check answer are in (online or batch);
+    `recorded`: what grounded KIT adds (its passages)."""
+    recorded = recorded or {}
     score = score_answer(item, raw)
     parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
     return {"type": "item", "id": item.id, "knowledge": knowledge, "llm_answer": raw, "parsed": parsed,
-            "unparseable": score.unparseable, "kept": bool(score.correct and knowledge)}
+            "unparseable": score.unparseable, "kept": bool(score.correct and knowledge), **recorded}
 
 
-def error_row(item: QAItem, knowledge: str, error: str) -> dict:
+def error_row(item: QAItem, knowledge: str, error: str, recorded: dict | None = None) -> dict:
     return {"type": "item", "id": item.id, "knowledge": knowledge, "llm_answer": "", "parsed": None,
-            "kept": False, "error": error}
+            "kept": False, "error": error, **(recorded or {})}
 
 
 def generate_kit_data(
@@ -96,15 +113,21 @@ def generate_kit_data(
     restart: bool = False,
     progress_bar: bool = True,
     max_errors: int | float | None = None,
+    corpus=None,
+    corpus_k: int = 3,
 ) -> KitStats:
     """Write alpaca rows (instruction = small-model query, output = kept knowledge) to `out_path`.
 
+    With `corpus` (a retrieval.CorpusIndex) KIT is grounded: the top `corpus_k` BM25 passages for the
+    question and its correct answer go into the knowledge-generation prompt, and each row records them
+    (`passages`: the progress rows with score and corpus line, the alpaca rows their text).
     `chunk_size` is accepted for old callers and ignored: progress is saved per item.
     """
     started = time.perf_counter()
     out_path = Path(out_path)
     progress_path = progress_path_for(out_path)
-    log = JobLog(progress_path, kit_fingerprint(items, prompts, client.identity()), restart=restart)
+    grounding = {"digest": corpus.digest, "k": corpus_k} if corpus is not None else None
+    log = JobLog(progress_path, kit_fingerprint(items, prompts, client.identity(), grounding), restart=restart)
     done = log.load(key=lambda row: row["id"])
     finished = {key for key, row in done.items() if not row.get("error")}
 
@@ -121,8 +144,9 @@ def generate_kit_data(
 
     async def one(item: QAItem) -> None:
         async with window:
+            passages = corpus.search(grounding_query(item), corpus_k) if corpus is not None else None
             try:
-                row = await kit_item(item, prompts, client)
+                row = await kit_item(item, prompts, client, passages)
             except BudgetExceeded:
                 return  # no new request starts; those in flight finish and are saved
         log.append(row)
@@ -168,7 +192,10 @@ def write_kit_outputs(items: list[QAItem], prompts: PromptSet, done: dict, out_p
     for item in items:
         row = done[item.id]
         if row["kept"]:
-            kept_rows.append({"instruction": prompts.small_model_query(item), "input": "", "output": row["knowledge"]})
+            kept = {"instruction": prompts.small_model_query(item), "input": "", "output": row["knowledge"]}
+            if "passages" in row:  # LLaMA-Factory reads only the columns dataset_info maps; this one is for people
+                kept["passages"] = [p["text"] for p in row["passages"]]
+            kept_rows.append(kept)
     JobLog.publish(out_path, kept_rows)
     stats.kept = len(kept_rows)
     stats.failed = [{"id": item.id, "error": done[item.id]["error"]} for item in items if done[item.id].get("error")]

@@ -16,8 +16,9 @@ Run everything from this directory (the recipes use `dataset_dir: data`), with t
 
     # 1. DP: continued pre-training on the corpus
     llamafactory-cli train recipes/blade_dp_full.yaml dataset=blade_demo_corpus output_dir=saves/dp
-    # 2. KIT: knowledge from the LLM, consistency-filtered, registered in data/dataset_info.json
-    blade-bpo knowledge --train data/demo_qa_train.jsonl --out data/kit.jsonl \\
+    # 2. KIT: knowledge from the LLM, grounded in the corpus passages that support each answer (--corpus),
+    #    consistency-filtered, registered in data/dataset_info.json
+    blade-bpo knowledge --train data/demo_qa_train.jsonl --corpus data/demo_corpus.jsonl --out data/kit.jsonl \\
         --dataset-dir data --dataset-name my_kit --templates-dir templates
     llamafactory-cli train recipes/blade_kit_lora.yaml dataset=my_kit dataset_dir=data model_name_or_path=saves/dp \\
         output_dir=saves/kit
@@ -26,7 +27,11 @@ Run everything from this directory (the recipes use `dataset_dir: data`), with t
         --templates-dir templates
     # 4. Evaluate: LLM alone vs + knowledge vs + BLADE soft prompt
     blade-bpo evaluate --small-model saves/dp --adapter saves/kit --soft-prompt runs/bpo/soft_prompt.safetensors \\
-        --test data/demo_qa_test.jsonl --out runs/eval --templates-dir templates
+        --test data/demo_qa_test.jsonl --out runs/eval --templates-dir templates --group-by kind
+    # 5. The ablation per kind of question, with the plain-retrieval baseline (BM25 over the corpus)
+    blade-bpo ablate --dp saves/dp --kit saves/kit --soft-prompt runs/bpo/soft_prompt.safetensors \\
+        --test data/demo_qa_test.jsonl --out runs/ablation --templates-dir templates \\
+        --group-by kind --corpus data/demo_corpus.jsonl
 
 Edit `templates/*.j2` to change every prompt; replace the demo files in `data/` with your own and
 register them in `data/dataset_info.json` (LLaMA-Factory's schema). Raw public datasets with a few unusable
