@@ -48,7 +48,7 @@ def test_stub_batch_api_has_the_real_states_shapes_and_validation(oracle, prompt
     import openai
 
     with StubOpenAIServer(oracle) as server:
-        sdk = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        sdk = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
         with pytest.raises(openai.BadRequestError, match="purpose"):
             sdk.files.create(file=("x.jsonl", io.BytesIO(b"{}\n")), purpose="fine-tune-results")
 

@@ -253,7 +253,17 @@ class BatchAPI:
 
     def _answer(self, body: dict) -> tuple[int, dict]:
         stub = self.stub
-        fault = stub._record(body)
+        number = stub._begin(body)  # counted and timed like an online request
+        try:
+            return self._answer_line(stub, body)
+        finally:
+            stub._event("finish", number)
+
+    def _answer_line(self, stub, body: dict) -> tuple[int, dict]:
+        problem = stub._validate(body)  # a line the online API would refuse fails the same way in a batch
+        if problem is not None:
+            return problem.status, problem.body()
+        fault = stub._fault_for(body)
         if fault is not None:
             status, _ = fault
             return status, {"error": {"message": f"injected fault {status}", "type": "server_error", "code": status}}
