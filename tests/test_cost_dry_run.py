@@ -164,5 +164,6 @@ def test_demo_dry_run_sends_nothing_and_creates_no_workdir(tmp_path):
         assert server.request_count == 0 and server.batch_api.http_requests == 0
     assert not (tmp_path / "w").exists()
     plan = json.loads((tmp_path / "plan.json").read_text())
-    # by hand, 4 items per split: KIT 4 + 4; BPO (baseline + 2 Sobol + 2 BO) x 4; 5 ablation rows x 4
-    assert [p["requests"] for p in plan["phases"]] == [4, 4, 20, 20]
+    # by hand, 4 items per split: KIT 4 + 4; BPO (baseline + 2 Sobol + 2 BO) x 4; 7 ablation rows x 4 (LLM
+    # alone, base, DP, KIT only, DP + KIT, BLADE, LLM + retrieved passages: the demo's defaults)
+    assert [p["requests"] for p in plan["phases"]] == [4, 4, 20, 28]
