@@ -348,12 +348,13 @@ def render_files(seed: int = SEED) -> dict[str, str]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_generator(description: str, files: dict[str, str], argv: list[str] | None, out: Path = DATA_DIR) -> int:
+    """The command line of a bundled-domain generator: write `files` ({name: text}) to --out, or with --check
+    exit 1 naming the committed files that differ (what tests and CI run)."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if the committed files differ")
-    parser.add_argument("--out", type=Path, default=DATA_DIR)
+    parser.add_argument("--out", type=Path, default=out)
     args = parser.parse_args(argv)
-    files = render_files()
     if args.check:
         stale = [name for name, text in files.items()
                  if not (args.out / name).is_file() or (args.out / name).read_text(encoding="utf-8") != text]
@@ -366,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in files.items():
         atomic_write_text(args.out / name, text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_generator(__doc__, render_files(), argv)
 
 
 if __name__ == "__main__":

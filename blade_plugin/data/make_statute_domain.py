@@ -16,10 +16,8 @@ A pure function of SEED and the tables below; `audit()` checks what README.md pr
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,23 +256,9 @@ def render_files(seed: int = SEED) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="fail if the committed files differ")
-    parser.add_argument("--out", type=Path, default=DATA_DIR)
-    args = parser.parse_args(argv)
-    files = render_files()
-    if args.check:
-        stale = [name for name, text in files.items()
-                 if not (args.out / name).is_file() or (args.out / name).read_text(encoding="utf-8") != text]
-        if stale:
-            print("out of date: " + ", ".join(stale), file=sys.stderr)
-            return 1
-        return 0
-    from blade_plugin.runs.atomic_io import atomic_write_text
+    from blade_plugin.data.make_demo_domain import run_generator
 
-    for name, text in files.items():
-        atomic_write_text(args.out / name, text)
-    return 0
+    return run_generator(__doc__, render_files(), argv, DATA_DIR)
 
 
 if __name__ == "__main__":
