@@ -15,10 +15,12 @@ from helpers import run_cli
 @pytest.mark.slow
 @pytest.mark.timeout(3900)  # longer than its two subprocess limits (2400 s + 1200 s)
 def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_path):
+    # --no-kit-grounded: QAOracle knows the ungrounded knowledge-generation prompts exactly (grounded KIT is
+    # covered against the reader in test_retrieval and the statute demo below)
     items = [it for split in ("train", "dev", "test") for it in load_qa(demo_data_dir / f"demo_qa_{split}.jsonl")[:4]]
     work = tmp_path / "demo"
     args = ["blade-bpo", "demo", "--workdir", str(work), "--limit", "4", "--dp-steps", "2", "--kit-steps", "2",
-            "--bpo-init", "2", "--bpo-iterations", "1", "--max-new-tokens", "16", "--kit-on-base", "--llm-model", "stub",
+            "--bpo-init", "2", "--bpo-iterations", "1", "--max-new-tokens", "16", "--kit-on-base", "--no-kit-grounded", "--llm-model", "stub",
             "--cache-db", str(tmp_path / "cache.sqlite3")]
     env = {"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}
     with StubOpenAIServer(QAOracle(items, prompts)) as server:
