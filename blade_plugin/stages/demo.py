@@ -18,6 +18,7 @@ from pathlib import Path
 from ..extras.errors import BladeError
 from ..bpo.guard import keep_better_soft_prompt as _keep_better_soft_prompt  # noqa: F401 (tests use this name)
 from ..runs.atomic_io import atomic_write_json
+from ..runs.fingerprint import digest_file, digest_items, model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,23 @@ def _mark(path: Path, info: dict) -> None:
     atomic_write_json(path, info)
 
 
+def _stage_key(**parts) -> str:
+    """Digest of what a stage's output depends on (items, templates, models, LLM, settings)."""
+    from ..runs.fingerprint import digest_json
+
+    return digest_json(parts)
+
+
+def _finished(marker: Path, key: str) -> dict | None:
+    """The marker a stage wrote when it finished with these inputs, or None (absent, torn or other inputs:
+    the stage runs, and its own progress files resume what they can)."""
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("key") == key else None
+
+
 def _train_overrides(config: DemoConfig, epochs: float, lr: float, steps: int | None, batch_size: int) -> dict:
     overrides = {"finetuning_type": "freeze", "freeze_trainable_layers": config.trainable_layers,
                  "num_train_epochs": epochs, "learning_rate": lr, "per_device_train_batch_size": batch_size,
@@ -208,7 +226,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     """Run all stages and return a summary naming every artifact."""
     from ..lf.dataset_info import register_dataset
     from ..small_lm.default_model import materialize_default_model
-    from .kit import generate_kit_data
+    from .kit import KitStats, generate_kit_data, kit_fingerprint
     from ..llm.client import LLMClient
     from ..qa.prompts import load_prompts
     from ..qa.data import load_qa
@@ -269,16 +287,27 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
 
     # 2. KIT data (the LLM writes knowledge; consistency filter)
     kit_file = data / "kit_knowledge.jsonl"
+    kit_marker = data / "kit_knowledge.stage.json"
     with StageMeter() as meter, LLMClient(llm_config) as client:
-        logger.info("[2/5] KIT data: LLM writes knowledge for data/%s and filters it", domain.qa(data, "train").name)
         train = load_qa(domain.qa(data, "train"), limit=config.limit_train)
         index = None
         if config.kit_grounded:
             from ..retrieval import CorpusIndex
 
             index = CorpusIndex.from_jsonl(domain.corpus(data))
-        stats = generate_kit_data(train, prompts, client, kit_file, corpus=index, corpus_k=config.kit_corpus_k)
-        register_dataset("blade_kit_generated", kit_file, data, formatting="alpaca")
+        grounding = {"digest": index.digest, "k": config.kit_corpus_k} if index is not None else None
+        kit_key = kit_fingerprint(train, prompts, client.identity(), grounding).to_json()["digest"]
+        done = _finished(kit_marker, kit_key) if kit_file.is_file() else None
+        if done:
+            stats = KitStats(**done["stats"])
+            logger.info("KIT data: done before (%d of %d kept, %s)", stats.kept, stats.total, kit_file)
+        else:
+            logger.info("[2/5] KIT data: LLM writes knowledge for data/%s and filters it",
+                        domain.qa(data, "train").name)
+            stats = generate_kit_data(train, prompts, client, kit_file, corpus=index, corpus_k=config.kit_corpus_k)
+            register_dataset("blade_kit_generated", kit_file, data, formatting="alpaca")
+            if not stats.errors:  # failed items are retried by the next run
+                _mark(kit_marker, {"stage": "kit_data", "key": kit_key, "stats": stats.as_dict()})
     record("kit_data", meter)
     # A weak LLM may keep almost nothing; the bundled KIT set (what the reader writes) keeps KIT meaningful then.
     kit_datasets = "blade_kit_generated" if stats.kept >= max(1, stats.total // 2) else \
@@ -319,25 +348,39 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
                              f"--model {writer_dir} --enable-prompt-embeds --dtype float32`) and re-run with "
                              f"--small-backend-url http://HOST:8000 (finished stages are kept)")
     bpo_dir = work / "runs" / "bpo"
+    bpo_marker = bpo_dir / "blade_stage.json"
     with StageMeter() as meter:
-        generator = load_knowledge_writer(SmallBackendConfig(
-            writer_dir, None, template="blade_chatml", max_new_tokens=config.max_new_tokens,
-            backend=config.small_backend, urls=tuple(config.small_backend_urls)))
-        space = SoftPromptSpace.for_generator(generator, n_tokens=config.n_tokens, d=config.d, seed=config.seed)
         dev = load_qa(domain.qa(data, "dev"), limit=config.limit_dev)
         bpo_config = BPORunConfig(out_dir=bpo_dir, d=config.d, n_tokens=config.n_tokens, n_init=config.bpo_init,
                                   iterations=config.bpo_iterations, seed=config.seed)
         with LLMClient(llm_config) as client:
-            logger.info("[4/5] BPO: %d Sobol + %d BO evaluations on %d dev questions",
-                        config.bpo_init, config.bpo_iterations, len(dev))
-            objective = KnowledgeObjective(dev, KnowledgeAnswerer(prompts, client, generator), space)
-            summary = run_bpo(bpo_config, objective, space.to_soft_prompt,
-                              {**generator.model_fingerprint, "template": "blade_chatml",
-                               "max_new_tokens": config.max_new_tokens})
-        # trial 0 of the run is the baseline: the small LM without soft tokens on the same dev questions
-        selection = _keep_better_soft_prompt(bpo_dir, summary.best_score, summary.baseline["score"],
-                                             generator.hidden_size, summary.noise.get("split_half_optimism"))
-        del generator
+            bpo_key = _stage_key(model=model_identity(kit_dir), dev=digest_items(dev), llm=client.identity(),
+                                 templates=prompts.template_sources(), search=bpo_config.identity(),
+                                 iterations=config.bpo_iterations, max_new_tokens=config.max_new_tokens)
+            done = _finished(bpo_marker, bpo_key)
+            if done:
+                best_score, evaluations, selection = done["best_score"], done["evaluations"], done["selection"]
+                logger.info("BPO: done before (%d evaluations, best dev accuracy %.3f, %s)", evaluations,
+                            best_score, bpo_dir)
+            else:
+                generator = load_knowledge_writer(SmallBackendConfig(
+                    writer_dir, None, template="blade_chatml", max_new_tokens=config.max_new_tokens,
+                    backend=config.small_backend, urls=tuple(config.small_backend_urls)))
+                space = SoftPromptSpace.for_generator(generator, n_tokens=config.n_tokens, d=config.d,
+                                                      seed=config.seed)
+                logger.info("[4/5] BPO: %d Sobol + %d BO evaluations on %d dev questions",
+                            config.bpo_init, config.bpo_iterations, len(dev))
+                objective = KnowledgeObjective(dev, KnowledgeAnswerer(prompts, client, generator), space)
+                summary = run_bpo(bpo_config, objective, space.to_soft_prompt,
+                                  {**generator.model_fingerprint, "template": "blade_chatml",
+                                   "max_new_tokens": config.max_new_tokens})
+                # trial 0 of the run is the baseline: the small LM without soft tokens on the same dev questions
+                selection = _keep_better_soft_prompt(bpo_dir, summary.best_score, summary.baseline["score"],
+                                                     generator.hidden_size, summary.noise.get("split_half_optimism"))
+                best_score, evaluations = summary.best_score, summary.n_evaluations
+                del generator
+                _mark(bpo_marker, {"stage": "bpo", "key": bpo_key, "best_score": best_score,
+                                   "evaluations": evaluations, "selection": selection})
     record("bpo", meter)
 
     # 5. The ablation table on the test set (LLM alone ... full BLADE); finished rows are reused on re-runs
@@ -350,12 +393,28 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
                                 kit_base=str(kit_base_dir) if config.kit_on_base else None,
                                 soft_prompt=str(bpo_dir / "selected_soft_prompt.safetensors"),
                                 corpus=str(domain.corpus(data)) if config.retrieval_k else None)
+        ablation_config = AblationConfig(out_dir=ablation_dir, template="blade_chatml",
+                                         max_new_tokens=config.max_new_tokens, group_by=config.group_by,
+                                         retrieval_k=max(1, config.retrieval_k))
+        ablation_marker = ablation_dir / "blade_stage.json"
         with LLMClient(llm_config) as client:
-            logger.info("[5/5] Ablation on %d %s questions", len(test), config.ablation_split)
-            table = run_ablation(test, prompts, client, inputs,
-                                 AblationConfig(out_dir=ablation_dir, template="blade_chatml",
-                                                max_new_tokens=config.max_new_tokens, group_by=config.group_by,
-                                                retrieval_k=max(1, config.retrieval_k)))
+            ablation_key = _stage_key(
+                test=digest_items(test), llm=client.identity(), templates=prompts.template_sources(),
+                models={name: model_identity(path) for name, path in
+                        (("base", base_model), ("dp", dp_dir), ("kit", kit_dir),
+                         ("kit_base", kit_base_dir if config.kit_on_base else None))},
+                soft_prompt=digest_file(inputs.soft_prompt) if Path(inputs.soft_prompt).is_file() else None,
+                corpus=digest_file(inputs.corpus) if inputs.corpus else None,
+                settings={k: getattr(ablation_config, k) for k in
+                          ("template", "max_new_tokens", "group_by", "retrieval_k", "retrieval_options")})
+            done = _finished(ablation_marker, ablation_key) if (ablation_dir / "ablation.json").is_file() else None
+            if done:
+                table = json.loads((ablation_dir / "ablation.json").read_text(encoding="utf-8"))
+                logger.info("Ablation: done before (%s)", ablation_dir / "ablation.md")
+            else:
+                logger.info("[5/5] Ablation on %d %s questions", len(test), config.ablation_split)
+                table = run_ablation(test, prompts, client, inputs, ablation_config)
+                _mark(ablation_marker, {"stage": "ablation", "key": ablation_key})
     record("ablation", meter)
     config.stage_times["total_s"] = round(timer() - t_all, 1)
 
@@ -369,7 +428,7 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         "dp_probe": None if probe is None else {
             "n": probe["n"], "hits_before": probe["before"]["correct"], "hits_after": probe["after"]["correct"],
             "mcnemar_p": probe["after_vs_before"]["mcnemar_p"]},
-        "bpo": {"best_dev_accuracy": summary.best_score, "evaluations": summary.n_evaluations, **selection},
+        "bpo": {"best_dev_accuracy": best_score, "evaluations": evaluations, **selection},
         "test_accuracy": {key: row["accuracy"] for key, row in rows.items()},
         "ablation": [{k: row.get(k) for k in ("key", "title", "accuracy", "ci95", "skipped", "groups")}
                      for row in table["rows"]],
