@@ -24,9 +24,16 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
             "--cache-db", str(tmp_path / "cache.sqlite3")]
     env = {"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}
     with StubOpenAIServer(QAOracle(items, prompts)) as server:
+        # the dry run first: no request, no workdir, and the bill the real run is then held to (below)
+        dry = run_cli([*args, "--llm-base-url", server.base_url, "--dry-run-json", str(tmp_path / "plan.json")],
+                      cwd=tmp_path, env=env, timeout=600)
+        assert dry.returncode == 0, dry.stderr[-2000:]
+        assert server.request_count == 0 and not work.exists()
+        plan = json.loads((tmp_path / "plan.json").read_text())
         # three training runs and the ablation: slow on a shared CPU, so a generous limit
         result = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env, timeout=2400)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        check_bill(plan, server.requests, items, prompts, default_model_dir)
         summary = json.loads((work / "demo_summary.json").read_text())
         assert summary["scores_meaningful"] is True
         assert summary["kit"] == {"kept": 4, "total": 4, "file": str(work / "data" / "kit_knowledge.jsonl")}
@@ -69,6 +76,32 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
     assert resumed["stage_seconds"]["dp_s"] >= summary["stage_seconds"]["dp_s"] > 0  # the first run's cost stays
     for stage in range(1, 6):  # no stage ran again (what a shorter this_run_seconds only suggested)
         assert f"[{stage}/5]" not in again.stderr
+
+
+def check_bill(plan: dict, sent: list[dict], items, prompts, model_dir) -> None:
+    """The demo's dry run against what its real run sent: KIT generation and the LLM-alone row exactly
+    (counted here with the small model's chat template, `stub` being no OpenAI model), BPO and the other
+    ablation rows as upper bounds (their knowledge did not exist at planning time; cached answers are free)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def count(messages) -> int:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    train, dev, test = items[:4], items[4:8], items[8:]
+    generation, check, bpo, ablation = plan["phases"]
+    wanted = [json.dumps(prompts.knowledge_generation(item)) for item in train]
+    generation_sent = [r["messages"] for r in sent if json.dumps(r["messages"]) in wanted]
+    assert generation["requests"] == len(generation_sent) == 4
+    assert generation["prompt_tokens"] == sum(map(count, generation_sent))
+    llm_alone = [json.dumps(prompts.answer(item, "")) for item in test]
+    assert sum(json.dumps(r["messages"]) in llm_alone for r in sent) == 4
+    # by hand: KIT 4 + 4 checks; BPO (baseline + 2 Sobol + 1 BO) x 4 dev; 7 ablation rows x 4 test
+    assert [p["requests"] for p in plan["phases"]] == [4, 4, 16, 28]
+    assert len(sent) <= plan["total"]["requests"]
+    assert len(sent) >= 4 + 4 + 4 + 4  # KIT, its checks, BPO's baseline, the LLM-alone row: never cached here
 
 
 @pytest.mark.slow
