@@ -159,3 +159,29 @@ def test_soft_prompt_is_kept_only_when_not_worse_than_none(tmp_path):
         "kept_soft_prompt": False, "dev_best": 0.25, "dev_baseline": 0.50, "optimism": 0.0}
     dropped, meta = load_soft_prompt(tmp_path / "selected_soft_prompt.safetensors")
     assert tuple(dropped.shape) == (0, 5) and meta["dev_baseline"] == 0.5  # zero soft tokens: plain DP + KIT
+
+
+def test_a_model_trained_with_other_settings_is_refused_and_a_copied_workdir_resumes(tmp_path):
+    import shutil
+
+    from blade_plugin.extras.errors import BladeError
+    from blade_plugin.stages.demo import _trained
+
+    old = tmp_path / "old"
+    (old / "saves" / "kit_full").mkdir(parents=True)
+    # the marker as a demo run in `old` wrote it (every value a string)
+    (old / "saves" / "kit_full" / "blade_stage.json").write_text(json.dumps({
+        "stage": "kit", "model_name_or_path": str(old / "saves" / "dp"), "output_dir": str(old / "saves" / "kit_full"),
+        "num_train_epochs": "5", "learning_rate": "0.0003"}))
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    marker = new / "saves" / "kit_full" / "blade_stage.json"
+    same = {"model_name_or_path": new / "saves" / "dp", "output_dir": new / "saves" / "kit_full",
+            "num_train_epochs": 5, "learning_rate": 3e-4}
+    assert _trained(marker, "kit", same, new)  # the copied workdir's paths compare relative to it
+    with pytest.raises(BladeError, match=r"num_train_epochs differ.*another --workdir"):
+        _trained(marker, "kit", {**same, "num_train_epochs": 3}, new)
+    with pytest.raises(BladeError, match="model_name_or_path differ"):
+        _trained(marker, "kit", {**same, "model_name_or_path": new / "saves" / "other"}, new)
+    assert marker.read_text() == (old / "saves" / "kit_full" / "blade_stage.json").read_text()  # never rewritten
+    assert not _trained(new / "saves" / "dp" / "blade_stage.json", "dp", {}, new)  # no marker yet: train

@@ -165,8 +165,31 @@ def _update_bar(bar, trainer_log: Path) -> None:
         bar.refresh()
 
 
-def _done(path: Path) -> bool:
-    return path.is_file()
+def _trained(marker: Path, stage: str, overrides: dict, work: Path) -> bool:
+    """True if the model dir's marker records these training settings; False if there is no marker yet.
+    A model trained with other settings is the user's: refused, never retrained over. Paths inside the
+    work directory compare relative to it (a moved or copied workdir still resumes); output_dir is where
+    the marker is, so it is not compared."""
+    if not marker.is_file():
+        return False
+    try:
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = {}
+    # the work directory the marker was written in: its output_dir is WORK/saves/NAME
+    saved_root = str(Path(saved.get("output_dir") or marker.parent).parents[1]) + os.sep
+
+    def settings(info: dict, root: str) -> dict:
+        return {k: (v[len(root):] if isinstance(v, str) and v.startswith(root) else v)
+                for k, v in info.items() if k != "output_dir"}
+
+    wanted = settings({"stage": stage, **{k: str(v) for k, v in overrides.items()}}, str(work) + os.sep)
+    saved = settings(saved, saved_root)
+    changed = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
+    if changed:
+        raise BladeError(f"{marker.parent} was trained with other settings ({', '.join(changed)} differ: "
+                         f"{marker}); use another --workdir, or delete {marker.parent} to retrain it")
+    return True
 
 
 def _add_previous_times(summary_file: Path, times: dict) -> dict:
@@ -257,15 +280,15 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     # 1. DP: the corpus packed into 64-token blocks, the top layers tuned
     dp_dir = saves / "dp"
     with StageMeter() as meter:
-        if not _done(dp_dir / "blade_stage.json"):
+        overrides = {"model_name_or_path": base_model, "dataset": domain.corpus_dataset, "output_dir": dp_dir,
+                     **_train_overrides(config, config.dp_epochs, config.dp_lr, config.dp_steps,
+                                        config.dp_batch_size),
+                     # documents packed into 64-token blocks (~45 of them): no padding, a quarter fewer tokens
+                     # to train on than one padded document per example
+                     "packing": True, "cutoff_len": 64}
+        if not _trained(dp_dir / "blade_stage.json", "dp", overrides, work):
             logger.info("[1/5] DP: continued pre-training on %s (%s epochs, lr %g, top %d layers)",
                         domain.corpus(data).name, config.dp_epochs, config.dp_lr, config.trainable_layers)
-            overrides = {"model_name_or_path": base_model, "dataset": domain.corpus_dataset, "output_dir": dp_dir,
-                         **_train_overrides(config, config.dp_epochs, config.dp_lr, config.dp_steps,
-                                            config.dp_batch_size),
-                         # documents packed into 64-token blocks (~45 of them): no padding, a quarter fewer tokens
-                         # to train on than one padded document per example
-                         "packing": True, "cutoff_len": 64}
             run_llamafactory_train(work / "recipes" / "blade_dp_full.yaml", overrides, work, logs / "dp.log", desc="DP")
             _mark(dp_dir / "blade_stage.json", {"stage": "dp", **{k: str(v) for k, v in overrides.items()}})
     record("dp", meter)
@@ -320,13 +343,13 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     runs = [("kit", dp_dir, kit_dir)] + ([("kit_base", base_model, kit_base_dir)] if config.kit_on_base else [])
     with StageMeter() as meter:
         for name, model, out_dir in runs:
-            if _done(out_dir / "blade_stage.json"):
-                continue
-            logger.info("[3/5] KIT training (%s): top %d layers of %s on %s (%s epochs, lr %g)", name,
-                        config.trainable_layers, Path(model).name, kit_datasets, config.kit_epochs, config.kit_lr)
             overrides = {"model_name_or_path": model, "dataset": kit_datasets, "output_dir": out_dir, "cutoff_len": 256,
                          **_train_overrides(config, config.kit_epochs, config.kit_lr, config.kit_steps,
                                             config.kit_batch_size)}
+            if _trained(out_dir / "blade_stage.json", name, overrides, work):
+                continue
+            logger.info("[3/5] KIT training (%s): top %d layers of %s on %s (%s epochs, lr %g)", name,
+                        config.trainable_layers, Path(model).name, kit_datasets, config.kit_epochs, config.kit_lr)
             run_llamafactory_train(work / "recipes" / "blade_kit_full.yaml", overrides, work, logs / f"{name}.log",
                                    desc=name.upper().replace("_", " on "))
             _mark(out_dir / "blade_stage.json", {"stage": name, **{k: str(v) for k, v in overrides.items()}})
