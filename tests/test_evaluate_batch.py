@@ -125,3 +125,19 @@ def test_batch_dry_run_prices_at_half(stub, default_model_dir, tmp_path):
     assert batch["requests"] == online["requests"] == N_ITEMS and batch["prompt_tokens"] == online["prompt_tokens"]
     assert batch["cost_estimate"] == pytest.approx(online["cost_estimate"] / 2)
     assert batch["cost_max"] == pytest.approx(online["cost_max"] / 2)
+
+
+def test_budget_stop_in_a_batch_saves_progress_and_resumes_to_the_online_files(stub, default_model_dir, tmp_path):
+    server, test_file = stub
+    assert evaluate(server, test_file, tmp_path / "online", default_model_dir, "--modes", "llm").returncode == 0
+    server.reset_stats()
+    batch = ("--modes", "llm", "--batch", "--batch-poll-seconds", "0")
+    stopped = evaluate(server, test_file, tmp_path / "stopped", default_model_dir, *batch, "--max-llm-calls", "4")
+    assert stopped.returncode == 3, stopped.stderr[-2000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert "stopped at the budget (--max-llm-calls 4)" in line and "re-run the same command" in line
+    assert server.batch_api.lines_run == 4 and not (tmp_path / "stopped" / "eval" / "predictions.jsonl").exists()
+    resumed = evaluate(server, test_file, tmp_path / "stopped", default_model_dir, *batch)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert server.request_count == N_ITEMS  # the 4 answers the stopped run paid for were not asked again
+    assert outputs(tmp_path / "stopped") == outputs(tmp_path / "online")
