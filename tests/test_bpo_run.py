@@ -230,3 +230,60 @@ def test_sigkill_at_several_points_resumes_to_the_uninterrupted_result(tmp_path)
     assert trials == ref_trials  # same z, scores, CIs, usage: nothing evaluated twice or differently
     assert summary == ref_summary
     assert torch.equal(prompt, ref_prompt) and meta == ref_meta
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def _same_final_state(a: Path, b: Path) -> bool:
+    trials, summary, prompt, meta = _final_state(a)
+    ref_trials, ref_summary, ref_prompt, ref_meta = _final_state(b)
+    return trials == ref_trials and summary == ref_summary and torch.equal(prompt, ref_prompt) and meta == ref_meta
+
+
+def test_max_llm_calls_stop_says_stopped_and_a_larger_budget_resumes_to_the_unstopped_run(tmp_path):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    run_bpo(cfg(whole), objective, make_prompt, {}, progress=False, rescore=rescore_objective)
+    # 4 calls per evaluation: the baseline and two Sobol trials reach 12 >= 10
+    s = run_bpo(cfg(stopped, max_llm_calls=10), objective, make_prompt, {}, progress=False, rescore=rescore_objective)
+    saved = _summary(stopped)
+    assert saved["status"] == "stopped" == s.status and saved["stop_reason"] == "budget: max_llm_calls"
+    assert saved["spent"] == {"calls": 12} and "larger --max-llm-calls" in saved["resume"]
+    assert [t["phase"] for t in _trials(stopped)] == ["baseline", "init", "init"]
+    # the search done, the re-scoring cut short: still stopped, not done
+    run_bpo(cfg(stopped, max_llm_calls=32), objective, make_prompt, {}, progress=False, rescore=rescore_objective)
+    assert _summary(stopped)["status"] == "stopped" and _trials(stopped)[-1]["phase"] == "rescore"
+    done = run_bpo(cfg(stopped), objective, make_prompt, {}, progress=False, rescore=rescore_objective)
+    assert done.status == "done" and done.spent is None and done.resume is None
+    assert _same_final_state(stopped, whole)
+
+
+def test_spend_budget_stop_mid_trial_writes_stopped_and_resumes_to_the_unstopped_run(tmp_path):
+    from blade_plugin.llm.budget import Budget, BudgetExceeded, Prices
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    run_bpo(cfg(whole), objective, make_prompt, {}, progress=False, rescore=rescore_objective)
+    # a client budget of $0.60 at $10 per million tokens: each request reserves 10k tokens (0.10 $) worst
+    # case and is billed 5k; an evaluation makes 4 requests, so the stop lands inside an evaluation
+    budget = Budget(max_cost=0.60 + 1e-9, prices=Prices(10.0, 0.0))
+    asked = []
+
+    def paying(z):
+        for _ in range(4):
+            reserved = budget.reserve(10_000, 0)
+            budget.settle(reserved, 5_000, 0)
+        asked.append(z)
+        return objective(z)
+
+    with pytest.raises(BudgetExceeded) as err:
+        run_bpo(cfg(stopped), paying, make_prompt, {}, progress=False, rescore=rescore_objective, spend=budget)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("stopped at the budget (--max-cost 0.6)")
+    assert "re-run the same command to resume" in message and str(stopped / "trials.jsonl") in message
+    saved = _summary(stopped)
+    assert saved["status"] == "stopped" and saved["stop_reason"] == "budget: --max-cost 0.6"
+    assert saved["spent"]["calls"] == budget.spent.calls and saved["spent"]["cost"] == pytest.approx(budget.spent.cost)
+    assert len(_trials(stopped)) == len(asked) == 2  # the evaluation the budget cut is not recorded
+    run_bpo(cfg(stopped), objective, make_prompt, {}, progress=False, rescore=rescore_objective)
+    assert _same_final_state(stopped, whole)

@@ -27,6 +27,7 @@ import torch
 
 from .optimizer import BayesianOptimizer
 from ..extras.errors import BladeError
+from ..llm.budget import Budget, BudgetExceeded
 from ..runs.atomic_io import atomic_write_json, read_json
 from ..runs.fingerprint import JobFingerprint
 from ..runs.job_log import JobLog
@@ -91,6 +92,8 @@ class BPOSummary:
     selection: dict = field(default_factory=dict)
     noise: dict = field(default_factory=dict)
     errors: int = 0
+    spent: dict | None = None  # a budget stop: what this invocation spent (calls, tokens, cost)
+    resume: str | None = None  # a budget stop: how to go on
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -296,6 +299,15 @@ def plot_convergence(trials: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
+def _all_rescored(trials: list[dict], top_k: int) -> bool:
+    """Every top-k candidate and the baseline have their re-score row (nothing left for a resume to do)."""
+    choice = select(trials, top_k)
+    if choice is None:
+        return True
+    baseline = next((t for t in trials if t["phase"] == "baseline"), None)
+    return all(c["trial"] in choice["rescored"] for c in choice["candidates"] + ([baseline] if baseline else []))
+
+
 def _row(trial: int, phase: str, z, result: TrialResult, seconds: dict, seed: int, **extra) -> dict:
     from ..qa.metrics import bootstrap_ci
 
@@ -317,13 +329,18 @@ def run_bpo(
     progress: bool = True,
     fingerprint: JobFingerprint | None = None,
     rescore: Callable[[torch.Tensor | None], TrialResult] | None = None,
+    spend: Budget | None = None,
 ) -> BPOSummary:
     """Optimise z and choose the soft prompt.
 
     `objective(z: Tensor[d] | None) -> TrialResult` scores the soft prompt `make_soft_prompt(z)`
     (Tensor[n_tokens, hidden]) on the search dev set, or no soft prompt for z=None (the baseline);
     `rescore` is the same on a second dev slice (None: choose on the search scores alone);
-    `fingerprint` holds the command's inputs (dev items, templates, models, LLM) for resume checks.
+    `fingerprint` holds the command's inputs (dev items, templates, models, LLM) for resume checks;
+    `spend` is the LLM client's budget (--max-cost): when it stops a trial, summary.json says "stopped" and
+    what was spent, and BudgetExceeded is raised with the one-line resume hint. A stop on
+    `config.max_llm_calls` (counted over trials.jsonl, between trials) writes "stopped" too and returns.
+    A re-run with a larger budget continues to the trials an unstopped run writes.
     """
     started = time.perf_counter()
     out = Path(config.out_dir)
@@ -352,7 +369,8 @@ def run_bpo(
                 "rescore_score": choice["rescore"]["score"] if choice["rescore"] else None,
                 "seed": config.seed, "d": config.d, "n_tokens": config.n_tokens, "job": identity.to_json()["digest"]}
 
-    def write_artifacts(status: str, stop_reason: str) -> BPOSummary | None:
+    def write_artifacts(status: str, stop_reason: str, spent: dict | None = None,
+                        resume: str | None = None) -> BPOSummary | None:
         """Soft prompt first, then summary.json: both follow from `trials` alone."""
         choice = select(trials, config.top_k if rescore is not None else 0)
         if choice is None:
@@ -371,7 +389,7 @@ def run_bpo(
                      "max_evaluations": config.max_evaluations, "max_llm_calls": config.max_llm_calls,
                      "top_k": config.top_k},
             phase_seconds={k: round(v, 2) for k, v in phase_seconds.items()}, status=status,
-            errors=sum(int(t.get("details", {}).get("errors", 0)) for t in trials),
+            errors=sum(int(t.get("details", {}).get("errors", 0)) for t in trials), spent=spent, resume=resume,
             **_statistics(trials, choice, config.seed))
         atomic_write_json(out / "summary.json", {**summary.as_dict(), "metadata": _json_roundtrip(metadata)})
         return summary
@@ -395,6 +413,7 @@ def run_bpo(
 
     bar = tqdm(total=total_budget, initial=min(len(search), total_budget), desc="BPO", unit="eval",
                disable=not progress)
+    budget_stop: BudgetExceeded | None = None
     try:
         if config.baseline and not any(t["phase"] == "baseline" for t in trials) and not out_of_calls():
             row = evaluate(objective, None, "baseline")
@@ -426,9 +445,18 @@ def run_bpo(
                 row = evaluate(rescore, z, "rescore", of_trial=candidate["trial"])
                 logger.info("re-scored trial %d: %.4f on the second dev slice (dev %.4f)", candidate["trial"],
                             row["score"], candidate["score"])
+    except BudgetExceeded as err:  # the unfinished trial is not recorded; its answers are in the cache
+        budget_stop = err
     finally:
         bar.close()
 
+    if budget_stop is not None:
+        message = spend.stop_message(str(out / "trials.jsonl")) if spend is not None else \
+            f"{budget_stop}; progress is saved in {out / 'trials.jsonl'}; re-run the same command to resume"
+        reason = spend.closed if spend is not None and spend.closed else str(budget_stop)
+        write_artifacts("stopped", f"budget: {reason}", spend.spent.as_dict() if spend is not None else None,
+                        "re-run the same command (with a larger budget) to resume")
+        raise BudgetExceeded(message) from None
     if not search:
         raise BladeError("BPO evaluated no soft prompt: the budget allows no search trial")
     if len(search) >= total_budget:
@@ -436,7 +464,17 @@ def run_bpo(
                        and len(search) >= config.max_evaluations else "budget: iterations done")
     else:
         stop_reason = "budget: max_llm_calls"
-    summary = write_artifacts("done", stop_reason)
+    stopped = stop_reason == "budget: max_llm_calls" or (rescore is not None and out_of_calls()
+                                                          and not _all_rescored(trials, config.top_k))
+    if stopped:
+        stop_reason = "budget: max_llm_calls"
+        resume = (f"re-run the same command with a larger --max-llm-calls (this run's {config.max_llm_calls} "
+                  f"are spent: {llm_calls} calls in {out / 'trials.jsonl'}) to resume")
+        logger.warning("BPO stopped at the budget (--max-llm-calls %s) after %d search trials; %s",
+                       config.max_llm_calls, len(search), resume)
+        summary = write_artifacts("stopped", stop_reason, {"calls": llm_calls}, resume)
+    else:
+        summary = write_artifacts("done", stop_reason)
     if summary.noise.get("dev_too_small"):
         logger.warning("The dev set (%d questions) is too small for the differences BPO is chasing: telling two "
                        "soft prompts apart needs about %.3f accuracy, the trial scores span only %.3f",

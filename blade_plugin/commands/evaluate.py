@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..cost.options import dry_run_options
+from ..cost.options import batch_options, dry_run_options
 from .arguments import evaluate_arguments, llm_options, small_model_options
 from .common import load_prompt_set, prompt_options, report_skipped
 
@@ -14,11 +14,16 @@ from .common import load_prompt_set, prompt_options, report_skipped
 @click.command()
 @evaluate_arguments
 @dry_run_options
+@batch_options
 @small_model_options
 @prompt_options
 @llm_options
-def evaluate(args, dry_run, dry_run_json, small_args, templates_dir, variant, llm_args) -> None:
-    """Score the black-box LLM on a test set in each mode and compare them on the same items."""
+def evaluate(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_seconds, small_args, templates_dir,
+             variant, llm_args) -> None:
+    """Score the black-box LLM on a test set in each mode and compare them on the same items.
+
+    With --batch, the LLM's answers come through the OpenAI Batch API (half price, within 24 h) after the
+    small LM wrote every mode's knowledge locally; the outputs are those of an online run."""
     from ..extras.errors import BladeError
     from ..stages.evaluation import MODES, EvalConfig, run_evaluation
     from ..qa.answering import KnowledgeAnswerer
@@ -68,12 +73,15 @@ def evaluate(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
 
         check_json_target(dry_run_json, [args.test_path, args.soft_prompt, llm_args.cache_db])
         plan_evaluation(items, prompts, llm_args.to_config(), chosen, out, generator, prompt_tensor,
-                        batch_size=small_args.batch_size, restart=args.restart).emit(dry_run_json)
+                        batch_size=small_args.batch_size, restart=args.restart, batch=use_batch).emit(dry_run_json)
         return
+    from ..stages.evaluation_batch import BatchSettings
+
     config = EvalConfig(
         out_dir=Path(args.out_dir), modes=chosen, bootstrap=args.bootstrap, seed=args.seed, restart=args.restart,
         max_errors=args.max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(args.soft_prompt)},
         group_by=args.group_by,
+        batch=BatchSettings(batch_retry, batch_poll_seconds) if use_batch else None,
     )
     with LLMClient(llm_args.to_config()) as client:
         answerer = KnowledgeAnswerer(prompts, client, generator, prompt_tensor, small_args.batch_size)
@@ -88,7 +96,7 @@ def evaluate(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
     if metrics.get("groups"):
         from ..stages.evaluation import format_support, format_vs
 
-        click.echo(f"by {group_by}:")
+        click.echo(f"by {args.group_by}:")
         for group, by_mode in metrics["groups"]["values"].items():
             for mode, g in by_mode.items():
                 click.echo(f"  {group:>12} {mode:>9}: accuracy {g['accuracy']:.3f}  95% CI [{g['ci95'][0]:.3f}, "

@@ -94,8 +94,8 @@ def optimize(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
 
         try:
             summary = run_bpo(config, objective, space.to_soft_prompt, metadata, fingerprint=fingerprint,
-                              rescore=rescore)
-        except BudgetExceeded:
+                              rescore=rescore, spend=client.budget)
+        except BudgetExceeded:  # summary.json says "stopped"; this is the one line that says how to go on
             raise BudgetExceeded(client.budget.stop_message(str(out / "trials.jsonl"))) from None
     for line in report_lines(summary, len(search_items), len(rescore_items or []), rescore_source):
         click.echo(line)
@@ -110,6 +110,8 @@ def optimize(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
     report_skipped(items, out / "summary.json")
     click.echo(f"best dev accuracy {summary.best_score:.3f} after {summary.n_evaluations} evaluations "
                f"({summary.stop_reason}); soft prompt: {Path(args.out_dir) / 'soft_prompt.safetensors'}")
+    if summary.status == "stopped":
+        click.echo(f"stopped at the budget: {summary.resume}")
 
 
 def split_dev(items: list, dev_path: str, rescore_path: str | None, holdout: float | None, fmt: str, seed: int):

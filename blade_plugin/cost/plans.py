@@ -84,7 +84,8 @@ def plan_kit(items, prompts, config, out_path: Path, restart: bool = False, batc
 
 
 def plan_evaluation(items, prompts, config, modes, out_dir: Path, generator=None, soft_prompt=None,
-                    batch_size: int = 8, restart: bool = False, small_model_dir: str | None = None) -> Plan:
+                    batch_size: int = 8, restart: bool = False, small_model_dir: str | None = None,
+                    batch: bool = False) -> Plan:
     planner = planner_for(config, small_model_dir)
     plan = Plan("evaluate", f"{config.resolved_model()} @ {planner.base_url}", planner.counter.name, planner.prices)
     try:
@@ -95,7 +96,9 @@ def plan_evaluation(items, prompts, config, modes, out_dir: Path, generator=None
             todo = [item for item in items if (mode, item.id) not in finished]
             plan.phases.append(_mode_phase(planner, f"evaluate [{mode}]", todo, prompts, config,
                                            None if mode == "llm" else generator,
-                                           soft_prompt if mode == "blade" else None, batch_size, seen))
+                                           soft_prompt if mode == "blade" else None, batch_size, seen, batch))
+        if batch:
+            plan.notes.append("--batch: costs at half the given prices (the Batch API's discount)")
         if any(m != "llm" for m in modes):
             plan.notes.append("knowledge prompts rendered with the small LM's own knowledge (generated locally)")
     finally:
@@ -103,12 +106,13 @@ def plan_evaluation(items, prompts, config, modes, out_dir: Path, generator=None
     return plan
 
 
-def _mode_phase(planner, name, todo, prompts, config, generator, soft_prompt, batch_size, seen) -> Phase:
+def _mode_phase(planner, name, todo, prompts, config, generator, soft_prompt, batch_size, seen,
+                batch: bool = False) -> Phase:
     """One evaluation mode's answer requests, with the small LM's knowledge rendered (generated locally)."""
     knowledge = [""] * len(todo)
     if generator is not None and todo:
         knowledge = _generate(generator, prompts, todo, soft_prompt, batch_size)
-    phase = Phase(name)
+    phase = Phase(name, batch=batch)
     for item, k in zip(todo, knowledge):
         planner.add(phase, prompts.answer(item, k), seen, planner.config.max_tokens, _answer_extra(config, item))
     return phase

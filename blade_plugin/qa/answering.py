@@ -82,6 +82,13 @@ def error_record(item: QAItem, knowledge: str, err: BaseException) -> AnswerReco
     return AnswerRecord(item.id, knowledge, "", None, False, None, error=str(err))
 
 
+def scored_record(item: QAItem, knowledge: str, raw: str) -> AnswerRecord:
+    """The record of an answered item; the online and the Batch API paths both build it here."""
+    score = score_answer(item, raw)
+    parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
+    return AnswerRecord(item.id, knowledge, raw, parsed, bool(score.correct), score.f1, score.unparseable)
+
+
 class ErrorBudget:
     """Counts failed items; `charge` raises TooManyErrors once more than `limit` have failed."""
 
@@ -129,10 +136,7 @@ async def answer_items(
         except LLMError as err:
             record = error_record(item, knowledge, err)
         else:
-            score = score_answer(item, raw)
-            parsed = list(score.parsed) if isinstance(score.parsed, tuple) else score.parsed
-            record = AnswerRecord(item.id, knowledge, raw, parsed, bool(score.correct), score.f1,
-                                  score.unparseable)
+            record = scored_record(item, knowledge, raw)
         records[index] = record
         if on_record is not None:
             on_record(record)

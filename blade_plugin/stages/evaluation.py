@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..runs.progress import tqdm
 
@@ -25,6 +26,9 @@ from ..qa.metrics import accuracy_summary, paired_comparison
 from ..runs.job_log import JobLog
 from ..qa.prompts import PromptSet
 from ..qa.data import QAItem
+
+if TYPE_CHECKING:
+    from .evaluation_batch import BatchSettings
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class EvalConfig:
     fingerprint_extra: dict = field(default_factory=dict)  # small model, adapter, soft prompt digest, ...
     max_errors: int | float | None = None  # per mode; see qa.answering.resolve_max_errors
     group_by: str | None = None  # an item field: metrics per group as well (qa/groups.py)
+    batch: BatchSettings | None = None  # answer through the OpenAI Batch API (stages/evaluation_batch.py)
 
 
 # Templates a prediction depends on: the small LM's query and the LLM's answer prompt (+ system message).
@@ -67,10 +72,12 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
     progress_path = out / "predictions.progress.jsonl"
     log = JobLog(progress_path, eval_fingerprint(items, prompts, config, client.identity()), restart=config.restart)
     done = log.load(key=lambda row: (row["mode"], row["id"]))
-    finished = {key for key, row in done.items() if not row.get("error")}
-    if done:
+    # Batch rows (`evaluate --batch`, keyed ("batch", <row id>)) sit beside the predictions: not predictions.
+    finished = {key for key, row in done.items() if not row.get("error") and row.get("type") != "batch"}
+    saved = sum(1 for row in done.values() if row.get("type") != "batch")
+    if saved:
         logger.info("Resuming evaluation: %d predictions already saved in %s%s", len(finished), progress_path,
-                    f"; retrying {len(done) - len(finished)} that failed" if len(done) > len(finished) else "")
+                    f"; retrying {saved - len(finished)} that failed" if saved > len(finished) else "")
     max_errors = resolve_max_errors(config.max_errors, len(items))
 
     started = time.perf_counter()
@@ -95,15 +102,22 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
                                          f"{err}; progress is saved in {progress_path}; re-run the same command "
                                          "to resume") from None
                 except LLMError as err:
-                    saved = sum(1 for row in done.values() if not row.get("error"))
+                    saved = sum(1 for row in done.values() if not row.get("error") and row.get("type") != "batch")
                     raise LLMError(f"{err} -- {saved} finished predictions are saved in {progress_path}; "
                                    "re-run the same command to resume") from err
 
     try:
-        client.run(run_all())
+        if config.batch is not None:
+            from .evaluation_batch import answer_modes_batch
+
+            answer_modes_batch(items, by_mode, config.modes, finished, done, log, save, max_errors, config.batch,
+                               str(progress_path))
+        else:
+            client.run(run_all())
     except KeyboardInterrupt:
         logger.warning("Interrupted: %d finished predictions are saved in %s; re-run the same command to resume",
-                       sum(1 for row in done.values() if not row.get("error")), progress_path)
+                       sum(1 for row in done.values() if not row.get("error") and row.get("type") != "batch"),
+                       progress_path)
         raise
 
     predictions = [done[(mode, item.id)] for mode in config.modes for item in items]
