@@ -53,8 +53,9 @@ logger = logging.getLogger(__name__)
               help="Knowledge length (small LM).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N items of each demo QA split.")
 @click.option("--small-backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
-              envvar="BLADE_SMALL_BACKEND", show_envvar=True, help="Where BPO and evaluation run the small LM (vllm: the KIT model "
-              "is merged and must be served with `vllm serve DIR --enable-prompt-embeds`).")
+              envvar="BLADE_SMALL_BACKEND", show_envvar=True, help="Where BPO runs the small LM (vllm: serve the KIT model "
+              "WORKDIR/saves/kit_full, a full model directory, with `vllm serve DIR --enable-prompt-embeds`; the "
+              "ablation loads its rows' models here).")
 @click.option("--small-backend-url", "small_backend_urls", multiple=True, envvar="BLADE_SMALL_BACKEND_URL", show_envvar=True,
               help="vLLM server base URL (repeatable, round-robin).")
 @dry_run_options
