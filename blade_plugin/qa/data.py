@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..extras.errors import BladeInputError
-from ..runs.atomic_io import read_text_file
+from ..runs.atomic_io import jsonl_records, read_text_file
 
 Format = Literal["auto", "generic", "jecqa", "mlecqa"]
 
@@ -184,20 +184,7 @@ def _records(path: Path) -> list[tuple[int, dict, bool]]:
                 _fail(path, index, f"expected a JSON object, got {type(record).__name__}", None, True)
             rows.append((index, record, True))
         return rows
-    rows = []
-    # split on "\n" only: str.splitlines would also break inside strings holding U+2028 and the like
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise BladeInputError(path, f"invalid JSON ({err.msg} at column {err.colno})", line=number) from None
-        if not isinstance(record, dict):
-            raise BladeInputError(path, f"expected a JSON object, got {type(record).__name__}", line=number)
-        rows.append((number, record, False))
-    return rows
+    return [(number, record, False) for number, record in jsonl_records(path, text)]
 
 
 def load_qa(path: str | Path, fmt: Format = "auto", limit: int | None = None,

@@ -14,14 +14,13 @@ ranking is a pure function of the corpus and the query.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..extras.errors import BladeInputError
 from ..extras.lexical import STOPWORDS
-from ..runs.atomic_io import read_text_file
+from ..runs.atomic_io import jsonl_records
 
 _TOKEN = re.compile(r"[a-z0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
@@ -74,14 +73,8 @@ class CorpusIndex:
         if not path.is_file():
             raise BladeInputError(path, "corpus file not found")
         texts, lines = [], []
-        for number, line in enumerate(read_text_file(path).split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BladeInputError(path, f"invalid JSON ({err.msg} at column {err.colno})", line=number) from None
-            value = record.get(field) if isinstance(record, dict) else None
+        for number, record in jsonl_records(path):
+            value = record.get(field)
             if not isinstance(value, str) or not value.strip():
                 raise BladeInputError(path, "expected a non-empty string", line=number, field=field)
             texts.append(value.strip())

@@ -61,6 +61,27 @@ def read_text_file(path: str | os.PathLike) -> str:
     return decode_text(data, path)
 
 
+def jsonl_records(path: str | os.PathLike, text: str | None = None) -> list[tuple[int, dict]]:
+    """(line number, record) for each non-blank line of a JSONL file (`read_text_file`, or `text` already
+    read from it); a line that is not a JSON object is a BladeInputError naming the file and line."""
+    if text is None:
+        text = read_text_file(path)
+    rows = []
+    # split on "\n" only: str.splitlines would also break inside strings holding U+2028 and the like
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BladeInputError(path, f"invalid JSON ({err.msg} at column {err.colno})", line=number) from None
+        if not isinstance(record, dict):
+            raise BladeInputError(path, f"expected a JSON object, got {type(record).__name__}", line=number)
+        rows.append((number, record))
+    return rows
+
+
 def _current_umask() -> int:
     """The process umask without changing it (Linux exposes it in /proc); else the classic set-and-restore."""
     try:
