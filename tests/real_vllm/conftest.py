@@ -57,7 +57,9 @@ def kit_full_dir(tmp_path_factory, default_model_dir) -> Path:
     return saves / "kit_full"
 
 
-@pytest.fixture(scope="session")
+# package scope: the servers (~4 GB each, and CPU their workers keep polling with) stop when this tier's tests
+# are done, not at the end of the whole test session
+@pytest.fixture(scope="package")
 def vllm_replicas(vllm_venv_python, kit_full_dir, tmp_path_factory):
     """Two real vLLM servers of kit_full, loading in parallel (~4 GB each)."""
     logs = tmp_path_factory.mktemp("vllm_logs")
@@ -73,7 +75,7 @@ def vllm_replicas(vllm_venv_python, kit_full_dir, tmp_path_factory):
             server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kit_hf_writer(kit_full_dir):
     from blade_plugin.small_lm.hf_backend import SoftPromptGenerator
 
