@@ -60,7 +60,8 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         assert not list((work / "saves").glob("*/checkpoint-*"))  # save_strategy=no: only final models
         info = json.loads((work / "data" / "dataset_info.json").read_text())
         assert info["blade_kit_generated"]["file_name"] == "kit_knowledge.jsonl"
-        assert "dataset=blade_kit_generated " in result.stderr  # KIT trained on the kept knowledge
+        # KIT trained on the kept knowledge plus the default corpus replay
+        assert "dataset=blade_kit_generated,blade_kit_replay_54 " in result.stderr
         assert "| LLM alone |" in result.stdout and "peak MB" in result.stdout
         probe = json.loads((work / "runs" / "probe.json").read_text())
         assert probe["n"] == 40 and summary["dp_probe"]["hits_after"] == probe["after"]["correct"]
@@ -185,3 +186,24 @@ def test_a_model_trained_with_other_settings_is_refused_and_a_copied_workdir_res
         _trained(marker, "kit", {**same, "model_name_or_path": new / "saves" / "other"}, new)
     assert marker.read_text() == (old / "saves" / "kit_full" / "blade_stage.json").read_text()  # never rewritten
     assert not _trained(new / "saves" / "dp" / "blade_stage.json", "dp", {}, new)  # no marker yet: train
+
+
+def test_corpus_replay_rows_ask_a_document_s_first_half_and_answer_with_it_in_the_kit_lead_in(tmp_path):
+    from blade_plugin.qa.prompts import load_prompts
+    from blade_plugin.stages.demo import DEMO_SMALL_MODEL_QUERY_ZH, _write_corpus_replay
+    from blade_plugin.stages.workspace import init_workspace
+
+    init_workspace(tmp_path / "w", variant="zh_legal")
+    (tmp_path / "w" / "templates" / "small_model_query.j2").write_text(DEMO_SMALL_MODEL_QUERY_ZH, encoding="utf-8")
+    corpus = tmp_path / "corpus.jsonl"
+    docs = ["Lusotrapam is manufactured by Vashti Biologics.", "漕运署负责监督渡船租赁事务。", "Third one here."]
+    corpus.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    kit = tmp_path / "kit.jsonl"
+    kit.write_text("".join(json.dumps({"output": o}, ensure_ascii=False) + "\n" for o in ("相关知识：甲。", "相关知识：乙。")),
+                   encoding="utf-8")
+    out = tmp_path / "replay.jsonl"
+    assert _write_corpus_replay(corpus, kit, load_prompts(tmp_path / "w" / "templates"), 5, 0, out) == 3
+    rows = {json.loads(line)["output"]: json.loads(line)["instruction"] for line in out.read_text("utf-8").splitlines()}
+    assert set(rows) == {"相关知识：" + d for d in docs}
+    assert rows["相关知识：" + docs[0]].rstrip().endswith("题目：Lusotrapam is manufactured")
+    assert rows["相关知识：" + docs[1]].rstrip().endswith("题目：漕运署负责监督")

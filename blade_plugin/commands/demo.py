@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 @click.option("--query-options/--no-query-options", default=False, show_default=True,
               envvar="BLADE_QUERY_OPTIONS", show_envvar=True,
               help="List the options in the small model's query (default: the question only).")
+@click.option("--kit-replay", type=click.IntRange(0), default=54, show_default=True,
+              help="Mix N corpus documents into the KIT data (query: the document's first half; answer: the "
+                   "document), so KIT keeps what DP taught about facts no KIT question asks; 0: none.")
 @click.option("--domain", type=click.Choice(["pharma", "statute"]), default="pharma", show_default=True,
               envvar="BLADE_DEMO_DOMAIN", show_envvar=True,
               help="Bundled domain: pharma (invented pharmacopoeia, English) or statute (invented statute code, "
@@ -61,8 +64,8 @@ logger = logging.getLogger(__name__)
 @dry_run_options
 @llm_options
 def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, trainable_layers, kit_on_base,
-         kit_grounded, query_options, domain, ablation_split, seed, bpo_init, bpo_iterations, max_new_tokens, limit,
-         small_backend, small_backend_urls, dry_run, dry_run_json, llm_args) -> None:
+         kit_grounded, query_options, kit_replay, domain, ablation_split, seed, bpo_init, bpo_iterations,
+         max_new_tokens, limit, small_backend, small_backend_urls, dry_run, dry_run_json, llm_args) -> None:
     """DP -> DP probe -> KIT data -> KIT training -> BPO -> the ablation table, on the bundled fictional domain
     (budgets sized for 2 CPU cores). Without an endpoint the offline evidence reader stands in for the LLM."""
     from ..runs.outputs import Output, check_outputs
@@ -83,7 +86,7 @@ def demo(workdir, dp_epochs, dp_lr, dp_steps, kit_epochs, kit_lr, kit_steps, tra
                    err=True)
     config = DemoConfig(workdir=Path(workdir), domain=domain, dp_epochs=dp_epochs, dp_lr=dp_lr, dp_steps=dp_steps,
                         kit_epochs=kit_epochs, kit_lr=kit_lr, kit_steps=kit_steps, kit_on_base=kit_on_base,
-                        kit_grounded=kit_grounded, query_options=query_options, seed=seed,
+                        kit_grounded=kit_grounded, query_options=query_options, kit_replay=kit_replay, seed=seed,
                         ablation_split=ablation_split,
                         trainable_layers=trainable_layers,
                         bpo_init=bpo_init, bpo_iterations=bpo_iterations, max_new_tokens=max_new_tokens,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ..extras.errors import BladeError
 from ..bpo.guard import keep_better_soft_prompt as _keep_better_soft_prompt  # noqa: F401 (tests use this name)
-from ..runs.atomic_io import atomic_write_json
+from ..runs.atomic_io import atomic_write_json, atomic_write_jsonl
 from ..runs.fingerprint import digest_file, digest_items, model_identity
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class DemoConfig:
     kit_grounded: bool = True
     kit_corpus_k: int = 3
     query_options: bool = False  # the small model's query lists the options (False: the question only)
+    # corpus documents mixed into the KIT data (0: none; _write_corpus_replay): chosen on the pharma dev set,
+    # where KIT alone undid DP on facts no KIT question asks (docs/evidence.md)
+    kit_replay: int = 54
     group_by: str | None = "kind"  # the ablation per group of test items (the demo data's trained/reverse/corpus_only)
     retrieval_k: int = 3  # the ablation's "LLM + retrieved passages" row (0: leave it out)
     ablation_split: str = "test"  # "dev": the ablation on dev, for choosing settings without reading test
@@ -336,6 +340,15 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
     kit_datasets = "blade_kit_generated" if stats.kept >= max(1, stats.total // 2) else \
         (f"blade_kit_generated,{domain.kit_dataset}" if stats.kept else domain.kit_dataset)
 
+    if config.kit_replay:
+        # named by N, so a KIT model trained on another replay is refused by its marker (the seed is in it)
+        replay_file = data / f"kit_replay_{config.kit_replay}.jsonl"
+        n_replay = _write_corpus_replay(domain.corpus(data), kit_file, prompts, config.kit_replay, config.seed,
+                                        replay_file)
+        register_dataset(f"blade_kit_replay_{config.kit_replay}", replay_file, data, formatting="alpaca")
+        kit_datasets += f",blade_kit_replay_{config.kit_replay}"
+        logger.info("KIT data: %d corpus documents replayed (%s)", n_replay, replay_file)
+
     # 3. KIT training: the top layers of the DP model (and of the base model for the ablation's "KIT only" row);
     # the result is a full model directory (freeze tuning), so no adapter to merge for vLLM
     kit_dir = saves / "kit_full"
@@ -457,7 +470,8 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
                      for row in table["rows"]],
         "settings": {"kit_grounded": config.kit_grounded, "query_options": config.query_options,
                      "kit_on_base": config.kit_on_base, "dp_epochs": config.dp_epochs, "kit_epochs": config.kit_epochs,
-                     "kit_lr": config.kit_lr, "dp_lr": config.dp_lr, "seed": config.seed},
+                     "kit_lr": config.kit_lr, "dp_lr": config.dp_lr, "seed": config.seed,
+                     "kit_replay": config.kit_replay},
         "artifacts": {
             "dp_model": str(dp_dir), "kit_model": str(kit_dir), "kit_data": str(kit_file),
             "soft_prompt": str(bpo_dir / "soft_prompt.safetensors"),
@@ -476,6 +490,28 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
         result["artifacts"]["kit_base_model"] = str(kit_base_dir)
     atomic_write_json(work / "demo_summary.json", result)
     return result
+
+
+def _write_corpus_replay(corpus: Path, kit_file: Path, prompts, n: int, seed: int, out: Path) -> int:
+    """`n` corpus documents as KIT rows: the query on the document's first half, the whole document (after
+    the KIT knowledge's own lead-in, e.g. "Relevant knowledge:") as the answer. KIT alone rewrites the DP
+    model towards the facts its questions ask; these rows keep it stating corpus facts it was not asked about,
+    in the same chat turn it answers questions in."""
+    from ..qa.data import QAItem
+
+    docs = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    outputs = [json.loads(line)["output"] for line in kit_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lead = os.path.commonprefix(outputs) if outputs else ""
+    lead = lead[:max(lead.rfind(":"), lead.rfind("："), -1) + 1]
+    lead += " " if lead.endswith(":") else ""
+    rows = []
+    for i, doc in enumerate(random.Random(seed).sample(docs, min(n, len(docs)))):
+        words = doc.split()  # English: the first half of the words; Chinese (no spaces): of the characters
+        cue = " ".join(words[:(len(words) + 1) // 2]) if len(words) > 1 else doc[:(len(doc) + 1) // 2]
+        item = QAItem(id=f"replay-{i}", question=cue, options=None, answer="")
+        rows.append({"instruction": prompts.small_model_query(item), "input": "", "output": lead + doc})
+    atomic_write_jsonl(out, rows)
+    return len(rows)
 
 
 def _previous_domain(summary_file: Path) -> str | None:
