@@ -162,6 +162,7 @@ def test_demo_dry_run_sends_nothing_and_creates_no_workdir(tmp_path):
                   "--dry-run-json", str(tmp_path / "plan.json"))
         assert dry.returncode == 0, dry.stderr[-2000:]
         assert server.request_count == 0 and server.batch_api.http_requests == 0
+    assert "DEBUG" not in dry.stderr  # bm25s logs each index build at DEBUG unless told otherwise
     assert not (tmp_path / "w").exists()
     plan = json.loads((tmp_path / "plan.json").read_text())
     # by hand, 4 items per split: KIT 4 + 4; BPO (baseline + 2 Sobol + 2 BO) x 4; 7 ablation rows x 4 (LLM

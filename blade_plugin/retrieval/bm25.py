@@ -14,6 +14,7 @@ ranking is a pure function of the corpus and the query.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ class CorpusIndex:
 
     def __init__(self, texts: list[str], lines: list[int] | None = None, source: str = "<memory>"):
         import bm25s
+
+        if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+            # bm25s sets its own logger to DEBUG when imported: "Building index from tokens" on every index
+            logging.getLogger("bm25s").setLevel(logging.WARNING)
 
         if not texts:
             raise BladeInputError(source, "no passages to index")
