@@ -73,6 +73,9 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
     log = JobLog(progress_path, eval_fingerprint(items, prompts, config, client.identity()), restart=config.restart)
     done = log.load(key=lambda row: (row["mode"], row["id"]))
     # Batch rows (`evaluate --batch`, keyed ("batch", <row id>)) sit beside the predictions: not predictions.
+    def answered() -> int:
+        return sum(1 for row in done.values() if not row.get("error") and row.get("type") != "batch")
+
     finished = {key for key, row in done.items() if not row.get("error") and row.get("type") != "batch"}
     saved = sum(1 for row in done.values() if row.get("type") != "batch")
     if saved:
@@ -102,7 +105,7 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
                                          f"{err}; progress is saved in {progress_path}; re-run the same command "
                                          "to resume") from None
                 except LLMError as err:
-                    saved = sum(1 for row in done.values() if not row.get("error") and row.get("type") != "batch")
+                    saved = answered()
                     raise LLMError(f"{err} -- {saved} finished predictions are saved in {progress_path}; "
                                    "re-run the same command to resume") from err
 
@@ -116,7 +119,7 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
             client.run(run_all())
     except KeyboardInterrupt:
         logger.warning("Interrupted: %d finished predictions are saved in %s; re-run the same command to resume",
-                       sum(1 for row in done.values() if not row.get("error") and row.get("type") != "batch"),
+                       answered(),
                        progress_path)
         raise
 
