@@ -11,6 +11,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Under pytest-xdist (two workers, pyproject's addopts) each worker and the subprocesses it starts (llamafactory-cli,
+# the CLI) run torch on one thread: two workers at two threads each on two cores slow training several-fold.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 # The key the stub servers accept (a real key must never reach a test, so this one replaces it).
 os.environ["OPENAI_API_KEY"] = "sk-blade-stub-0123456789"  # = openai_stub_server.DEFAULT_API_KEY
 

@@ -56,6 +56,18 @@ def materialize_default_model(dest: str | os.PathLike | None = None, force: bool
     dest = Path(dest).expanduser().resolve() if dest else default_model_dir()
     if is_materialized(dest) and not force:
         return dest
+    from filelock import FileLock
+
+    # Two processes materialising at once (two demos, two test workers on a fresh machine): the second waits
+    # for the first, then finds the directory complete, instead of deleting it under the first one's feet.
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest.parent / f".{dest.name}.lock")):
+        if is_materialized(dest) and not force:
+            return dest
+        return _materialize(dest)
+
+
+def _materialize(dest: Path) -> Path:
     # --force rebuilds our own directory; it never deletes one that is not (the user's files would go)
     if dest.exists() and any(dest.iterdir()) and not (dest / _MARKER).is_file():
         raise BladeError(f"{dest} exists and is not a blade-materialised model directory; pick another --dest")
