@@ -52,8 +52,9 @@ logger = logging.getLogger(__name__)
               help="Training, BPO and bootstrap seed.")
 @click.option("--bpo-init", type=click.IntRange(1), default=2, show_default=True, help="Sobol initial BPO evaluations.")
 @click.option("--bpo-iterations", type=click.IntRange(0), default=2, show_default=True, help="BO rounds after them.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=24, show_default=True,
-              help="Knowledge length (small LM).")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=None,
+              help="Knowledge length (small LM) in BPO and the ablation; default: the 90th percentile of the KIT "
+                   "training knowledge's token length, between 24 and 64.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N items of each demo QA split.")
 @click.option("--small-backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
               envvar="BLADE_SMALL_BACKEND", show_envvar=True, help="Where BPO runs the small LM (vllm: serve the KIT model "

@@ -227,7 +227,7 @@ def plan_demo(config, demo) -> Plan:
     from ..qa.data import load_qa
     from ..qa.prompts import load_prompts
 
-    from ..stages.demo import DOMAINS
+    from ..stages.demo import DOMAINS, KNOWLEDGE_BUDGET_RANGE
 
     domain = DOMAINS[demo.domain]
     # the LLM's templates are the domain's bundled ones (the demo edits only the small LM's query)
@@ -246,7 +246,8 @@ def plan_demo(config, demo) -> Plan:
     try:
         dev = load_qa(domain.qa(data, "dev"), limit=demo.limit_dev)
         test = load_qa(domain.qa(data, demo.ablation_split), limit=demo.limit_test)
-        knowledge_tokens = demo.max_new_tokens
+        # without --max-new-tokens the demo sizes knowledge from KIT data it has not made yet: bound by the cap
+        knowledge_tokens = demo.max_new_tokens or KNOWLEDGE_BUDGET_RANGE[1]
         bpo = Phase("BPO trials")
         for _ in range(1 + demo.bpo_init + demo.bpo_iterations):  # baseline + Sobol + BO rounds (q = 1)
             for item in dev:
@@ -275,7 +276,8 @@ def plan_demo(config, demo) -> Plan:
         plan.phases += [bpo, ablation]
         plan.notes.append(f"BPO: (baseline + {demo.bpo_init} Sobol + {demo.bpo_iterations} BO) x {len(dev)} dev "
                           f"questions; ablation: {1 + len(rows)} rows x {len(test)} test questions; their prompts "
-                          f"are estimated with {knowledge_tokens} knowledge tokens (--max-new-tokens)")
+                          f"are estimated with {knowledge_tokens} knowledge tokens "
+                          f"({'--max-new-tokens' if demo.max_new_tokens else 'at most, sized from the KIT data'})")
     finally:
         planner.close()
     return plan
