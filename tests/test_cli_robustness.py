@@ -85,7 +85,9 @@ def test_trailing_slash_base_url_shares_cache_entries(tmp_path):
 # --- Ctrl-C -----------------------------------------------------------------------------------------------
 def test_ctrl_c_says_where_progress_is_saved_and_how_to_resume(tmp_path, demo_data_dir):
     env = {**os.environ, "BLADE_HOME": str(tmp_path / "home")}
-    with StubOpenAIServer(latency=0.3) as server:
+    # 1 s a request: the 24 requests left after the first saved item take ~11 s at concurrency 2, so the
+    # signal lands mid-run even when a busy machine delays this test's own polling
+    with StubOpenAIServer(latency=1.0) as server:
         args = [str(BIN / "blade-bpo"), "knowledge", "--train", str(demo_data_dir / "demo_qa_train.jsonl"),
                 "--limit", "12", "--out", "kit.jsonl", "--chunk-size", "2", "--concurrency", "2", "--llm-base-url",
                 server.base_url, "--llm-model", "stub", "--cache-db", str(tmp_path / "c.sqlite3")]

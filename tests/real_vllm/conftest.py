@@ -25,7 +25,6 @@ def pytest_collection_modifyitems(items):
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.vllm)
-            item.add_marker(pytest.mark.xdist_group("real_vllm"))  # one worker starts the servers, once
             # the first test also pays for the session fixtures: two trainings and two servers starting
             item.add_marker(pytest.mark.timeout(2400))
 

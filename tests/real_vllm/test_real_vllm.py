@@ -24,6 +24,10 @@ from blade_plugin.small_lm.backend import SmallBackendConfig, load_knowledge_wri
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from helpers import BIN, run_cli
 
+# One xdist worker runs the whole tier, so its servers start once. A module mark, not the conftest's
+# collection hook: xdist reads the group when it names the items, before that hook has run.
+pytestmark = pytest.mark.xdist_group("real_vllm")
+
 TEXTS_EN = [
     "Question: Which enzyme does aspirin irreversibly inhibit?\nOptions: A. COX-1 B. ACE C. MAO D. HMG-CoA reductase",
     "Which vitamin deficiency causes scurvy?",
