@@ -343,8 +343,8 @@ def run_demo(config: DemoConfig, llm_config, local_scores_warning: bool) -> dict
 
     if config.max_new_tokens is None:
         config.max_new_tokens = knowledge_budget(kit_file, base_model)
-        logger.info("Knowledge length: %d tokens (the 90th percentile of the KIT knowledge's, %d-%d; "
-                    "--max-new-tokens sets it)", config.max_new_tokens, *KNOWLEDGE_BUDGET_RANGE)
+        logger.info("Knowledge length: up to %d tokens (the KIT knowledge's 90th-percentile length, kept within "
+                    "%d-%d; --max-new-tokens sets it)", config.max_new_tokens, *KNOWLEDGE_BUDGET_RANGE)
 
     if config.kit_replay:
         # named by N, so a KIT model trained on another replay is refused by its marker (the seed is in it)
