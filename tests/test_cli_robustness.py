@@ -83,6 +83,11 @@ def test_trailing_slash_base_url_shares_cache_entries(tmp_path):
 
 
 # --- Ctrl-C -----------------------------------------------------------------------------------------------
+def _interactive_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_says_where_progress_is_saved_and_how_to_resume(tmp_path, demo_data_dir):
     env = {**os.environ, "BLADE_HOME": str(tmp_path / "home")}
     # 1 s a request: the 24 requests left after the first saved item take ~11 s at concurrency 2, so the
@@ -91,7 +96,10 @@ def test_ctrl_c_says_where_progress_is_saved_and_how_to_resume(tmp_path, demo_da
         args = [str(BIN / "blade-bpo"), "knowledge", "--train", str(demo_data_dir / "demo_qa_train.jsonl"),
                 "--limit", "12", "--out", "kit.jsonl", "--chunk-size", "2", "--concurrency", "2", "--llm-base-url",
                 server.base_url, "--llm-model", "stub", "--cache-db", str(tmp_path / "c.sqlite3")]
-        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A child inherits an ignored or blocked SIGINT through exec (CI once saw the CLI run to its end here on
+        # a pytest-xdist worker): give it what an interactive shell gives a command, as a user's Ctrl-C meets it.
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_interactive_sigint)
         progress = tmp_path / "kit.jsonl.progress.jsonl"
         deadline = time.time() + 120
         while not (progress.exists() and '"type": "item"' in progress.read_text()):
