@@ -516,18 +516,14 @@ def knowledge_budget(kit_file: Path, model_dir: str | os.PathLike, quantile: flo
     from transformers import AutoTokenizer
 
     low, high = KNOWLEDGE_BUDGET_RANGE
-    outputs = [row["output"] for row in _jsonl(kit_file)] if Path(kit_file).is_file() else []
+    from ..runs.atomic_io import jsonl_records
+
+    outputs = [row["output"] for _, row in jsonl_records(kit_file)] if Path(kit_file).is_file() else []
     if not outputs:
         return low
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     lengths = [len(ids) for ids in tokenizer(outputs, add_special_tokens=False)["input_ids"]]
     return max(low, min(high, math.ceil(float(np.quantile(lengths, quantile)))))
-
-
-def _jsonl(path: Path) -> list[dict]:
-    from ..runs.atomic_io import jsonl_records
-
-    return [row for _, row in jsonl_records(path)]
 
 
 def _write_corpus_replay(corpus: Path, kit_file: Path, prompts, n: int, seed: int, out: Path) -> int:
