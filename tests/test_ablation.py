@@ -117,6 +117,39 @@ def test_ablation_rows_stats_and_rerun_costs_only_new_rows(demo_data_dir, prompt
         assert [p["knowledge"] for p in kit_preds] != [p["knowledge"] for p in base_preds]  # the adapter was applied
 
 
+
+@pytest.mark.slow
+def test_a_soft_prompt_bpo_did_not_keep_reuses_the_dp_kit_knowledge_without_loading_again(
+        demo_data_dir, prompts, default_model_dir, tmp_path, isolated_home):
+    """BPO kept no soft prompt (zero tokens): full BLADE is DP + KIT, so its row must not load the KIT model a
+    second time nor generate again; its knowledge is DP + KIT's, word for word."""
+    import torch
+
+    from blade_plugin.llm.client import LLMClient, LLMConfig
+    from blade_plugin.small_lm.soft_prompt import save_soft_prompt
+    from blade_plugin.stages.ablation import AblationConfig, AblationInputs, _default_writer_factory, run_ablation
+
+    items = load_qa(demo_data_dir / "demo_qa_test.jsonl", limit=4)
+    work = tmp_path / "ws"
+    (work / "saves").mkdir(parents=True)
+    os.symlink(default_model_dir, work / "saves" / "kit_full")  # a full KIT model: any HF model directory
+    save_soft_prompt(work / "runs" / "bpo" / "selected_soft_prompt.safetensors", torch.zeros(0, 576), {"d": 10})
+    config = AblationConfig(out_dir=tmp_path / "ablation", max_new_tokens=8, batch_size=4, bootstrap=200)
+    real_factory, built = _default_writer_factory(config), []
+    config.writer_factory = lambda model, adapter: built.append(model) or real_factory(model, adapter)
+    with StubOpenAIServer(QAOracle(items, prompts)) as server:
+        with LLMClient(LLMConfig(base_url=server.base_url, model="stub", cache_db=tmp_path / "c.sqlite3")) as client:
+            table = run_ablation(items, prompts, client, AblationInputs.from_workspace(work, str(default_model_dir)),
+                                 config, keys=("dp_kit", "blade"))
+    rows = {r["key"]: r for r in table["rows"]}
+    assert built == [str(work / "saves" / "kit_full")]  # one load for both rows
+    assert rows["dp_kit"]["model_loaded"] is True and rows["blade"]["model_loaded"] is False
+    knowledge = {key: [json.loads(line)["knowledge"] for line in (Path(rows[key]["dir"]) / "predictions.jsonl").open()]
+                 for key in rows}
+    assert knowledge["blade"] == knowledge["dp_kit"] and all(knowledge["dp_kit"])
+    assert rows["blade"]["accuracy"] == rows["dp_kit"]["accuracy"]
+
+
 def test_ablate_cli_rejects_bad_rows_and_skips_missing_checkpoints(demo_data_dir, default_model_dir, tmp_path,
                                                                    isolated_home):
     items = load_qa(demo_data_dir / "demo_qa_test.jsonl", limit=3)

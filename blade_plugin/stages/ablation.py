@@ -148,11 +148,17 @@ def plan_rows(inputs: AblationInputs, keys: tuple[str, ...] = ROW_KEYS) -> list[
 
 
 class LazyWriter:
-    """A KnowledgeWriter built on first use, so rows whose predictions are all saved never load a model."""
+    """A KnowledgeWriter built on first use, so rows whose predictions are all saved never load a model.
+
+    It remembers the knowledge it wrote without a soft prompt: rows that share a model and differ only in a
+    soft prompt BPO did not keep (full BLADE then equals DP + KIT) get the same greedy knowledge without
+    generating it again."""
 
     def __init__(self, factory):
         self._factory = factory
         self._writer = None
+        self._memo: dict[tuple[str, int | None], str] = {}
+        self.model_calls = 0  # generate calls that ran the model (not answered from memory)
 
     def _get(self):
         if self._writer is None:
@@ -160,7 +166,15 @@ class LazyWriter:
         return self._writer
 
     def generate(self, texts, soft_prompt=None, max_new_tokens=None, progress=False):
-        return self._get().generate(texts, soft_prompt, max_new_tokens, progress)
+        if soft_prompt is not None:
+            self.model_calls += 1
+            return self._get().generate(texts, soft_prompt, max_new_tokens, progress)
+        missing = [text for text in texts if (text, max_new_tokens) not in self._memo]
+        if missing:
+            self.model_calls += 1
+            for text, knowledge in zip(missing, self._get().generate(missing, None, max_new_tokens, progress)):
+                self._memo[(text, max_new_tokens)] = knowledge
+        return [self._memo[(text, max_new_tokens)] for text in texts]
 
     def release(self) -> None:
         self._writer = None  # one small model in memory at a time
@@ -230,6 +244,7 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
     rows: list[dict] = []
     correct_by_row: dict[str, list[bool]] = {}
     knowledge_by_row: dict[str, list[str]] = {}
+    writers: dict[tuple[str, str | None], LazyWriter] = {}
     for plan in plan_rows(inputs, keys):
         row: dict = {"key": plan.key, "title": ROW_TITLES[plan.key], "model": plan.model, "adapter": plan.adapter,
                      "soft_prompt": plan.soft_prompt}
@@ -239,13 +254,20 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
             continue
         row_dir = _row_dir(out, plan, items, prompts, config, client.identity())
         mode = "llm" if plan.key == "llm" else ("blade" if plan.soft_prompt else "knowledge")
-        writer = None if plan.model is None else LazyWriter(lambda p=plan: factory(p.model, p.adapter))
+        writer = None
+        if plan.model is not None:  # rows on the same model (DP + KIT, full BLADE) share one loaded writer
+            for other_key, other in writers.items():
+                if other_key != (plan.model, plan.adapter):
+                    other.release()
+            writer = writers.setdefault((plan.model, plan.adapter),
+                                        LazyWriter(lambda p=plan: factory(p.model, p.adapter)))
         if plan.key == "retrieval":
             writer = LazyWriter(lambda p=plan: _retrieval_writer(items, prompts, p.corpus, config))
         soft = load_soft_prompt(plan.soft_prompt)[0] if plan.soft_prompt else None
         if soft is not None and soft.shape[0] == 0:
             soft = None  # zero soft tokens (BPO did not beat its baseline): the same as no soft prompt
         calls_before, usage_before = client.usage.calls, dict(client.usage.as_dict())
+        model_calls_before = writer.model_calls if writer is not None else 0
         started = time.perf_counter()
         logger.info("ablation row %r: %s", plan.key, ROW_TITLES[plan.key])
         answerer = KnowledgeAnswerer(prompts, client, writer, soft, batch_size=config.batch_size)
@@ -275,11 +297,11 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
             "cost": (None if usage_after.get("cost") is None
                      else round(usage_after["cost"] - (usage_before.get("cost") or 0.0), 6)),
             "seconds": round(time.perf_counter() - started, 2),
-            "model_loaded": bool(writer and writer.loaded),
+            "model_loaded": bool(writer is not None and writer.model_calls > model_calls_before),
         })
-        if writer is not None:
-            writer.release()
         rows.append(row)
+    for writer in writers.values():
+        writer.release()
 
     _add_paired(rows, correct_by_row, config)
     if config.group_by:
