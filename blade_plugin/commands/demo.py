@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 @click.option("--trainable-layers", type=click.IntRange(1), default=10, show_default=True,
               help="DP and KIT tune the top N decoder layers (LLaMA-Factory's finetuning_type freeze).")
 @click.option("--kit-on-base/--no-kit-on-base", default=True, show_default=True,
-              help="Also train KIT on the base model, for the ablation's 'KIT only' row (about 1.5 min more).")
+              help="Also train KIT on the base model, for the ablation's 'KIT only' row (a second KIT "
+                   "training: about a quarter of the demo's time).")
 @click.option("--kit-grounded/--no-kit-grounded", default=True, show_default=True,
               envvar="BLADE_KIT_GROUNDED", show_envvar=True,
               help="Ground KIT data in the corpus (knowledge --corpus): the LLM sees the BM25 passages that support "
