@@ -24,9 +24,18 @@ from blade_plugin.small_lm.backend import SmallBackendConfig, load_knowledge_wri
 from blade_plugin.testing.openai_stub_server import StubOpenAIServer
 from helpers import BIN, run_cli
 
-# One xdist worker runs the whole tier, so its servers start once. A module mark, not the conftest's
-# collection hook: xdist reads the group when it names the items, before that hook has run.
+# One xdist worker runs the whole tier, so its servers start once (pyproject's --dist loadgroup; pytest 9.2
+# breaks that grouping, hence pytest < 9.2 in [dev] and the first test below).
 pytestmark = pytest.mark.xdist_group("real_vllm")
+
+
+def test_the_tier_is_one_xdist_group(request):
+    """Under `--dist loadgroup` xdist names every test of a group NAME `...@NAME` and gives the group to one
+    worker; without that suffix each worker would train the model and start two servers of its own."""
+    if getattr(request.config, "workerinput", None) is None or not request.config.getoption("loadgroup", False):
+        pytest.skip("not under pytest-xdist with --dist loadgroup")
+    assert request.node.nodeid.endswith("@real_vllm"), (
+        f"{request.node.nodeid}: xdist did not group this test (pytest {pytest.__version__}; see pyproject's [dev])")
 
 TEXTS_EN = [
     "Question: Which enzyme does aspirin irreversibly inhibit?\nOptions: A. COX-1 B. ACE C. MAO D. HMG-CoA reductase",
