@@ -179,3 +179,22 @@ def test_events_show_overlap_not_time():
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             assert [s for s, _ in pool.map(lambda _: post(server, OK), range(4))] == [200] * 4
         assert server.max_in_flight() == 4 and len(server.intervals()) == 6
+
+
+def test_settle_returns_only_after_the_requests_in_flight_have_been_answered():
+    import threading
+    import time
+
+    with StubOpenAIServer(latency=0.4) as server:
+        replies = []
+        threads = [threading.Thread(target=lambda: replies.append(post(server, OK)[0])) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        while server.request_count < 2:  # both requests arrived and are being served
+            time.sleep(0.01)
+        started = time.monotonic()
+        server.settle(quiet=0.1)
+        assert time.monotonic() - started >= 0.3  # it waited out the 0.4 s latency, not just one quiet period
+        assert replies == [200, 200]
+        for thread in threads:
+            thread.join()

@@ -338,6 +338,23 @@ class StubOpenAIServer(BackgroundHTTPServer):
         with self._lock:
             self._fail_always = status
 
+    def settle(self, quiet: float = 0.5, timeout: float = 30.0) -> None:
+        """Return once no request is being served and none has begun or finished for `quiet` seconds. A client
+        killed mid-run can leave its last request in the socket; the server reads and counts it a moment
+        later, so a test that resets the stats right after the kill would count it against the next run."""
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while True:
+            with self._lock:
+                now = len(self.events)
+                busy = sum(1 if kind == "start" else -1 for kind, _, _ in self.events if kind in ("start", "finish"))
+            if now == seen and not busy:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the stub server was still busy after {timeout} s")
+            seen = now
+            time.sleep(quiet)
+
     def reset_stats(self) -> None:
         with self._lock:
             self.requests.clear()
