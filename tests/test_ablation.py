@@ -117,7 +117,6 @@ def test_ablation_rows_stats_and_rerun_costs_only_new_rows(demo_data_dir, prompt
         assert [p["knowledge"] for p in kit_preds] != [p["knowledge"] for p in base_preds]  # the adapter was applied
 
 
-
 @pytest.mark.slow
 def test_a_soft_prompt_bpo_did_not_keep_reuses_the_dp_kit_knowledge_without_loading_again(
         demo_data_dir, prompts, default_model_dir, tmp_path, isolated_home):

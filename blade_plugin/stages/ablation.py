@@ -179,10 +179,6 @@ class LazyWriter:
     def release(self) -> None:
         self._writer = None  # one small model in memory at a time
 
-    @property
-    def loaded(self) -> bool:
-        return self._writer is not None
-
 
 @dataclass
 class AblationConfig:

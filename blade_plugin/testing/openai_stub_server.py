@@ -347,7 +347,7 @@ class StubOpenAIServer(BackgroundHTTPServer):
         while True:
             with self._lock:
                 now = len(self.events)
-                busy = sum(1 if kind == "start" else -1 for kind, _, _ in self.events if kind in ("start", "finish"))
+                busy = sum(1 if kind == "start" else -1 for kind, _, _ in self.events)  # started, not finished
             if now == seen and not busy:
                 return
             if time.monotonic() > deadline:

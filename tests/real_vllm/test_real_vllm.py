@@ -37,6 +37,7 @@ def test_the_tier_is_one_xdist_group(request):
     assert request.node.nodeid.endswith("@real_vllm"), (
         f"{request.node.nodeid}: xdist did not group this test (pytest {pytest.__version__}; see pyproject's [dev])")
 
+
 TEXTS_EN = [
     "Question: Which enzyme does aspirin irreversibly inhibit?\nOptions: A. COX-1 B. ACE C. MAO D. HMG-CoA reductase",
     "Which vitamin deficiency causes scurvy?",
