@@ -23,12 +23,40 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate:evaluate",
     "answer": "answer:answer",
     "demo": "demo:demo",
+    "run": "run:run",
     "merge": "merge:merge",
     "serve": "serve:serve",
     "ablate": "ablate:ablate",
     "probe": "probe:probe",
     "split": "split:split",
 }
+
+
+# Environment variables every command may read that no option of its names (each option shows its own).
+ENVIRONMENT = {
+    "OPENAI_API_KEY": "the LLM endpoint's API key (another variable's name: --llm-api-key-env); never stored",
+    "BLADE_HOME": "per-user state: the materialised embedded model and the LLM cache "
+                  "(default: $XDG_CACHE_HOME/blade-plugin, else ~/.cache/blade-plugin)",
+    "BLADE_DEFAULT_MODEL_DIR": "where the embedded SmolLM2-135M-Instruct is materialised (default: "
+                               "$BLADE_HOME/models/SmolLM2-135M-Instruct)",
+    "BLADE_PROGRESS_INTERVAL": "seconds between progress lines when stderr is not a terminal (default 30)",
+    "BLADE_PLUGIN_DISABLE_HOOK": "1: switch off the LLaMA-Factory hook (templates, datasets, ${blade:...})",
+    "BLADE_SMALL_BACKEND_API_KEY": "the vLLM servers' API key, with a vllm small backend",
+}
+
+
+def environment_epilog() -> str:
+    return "\b\nEnvironment (besides each option's own):\n" + "\n".join(
+        f"  {name}: {text}" for name, text in ENVIRONMENT.items())
+
+
+def _with_environment(command: click.Command) -> click.Command:
+    if command.epilog is None or "Environment (besides" not in command.epilog:
+        command.epilog = ((command.epilog + "\n\n") if command.epilog else "") + environment_epilog()
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_environment(sub)
+    return command
 
 
 class LazyGroup(click.Group):
@@ -41,10 +69,10 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         module = importlib.import_module(f"blade_plugin.commands.{module_name}")
-        return getattr(module, attr)
+        return _with_environment(getattr(module, attr))
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=environment_epilog())
 @click.version_option(__version__, prog_name="blade-bpo")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info from libraries, -vv debug).")
 def cli(verbose: int) -> None:

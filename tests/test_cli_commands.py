@@ -205,3 +205,40 @@ def test_answer_with_options_but_no_letter_is_a_usage_error(tmp_path):
     result = run_cli(["blade-bpo", "answer", "--question", "Q?", "--option", "=x", "--no-knowledge",
                       "--llm-base-url", "http://127.0.0.1:9/v1", "--llm-model", "stub"], cwd=tmp_path)
     assert result.returncode == 2 and "expected LETTER=TEXT" in result.stderr
+
+
+def test_every_option_has_help_and_every_environment_variable_is_in_the_help():
+    """A newcomer reads `--help`: every visible option says what it does, an option that reads an environment
+    variable shows it, and every BLADE_*/OPENAI_* variable the package reads appears in some command's help."""
+    import re
+    from pathlib import Path
+
+    import click
+
+    from blade_plugin.cli import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    helps, silent = [], []
+
+    def walk(cmd: click.Command, name: str) -> None:
+        helps.append(cmd.get_help(click.Context(cmd, info_name=name, parent=ctx)))
+        if isinstance(cmd, click.Group):
+            for sub_name, sub in cmd.commands.items():
+                walk(sub, f"{name} {sub_name}")
+        for param in cmd.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                if not param.help or (param.envvar and not param.show_envvar):
+                    silent.append(f"{name} {param.opts[0]}")
+
+    for command in COMMANDS:
+        walk(cli.get_command(ctx, command), command)
+    assert silent == []
+    shown = " ".join(helps)
+    package = Path(__file__).resolve().parents[1] / "blade_plugin"
+    read = set()
+    for path in package.rglob("*.py"):
+        if "testing" in path.parts:  # the test servers' own knobs are not the commands'
+            continue
+        read |= set(re.findall(r"[\"'$]((?:BLADE|OPENAI)_[A-Z_]+)\b", path.read_text(encoding="utf-8")))
+    assert {"BLADE_HOME", "BLADE_PROGRESS_INTERVAL", "BLADE_DEFAULT_MODEL_DIR", "OPENAI_BASE_URL"} <= read
+    assert sorted(v for v in read if v not in shown) == []

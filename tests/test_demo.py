@@ -34,9 +34,10 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         result = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env, timeout=2400)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         check_bill(plan, server.requests, items, prompts, default_model_dir)
-        summary = json.loads((work / "demo_summary.json").read_text())
+        summary = json.loads((work / "report.json").read_text())
         assert summary["scores_meaningful"] is True
-        assert summary["kit"] == {"kept": 4, "total": 4, "file": str(work / "data" / "kit_knowledge.jsonl")}
+        assert summary["kit"] == {"kept": 4, "total": 4, "file": str(work / "data" / "kit_knowledge.jsonl"),
+                                  "max_new_tokens": 16}
         assert summary["bpo"]["evaluations"] == 3
         assert set(summary["test_accuracy"]) == {"llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval"}
         table = json.loads((work / "runs" / "ablation" / "ablation.json").read_text())
@@ -49,7 +50,7 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         # BLADE never below DP + KIT on dev: the soft prompt is kept only if it beats none by more than noise
         bpo = summary["bpo"]
         assert bpo["kept_soft_prompt"] == (bpo["dev_best"] - bpo["dev_baseline"] > bpo["optimism"])
-        assert set(summary["stage_peak_memory_mb"]) == {"dp", "probe", "kit_data", "kit_train", "bpo", "ablation"}
+        assert set(summary["stage_peak_memory_mb"]) == {"dp", "probe", "kit_data", "kit", "bpo", "ablation"}
         assert summary["stage_peak_memory_mb"]["dp"] > 300  # llamafactory-cli's RSS is counted (child process)
         for name, path in summary["artifacts"].items():
             assert (work / path).exists(), name
@@ -72,11 +73,12 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         again = run_cli([*args, "--llm-base-url", server.base_url], cwd=tmp_path, env=env, timeout=1200)
         assert again.returncode == 0, again.stderr[-3000:]
         assert server.request_count == 0
-    assert "[1/5] DP" not in again.stderr
-    resumed = json.loads((work / "demo_summary.json").read_text())
+    assert "[1/6] DP" not in again.stderr
+    resumed = json.loads((work / "report.json").read_text())
     assert resumed["stage_seconds"]["dp_s"] >= summary["stage_seconds"]["dp_s"] > 0  # the first run's cost stays
-    for stage in range(1, 6):  # no stage ran again (what a shorter this_run_seconds only suggested)
-        assert f"[{stage}/5]" not in again.stderr
+    for stage in range(1, 7):  # no stage ran again (what a shorter this_run_seconds only suggested)
+        assert f"[{stage}/6]" not in again.stderr
+    assert resumed["ran_this_time"] == []
 
 
 def check_bill(plan: dict, sent: list[dict], items, prompts, model_dir) -> None:
@@ -114,9 +116,9 @@ def test_demo_statute_domain_reduced(default_model_dir, tmp_path):
             "--max-new-tokens", "8", "--cache-db", str(tmp_path / "cache.sqlite3")]
     result = run_cli(args, cwd=tmp_path, env={"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}, timeout=2400)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    summary = json.loads((work / "demo_summary.json").read_text())
+    summary = json.loads((work / "report.json").read_text())
     assert summary["domain"] == "statute" and summary["dp_probe"] is None
-    assert "dataset=blade_statute_corpus " in result.stderr
+    assert "dataset=blade_corpus " in result.stderr
     assert "题目：" in (work / "templates" / "small_model_query.j2").read_text(encoding="utf-8")
     assert "正确答案" in (work / "templates" / "knowledge_generation.j2").read_text(encoding="utf-8")  # zh_legal
     table = json.loads((work / "runs" / "ablation" / "ablation.json").read_text())
@@ -126,7 +128,8 @@ def test_demo_statute_domain_reduced(default_model_dir, tmp_path):
     assert kit and all(row["output"].startswith("相关知识：") for row in kit)
     other = run_cli(["blade-bpo", "demo", "--workdir", str(work), "--limit", "4"], cwd=tmp_path,
                     env={"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}, timeout=600)
-    assert other.returncode != 0 and "holds a demo of domain 'statute'" in other.stderr
+    # the pharma demo in the statute workdir: refused before anything runs (its prompts are not the statute's)
+    assert other.returncode != 0 and "holds other prompts than this config's" in other.stderr
 
 
 def test_without_endpoint_the_local_stand_in_is_used_and_flagged(default_model_dir, monkeypatch, caplog):
@@ -145,7 +148,7 @@ def test_without_endpoint_the_local_stand_in_is_used_and_flagged(default_model_d
 def test_soft_prompt_is_kept_only_when_not_worse_than_none(tmp_path):
     import torch
 
-    from blade_plugin.stages.demo import _keep_better_soft_prompt
+    from blade_plugin.bpo.guard import keep_better_soft_prompt as _keep_better_soft_prompt
     from blade_plugin.small_lm.soft_prompt import load_soft_prompt, save_soft_prompt
 
     tuned = torch.arange(10, dtype=torch.float32).reshape(2, 5)
@@ -162,35 +165,31 @@ def test_soft_prompt_is_kept_only_when_not_worse_than_none(tmp_path):
     assert tuple(dropped.shape) == (0, 5) and meta["dev_baseline"] == 0.5  # zero soft tokens: plain DP + KIT
 
 
-def test_a_model_trained_with_other_settings_is_refused_and_a_copied_workdir_resumes(tmp_path):
-    import shutil
-
+def test_a_model_trained_with_other_settings_is_refused_and_never_rewritten(tmp_path):
     from blade_plugin.extras.errors import BladeError
-    from blade_plugin.stages.demo import _trained
+    from blade_plugin.runs.marker import MARKER, mark, stage_key, trained
 
-    old = tmp_path / "old"
-    (old / "saves" / "kit_full").mkdir(parents=True)
-    # the marker as a demo run in `old` wrote it (every value a string)
-    (old / "saves" / "kit_full" / "blade_stage.json").write_text(json.dumps({
-        "stage": "kit", "model_name_or_path": str(old / "saves" / "dp"), "output_dir": str(old / "saves" / "kit_full"),
-        "num_train_epochs": "5", "learning_rate": "0.0003"}))
-    new = tmp_path / "new"
-    shutil.copytree(old, new)
-    marker = new / "saves" / "kit_full" / "blade_stage.json"
-    same = {"model_name_or_path": new / "saves" / "dp", "output_dir": new / "saves" / "kit_full",
-            "num_train_epochs": 5, "learning_rate": 3e-4}
-    assert _trained(marker, "kit", same, new)  # the copied workdir's paths compare relative to it
-    with pytest.raises(BladeError, match=r"num_train_epochs differ.*another --workdir"):
-        _trained(marker, "kit", {**same, "num_train_epochs": 3}, new)
-    with pytest.raises(BladeError, match="model_name_or_path differ"):
-        _trained(marker, "kit", {**same, "model_name_or_path": new / "saves" / "other"}, new)
-    assert marker.read_text() == (old / "saves" / "kit_full" / "blade_stage.json").read_text()  # never rewritten
-    assert not _trained(new / "saves" / "dp" / "blade_stage.json", "dp", {}, new)  # no marker yet: train
+    model = tmp_path / "saves" / "kit_full"
+    settings = {"model_name_or_path": "saves/dp", "num_train_epochs": "5.0", "learning_rate": "0.0003"}
+    key = stage_key(stage="kit", settings=settings)
+    assert not trained(model, "kit", key, settings, "hint")  # no marker yet: train
+    mark(model / MARKER, "kit", key, settings=settings)
+    written = (model / MARKER).read_text()
+    assert trained(model, "kit", key, settings, "hint")
+    other = {**settings, "num_train_epochs": "3.0"}
+    with pytest.raises(BladeError, match=r"num_train_epochs differ.*delete it"):
+        trained(model, "kit", stage_key(stage="kit", settings=other), other, "delete it")
+    with pytest.raises(BladeError, match="its inputs differ"):  # same settings, other inputs (e.g. a new corpus)
+        trained(model, "kit", stage_key(stage="kit", settings=settings, corpus="other"), settings, "hint")
+    assert (model / MARKER).read_text() == written  # never rewritten
 
 
 def test_corpus_replay_rows_ask_a_document_s_first_half_and_answer_with_it_in_the_kit_lead_in(tmp_path):
     from blade_plugin.qa.prompts import load_prompts
-    from blade_plugin.stages.demo import DEMO_SMALL_MODEL_QUERY_ZH, _write_corpus_replay
+    from blade_plugin.stages.kit import write_corpus_replay as _write_corpus_replay
+    from blade_plugin.stages.pipeline import QUESTION_ONLY_QUERY
+
+    DEMO_SMALL_MODEL_QUERY_ZH = QUESTION_ONLY_QUERY["zh_legal"]
     from blade_plugin.stages.workspace import init_workspace
 
     init_workspace(tmp_path / "w", variant="zh_legal")

@@ -1,10 +1,10 @@
-"""The demo's knowledge length from the KIT training data (stages/demo.py knowledge_budget)."""
+"""The demo's knowledge length from the KIT training data (stages/kit.py knowledge_budget)."""
 
 from __future__ import annotations
 
 import json
 
-from blade_plugin.stages.demo import KNOWLEDGE_BUDGET_RANGE, knowledge_budget
+from blade_plugin.stages.kit import KNOWLEDGE_BUDGET_RANGE, knowledge_budget
 
 
 def _kit(tmp_path, outputs):

@@ -107,3 +107,26 @@ def test_recipe_placeholders_expand_through_read_args(tmp_path, default_model_di
     model_path, ds_path = result.stdout.strip().splitlines()[-2:]
     assert Path(model_path) == default_model_dir
     assert Path(ds_path).is_file() and json.loads(Path(ds_path).read_text())["zero_optimization"]["stage"] == 2
+
+
+@pytest.mark.slow
+def test_a_recipe_typo_through_the_hook_is_one_line_naming_file_line_and_key(tmp_path):
+    """`llamafactory-cli train` with a mistyped key (in the recipe or as an override) or broken YAML: one line
+    naming the file, the line and the key, not transformers' traceback."""
+    from helpers import run_cli
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: x\nstage: pt\nnum_train_epoch: 3\n", encoding="utf-8")
+    typo = run_cli(["llamafactory-cli", "train", str(recipe)], cwd=tmp_path)
+    assert typo.returncode != 0
+    assert typo.stderr.strip().splitlines() == [
+        f"llamafactory-cli: {recipe}:3: field 'num_train_epoch': unknown key (did you mean 'num_train_epochs'?)"]
+    recipe.write_text("model_name_or_path: x\nstage: pt\n", encoding="utf-8")
+    override = run_cli(["llamafactory-cli", "train", str(recipe), "lerning_rate=1e-4"], cwd=tmp_path)
+    assert override.stderr.strip().splitlines() == [
+        "llamafactory-cli: command line: field 'lerning_rate': unknown key (did you mean 'learning_rate'?)"]
+    broken = tmp_path / "b.yaml"
+    broken.write_text("stage: pt\ndataset: [a\n", encoding="utf-8")
+    bad = run_cli(["llamafactory-cli", "train", str(broken)], cwd=tmp_path)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stderr.startswith(f"llamafactory-cli: {broken}:3: cannot read the recipe")

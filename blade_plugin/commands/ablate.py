@@ -17,7 +17,8 @@ _CKPT = click.Path(exists=True)
 
 @click.command()
 @click.option("--test", "test_path", required=True, type=click.Path(dir_okay=False), help="Test QA items.")
-@click.option("--format", "fmt", type=QA_FORMATS, default="auto", show_default=True)
+@click.option("--format", "fmt", type=QA_FORMATS, default="auto", show_default=True,
+              help="QA file format: auto (detected from the first record), generic JSONL, raw JEC-QA (jecqa) or raw MLEC-QA (mlecqa).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for ablation.json, ablation.md, ablation.png and one sub-directory per row.")
 @click.option("--workspace", type=click.Path(exists=True, file_okay=False), default=None,
@@ -48,7 +49,8 @@ _CKPT = click.Path(exists=True)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N items.")
 @click.option("--bootstrap", type=click.IntRange(100), default=2000, show_default=True,
               help="Bootstrap resamples for the CIs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seed of the bootstrap resampling (the CIs).")
 @click.option("--layout", type=click.Choice(["table", "paper"]), default="table", show_default=True,
               help="paper: also write ablation_paper.md/.json in the paper's rows (LLM alone, w/o DP, w/o KIT, "
                    "w/o BPO, BLADE) and print that table (broken down by --group-by, e.g. raw JEC-QA's type, "

@@ -25,14 +25,12 @@ def optimize(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
     """
     import logging
 
-    from ..bpo.objective import KnowledgeObjective
-    from ..qa.answering import KnowledgeAnswerer
-    from ..bpo.run import BPORunConfig, run_bpo
+    from ..bpo.run import BPORunConfig
     from ..runs.fingerprint import digest_file, job_fingerprint, model_identity
     from ..llm.client import LLMClient
     from ..runs.outputs import Output, check_outputs
     from ..qa.data import load_qa
-    from ..small_lm.soft_prompt import SoftPromptSpace
+    from ..stages.bpo import optimize_soft_prompt
 
     # BPO counts --max-llm-calls over the whole run (trials.jsonl, resumes included) and stops between
     # trials; --max-cost is this invocation's spend, checked before each request.
@@ -53,8 +51,6 @@ def optimize(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
                                                             args.fmt, args.seed)
     prompts = load_prompt_set(templates_dir, variant)
     generator = small_args.load_writer()
-    space = SoftPromptSpace.for_generator(generator, n_tokens=args.n_tokens, d=args.dim, seed=args.seed,
-                                          init=args.init_mode)
     config = BPORunConfig(out_dir=Path(args.out_dir), d=args.dim, n_tokens=args.n_tokens, n_init=args.n_init, q=args.q,
                           iterations=args.iterations, max_evaluations=args.max_evaluations,
                           max_llm_calls=max_llm_calls, seed=args.seed, restart=args.restart, top_k=args.top_k)
@@ -72,7 +68,6 @@ def optimize(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
         "template": generator.template_name,
         "max_new_tokens": small_args.max_new_tokens,
         "init": args.init_mode,
-        "scale": space.scale,
         "dev_file": str(args.dev_path),
         "dev_digest": digest_file(args.dev_path),
         "rescore": rescore_source,
@@ -80,30 +75,30 @@ def optimize(args, dry_run, dry_run_json, small_args, templates_dir, variant, ll
     used_templates = tuple(name for name in prompts.template_names
                            if name != "knowledge_generation.j2")  # BPO never asks for KIT knowledge
     with LLMClient(llm_config) as client:
-        fingerprint = job_fingerprint(
-            items={"dev_items": search_items, "rescore_items": rescore_items or []},
-            prompts=prompts, template_names=used_templates, templates_part="templates",
-            llm=client.identity(), llm_part="llm", rescore_source=rescore_source,
-            small_model=model_identity(model.get("base_model")), adapter=model_identity(model.get("adapter")),
-            chat_template=generator.template_name, max_new_tokens=small_args.max_new_tokens, init=args.init_mode,
-            scale=space.scale, answer_format=getattr(client.config, "answer_format", "text"))
-        answerer = KnowledgeAnswerer(prompts, client, generator, batch_size=small_args.batch_size)
-        objective = KnowledgeObjective(search_items, answerer, space)
-        rescore = KnowledgeObjective(rescore_items, answerer, space) if rescore_items else None
+        def fingerprint(space):
+            return job_fingerprint(
+                items={"dev_items": search_items, "rescore_items": rescore_items or []},
+                prompts=prompts, template_names=used_templates, templates_part="templates",
+                llm=client.identity(), llm_part="llm", rescore_source=rescore_source,
+                small_model=model_identity(model.get("base_model")), adapter=model_identity(model.get("adapter")),
+                chat_template=generator.template_name, max_new_tokens=small_args.max_new_tokens,
+                init=args.init_mode, scale=space.scale, answer_format=getattr(client.config, "answer_format", "text"))
+
         from ..llm.budget import BudgetExceeded
 
         try:
-            summary = run_bpo(config, objective, space.to_soft_prompt, metadata, fingerprint=fingerprint,
-                              rescore=rescore, spend=client.budget)
+            outcome = optimize_soft_prompt(search_items, prompts, client, generator, config, metadata,
+                                           init=args.init_mode, rescore_items=rescore_items, fingerprint=fingerprint,
+                                           batch_size=small_args.batch_size, selection_guard=args.selection_guard)
         except BudgetExceeded:  # summary.json says "stopped"; this is the one line that says how to go on
             raise BudgetExceeded(client.budget.stop_message(str(out / "trials.jsonl"))) from None
+    summary = outcome.summary
     for line in report_lines(summary, len(search_items), len(rescore_items or []), rescore_source):
         click.echo(line)
-    if args.selection_guard:
-        from ..bpo.guard import SELECTED, keep_better_soft_prompt
+    if outcome.selection is not None:
+        from ..bpo.guard import SELECTED
 
-        guard = keep_better_soft_prompt(out, summary.best_score, summary.baseline["score"], generator.hidden_size,
-                                        summary.noise.get("split_half_optimism"))
+        guard = outcome.selection
         verdict = "kept BPO's soft prompt" if guard["kept_soft_prompt"] else "no soft prompt (BLADE = DP + KIT)"
         click.echo(f"selection guard: {verdict} (dev {guard['dev_best']:.3f} vs baseline "
                    f"{guard['dev_baseline']:.3f}, margin {guard['optimism']:.3f}); {out / SELECTED}")

@@ -22,8 +22,10 @@ from ..extras.constants import GENERATION_BATCH_SIZE
               help="Corpus JSONL ({\"text\": ...} per line) the probes are cut from. Pass phrasings DP did not "
                    "see to test recall rather than memorised wording.")
 @click.option("--n", "n", type=click.IntRange(1), default=40, show_default=True, help="Number of probes.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=12, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=GENERATION_BATCH_SIZE, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1), default=12, show_default=True,
+              help="Tokens of each cloze completion (greedy).")
+@click.option("--batch-size", type=click.IntRange(1), default=GENERATION_BATCH_SIZE, show_default=True,
+              help="Completions generated at once (lower it if memory is short).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which sentences are sampled.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the full report as JSON here.")
 def probe(small_model, adapter, base_model, no_base, corpus, n, max_new_tokens, batch_size, seed, out) -> None:

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
               show_envvar=True, help="US dollars per million upstream completion tokens.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind (0.0.0.0 exposes the server: set --api-key-env then).")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="TCP port to listen on.")
 @click.option("--api-key-env", default=None,
               help="Name of an environment variable holding the bearer token callers must send.")
 @click.option("--served-model-name", default="blade", show_default=True, help="Model id GET /v1/models lists.")

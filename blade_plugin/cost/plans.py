@@ -111,7 +111,7 @@ def _mode_phase(planner, name, todo, prompts, config, generator, soft_prompt, ba
     """One evaluation mode's answer requests, with the small LM's knowledge rendered (generated locally)."""
     knowledge = [""] * len(todo)
     if generator is not None and todo:
-        knowledge = _generate(generator, prompts, todo, soft_prompt, batch_size)
+        knowledge = _generate(generator, prompts, todo, soft_prompt, batch_size, desc=f"dry run: {name} knowledge")
     phase = Phase(name, batch=batch)
     for item, k in zip(todo, knowledge):
         planner.add(phase, prompts.answer(item, k), seen, planner.config.max_tokens, _answer_extra(config, item))
@@ -158,11 +158,16 @@ def plan_ablation(items, prompts, config, inputs, ablation, keys) -> Plan:
     return plan
 
 
-def _generate(generator, prompts, items, soft_prompt, batch_size: int) -> list[str]:
+def _generate(generator, prompts, items, soft_prompt, batch_size: int, desc: str = "dry run: knowledge") -> list[str]:
+    """The small LM's knowledge for `items` (a dry run renders the real prompts: this is its slow part, so a bar)."""
+    from ..runs.progress import tqdm
+
     out = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        out += [k.strip() for k in generator.generate([prompts.small_model_query(i) for i in chunk], soft_prompt)]
+    with tqdm(total=len(items), desc=desc, unit="q") as bar:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            out += [k.strip() for k in generator.generate([prompts.small_model_query(i) for i in chunk], soft_prompt)]
+            bar.update(len(chunk))
     return out
 
 
@@ -219,42 +224,43 @@ def plan_bpo(search_items, rescore_items, prompts, config, generator, run, out_d
     return plan
 
 
-def plan_demo(config, demo) -> Plan:
-    """`blade-bpo demo`'s LLM calls by stage: KIT data exactly (as `knowledge`), BPO and the ablation rows
-    estimated, since their knowledge comes from models the demo has not trained yet (the answer prompt's
-    frame plus `max_new_tokens` of knowledge); finished stages in the workdir are not looked at."""
-    from ..extras.paths import bundled_data_dir
+def plan_pipeline(config, pipeline) -> Plan:
+    """`blade-bpo run`'s (and `demo`'s) LLM calls by stage: KIT data exactly (as `knowledge`), BPO and the
+    ablation rows estimated, since their knowledge comes from models not trained yet (the answer prompt's frame
+    plus the knowledge length); finished stages in OUTPUT_DIR are not looked at. Reads the inputs only."""
     from ..qa.data import load_qa
     from ..qa.prompts import load_prompts
+    from ..stages.kit import KNOWLEDGE_BUDGET_RANGE
 
-    from ..stages.demo import DOMAINS, KNOWLEDGE_BUDGET_RANGE
+    a = pipeline.args
+    # the LLM's templates: the user's, or the bundled variant (the run changes only the small LM's query)
+    prompts = load_prompts(a.templates_dir) if a.templates_dir else load_prompts(variant=a.prompt_variant)
 
-    domain = DOMAINS[demo.domain]
-    # the LLM's templates are the domain's bundled ones (the demo edits only the small LM's query)
-    prompts = load_prompts(variant=domain.variant)
-    data = bundled_data_dir()
-    train = load_qa(domain.qa(data, "train"), limit=demo.limit_train)
+    def split(name: str):
+        return load_qa(getattr(a, name), fmt=a.format, limit=a.limit, skip_invalid=a.skip_invalid)
+
+    train = split("train")
     corpus = None
-    if demo.kit_grounded:
+    if a.kit_grounded:
         from ..retrieval import CorpusIndex
 
-        corpus = CorpusIndex.from_jsonl(domain.corpus(data))
-    plan = plan_kit(train, prompts, config, Path(demo.workdir) / "data" / "kit_knowledge.jsonl", corpus=corpus,
-                    corpus_k=demo.kit_corpus_k)
-    plan.command = "demo"
+        corpus = CorpusIndex.from_jsonl(a.corpus)
+    plan = plan_kit(train, prompts, config, Path(a.output_dir) / "data" / "kit_knowledge.jsonl", corpus=corpus,
+                    corpus_k=a.kit_corpus_k)
+    plan.command = "run"
     planner = planner_for(config)
     try:
-        dev = load_qa(domain.qa(data, "dev"), limit=demo.limit_dev)
-        test = load_qa(domain.qa(data, demo.ablation_split), limit=demo.limit_test)
-        # without --max-new-tokens the demo sizes knowledge from KIT data it has not made yet: bound by the cap
-        knowledge_tokens = demo.max_new_tokens or KNOWLEDGE_BUDGET_RANGE[1]
+        dev = split("dev")
+        test = split(a.ablation_split)
+        # without max_new_tokens the run sizes knowledge from KIT data it has not made yet: bound by the cap
+        knowledge_tokens = a.max_new_tokens or KNOWLEDGE_BUDGET_RANGE[1]
         bpo = Phase("BPO trials")
-        for _ in range(1 + demo.bpo_init + demo.bpo_iterations):  # baseline + Sobol + BO rounds (q = 1)
+        for _ in range(1 + a.bpo_init + a.bpo_iterations):  # baseline + Sobol + BO rounds (q = 1)
             for item in dev:
                 planner.add(bpo, [], set(), planner.config.max_tokens,
                             estimated_prompt=planner.counter.count(prompts.answer(item, "")) + knowledge_tokens)
         ablation = Phase("ablation rows")
-        rows = ["base", "dp", "dp_kit", "blade"] + (["kit"] if demo.kit_on_base else [])
+        rows = ["base", "dp", "dp_kit", "blade"] + (["kit"] if a.kit_on_base else [])
         seen: set = set()
         for item in test:  # the LLM-alone row is known exactly
             planner.add(ablation, prompts.answer(item, ""), seen, planner.config.max_tokens,
@@ -263,21 +269,21 @@ def plan_demo(config, demo) -> Plan:
             for item in test:
                 planner.add(ablation, [], set(), planner.config.max_tokens,
                             estimated_prompt=planner.counter.count(prompts.answer(item, "")) + knowledge_tokens)
-        if demo.retrieval_k:  # the LLM + retrieved passages row: its passages are known now (exact)
+        if a.retrieval_k:  # the LLM + retrieved passages row: its passages are known now (exact)
             from ..retrieval import CorpusIndex
             from ..retrieval.writer import retrieval_query
 
-            index = CorpusIndex.from_jsonl(domain.corpus(data))
+            index = corpus or CorpusIndex.from_jsonl(a.corpus)
             for item in test:
-                text = "\n".join(p.text for p in index.search(retrieval_query(item), max(1, demo.retrieval_k)))
+                text = "\n".join(p.text for p in index.search(retrieval_query(item), max(1, a.retrieval_k)))
                 planner.add(ablation, prompts.answer(item, text), seen, planner.config.max_tokens,
                             _answer_extra(config, item))
             rows.append("retrieval")
         plan.phases += [bpo, ablation]
-        plan.notes.append(f"BPO: (baseline + {demo.bpo_init} Sobol + {demo.bpo_iterations} BO) x {len(dev)} dev "
-                          f"questions; ablation: {1 + len(rows)} rows x {len(test)} test questions; their prompts "
-                          f"are estimated with {knowledge_tokens} knowledge tokens "
-                          f"({'--max-new-tokens' if demo.max_new_tokens else 'at most, sized from the KIT data'})")
+        plan.notes.append(f"BPO: (baseline + {a.bpo_init} Sobol + {a.bpo_iterations} BO) x {len(dev)} dev "
+                          f"questions; ablation: {1 + len(rows)} rows x {len(test)} {a.ablation_split} questions; "
+                          f"their prompts are estimated with {knowledge_tokens} knowledge tokens "
+                          f"({'max_new_tokens' if a.max_new_tokens else 'at most, sized from the KIT data'})")
     finally:
         planner.close()
     return plan

@@ -29,7 +29,7 @@ def _skip_invalid() -> Any:
 
 def _format(help_text: str | None = None) -> Any:
     return field(default="auto", metadata={"option": "--format", "choices": QA_FORMAT_CHOICES, "show_default": True,
-                                           "help": help_text})
+                                           "help": help_text or "QA file format: auto (detected from the first record), generic JSONL, raw JEC-QA (jecqa) or raw MLEC-QA (mlecqa)."})
 
 
 def _group_by() -> Any:
@@ -92,7 +92,8 @@ class EvaluateArguments:
     limit: int | None = _limit()
     bootstrap: int = field(default=2000, metadata={"min": 1, "show_default": True,
                                                    "help": "Bootstrap resamples for the CIs."})
-    seed: int = field(default=0, metadata={"min": 0, "show_default": True})
+    seed: int = field(default=0, metadata={"min": 0, "show_default": True,
+                                           "help": "Seed of the bootstrap resampling (the CIs)."})
     restart: bool = field(default=False, metadata={
         "flag": True, "help": "Discard saved progress in --out and start over (resuming is the default; the LLM "
                               "cache still applies)."})

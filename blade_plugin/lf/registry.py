@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 import json
 import logging
 import os
@@ -154,9 +155,85 @@ def patch_read_args(module) -> None:
         return
 
     def read_args(args=None):
-        return coerce_no_strategies(substitute_placeholders(original(args)))
+        try:
+            raw = original(args)
+        except Exception as err:  # noqa: BLE001 (OmegaConf and yaml raise many kinds; all are the file's fault)
+            raise SystemExit(f"llamafactory-cli: {_yaml_error_line(err)}") from None
+        return coerce_no_strategies(substitute_placeholders(raw))
 
     read_args._blade_patched = True
     read_args.__wrapped__ = original
     read_args.__doc__ = original.__doc__
     module.read_args = read_args
+    parse = getattr(module, "_parse_args", None)
+    if parse is not None and not getattr(parse, "_blade_patched", False):
+        def _parse_args(parser, args=None, allow_extra_keys=False):
+            try:
+                return parse(parser, args, allow_extra_keys=allow_extra_keys)
+            except ValueError as err:
+                unknown = _unused_keys(str(err))
+                if unknown is None:
+                    raise
+                raise SystemExit(f"llamafactory-cli: {_unknown_key_line(unknown[0])}") from None
+
+        _parse_args._blade_patched = True
+        _parse_args.__wrapped__ = parse
+        module._parse_args = _parse_args
+
+
+def _config_file() -> Path | None:
+    import sys
+
+    return Path(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].endswith((".yaml", ".yml", ".json")) else None
+
+
+def _yaml_error_line(err: Exception) -> str:
+    """`FILE:LINE: ...` for a recipe that cannot be read (the YAML parser's mark when it has one)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = str(_config_file() or "the command line")
+    if mark is not None:
+        where += f":{mark.line + 1}"
+    message = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    return f"{where}: cannot read the recipe: {message}"
+
+
+def _unused_keys(message: str) -> list[str] | None:
+    """The keys of transformers' "Some keys are not used by the HfArgumentParser: [...]", else None."""
+    import ast
+
+    head, sep, rest = message.partition("not used by the HfArgumentParser: ")
+    if not sep:
+        return None
+    try:
+        keys = ast.literal_eval(rest.strip())
+    except (ValueError, SyntaxError):
+        return None
+    return [str(k) for k in keys] or None
+
+
+def _unknown_key_line(key: str) -> str:
+    """`FILE:LINE: field 'key': unknown key (did you mean ...?)`: the recipe line, or "command line" for an
+    override."""
+    import difflib
+
+    line = None
+    config = _config_file()
+    if config is not None and config.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+
+            root = yaml.compose(config.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+            line = next((k.start_mark.line + 1 for k, _ in getattr(root, "value", []) if k.value == key), None)
+        except (OSError, yaml.YAMLError):
+            line = None
+    where = f"{config}:{line}" if line else "command line"
+    try:
+        from llamafactory.hparams.parser import _TRAIN_ARGS
+        from dataclasses import fields
+
+        known = sorted({f.name for cls in _TRAIN_ARGS for f in fields(cls)})
+    except Exception:  # noqa: BLE001 (a hint only)
+        known = []
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where}: field {key!r}: unknown key{hint}"

@@ -221,10 +221,10 @@ class EvidenceReader:
 
 def serve_reader(port: int = 0, threshold: float = DEFAULT_THRESHOLD, latency: float = 0.0):
     """An OpenAI-compatible HTTP server on 127.0.0.1 answering with the reader (a context manager)."""
-    from ..testing.openai_stub_server import StubOpenAIServer
+    from .reader_server import ReaderServer
 
     # Any key and any model name: a local tool endpoint, as a vLLM started without --api-key.
-    return StubOpenAIServer(EvidenceReader(threshold), latency=latency, port=port, api_key=None, models=None)
+    return ReaderServer(EvidenceReader(threshold).reply, port=port, latency=latency)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,9 +235,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with serve_reader(args.port, args.threshold) as server:
         logger.info("evidence reader at %s (model name: any; Ctrl-C to stop)", server.base_url)
-        from ..testing.background import block_until_interrupted
-
-        block_until_interrupted()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

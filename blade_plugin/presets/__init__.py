@@ -71,3 +71,29 @@ def workspace_readme(preset: Preset) -> str:
     raw_args = " ".join(f"raw/{name}" for name in preset.raw_files)
     return env.get_template("workspace_readme.md.j2").render(p=preset, raw_args=raw_args, bpo=bpo,
                                                              smoke_raw=f"raw/{preset.raw_files[0]}")
+
+
+def preset_blade_yaml(preset: Preset) -> str:
+    """The preset workspace's blade.yaml: the data lines `split` fills in, the paper's prompts and settings (the
+    reference code's DP and KIT recipes, BPO's 5 soft tokens, d = 10, 5 Sobol + 40 BO evaluations, 512 new
+    tokens), ungrounded KIT without replay as the paper had it; every other key has blade's default."""
+    from ..hparams.pipeline_config import render_blade_yaml
+
+    values = {
+        "corpus": "data/corpus.jsonl", "train": "data/train.jsonl", "dev": "data/dev.jsonl", "test": "data/test.jsonl",
+        "group_by": preset.group_by, "seed": preset.seed, "output_dir": "blade_run",
+        "prompt_variant": preset.variant, "templates_dir": "templates", "probe": "false",
+        "finetuning_type": "full", "gradient_accumulation_steps": 8,
+        "dp_num_train_epochs": 10.0, "dp_learning_rate": 5e-6, "dp_per_device_train_batch_size": 4,
+        "dp_cutoff_len": 1024, "dp_packing": False,
+        "kit_grounded": False, "kit_replay": 0, "kit_on_base": True,
+        "kit_num_train_epochs": 10.0, "kit_learning_rate": 5e-5, "kit_per_device_train_batch_size": 4,
+        "kit_cutoff_len": 1024, "max_new_tokens": 512, "bpo_init": 5, "bpo_iterations": 40,
+    }
+    header = (f"# blade-bpo run blade.yaml: {preset.title}, in the paper's setting.\n"
+              "# The data lines are what `blade-bpo split` writes (README.md, step 1). On a GPU with Qwen2.5, set\n"
+              "# model_name_or_path to its directory, template: blade_qwen, and uncomment the keys at the end.")
+    text = render_blade_yaml(values, header, extra={"kit_gradient_accumulation_steps": 4})
+    return text + ("# bf16: true\n"
+                   "# dp_deepspeed: ${blade:recipes}/ds_z2_config.json\n"
+                   "# kit_deepspeed: ${blade:recipes}/ds_z3_config.json\n")

@@ -16,10 +16,19 @@ def resolve_small_model(small_model: str | None) -> str:
         from .default_model import materialize_default_model
 
         return str(materialize_default_model())
-    path = Path(small_model)
+    return str(check_model_dir(small_model, "--small-model"))
+
+
+def check_model_dir(model_dir: str, what: str) -> Path:
+    """`model_dir` as a Path if it is an HF model directory; else one line saying what is wrong with it."""
+    path = Path(model_dir).expanduser()
+    if not path.exists():
+        raise BladeError(f"{what} {model_dir}: no such directory")
+    if not path.is_dir():
+        raise BladeError(f"{what} {model_dir}: a file, not a model directory")
     if not (path / "config.json").is_file():
-        raise BladeError(f"--small-model {small_model}: not an HF model directory (no config.json)")
-    return str(path)
+        raise BladeError(f"{what} {model_dir}: not an HF model directory (no config.json)")
+    return path
 
 
 def guess_template(model_dir: str, template: str | None) -> str:

@@ -12,7 +12,10 @@ kept) instead of cancelling the others; more than `max_errors` failed items stop
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ from ..llm.budget import BudgetExceeded
 from ..extras.errors import LLMError
 from ..runs.fingerprint import JobFingerprint, job_fingerprint
 from ..qa.answering import ErrorBudget, resolve_max_errors
+from ..runs.atomic_io import atomic_write_jsonl
 from ..runs.job_log import JobLog
 from ..qa.prompts import PromptSet
 from ..qa.data import QAItem
@@ -207,3 +211,53 @@ def write_kit_outputs(items: list[QAItem], prompts: PromptSet, done: dict, out_p
     stats.usage = client.usage.as_dict()
     JobLog.publish(out_path.with_name(out_path.name + ".stats.json"), stats.as_dict())
     return stats
+
+
+# The knowledge length when max_new_tokens is not given: the 90th percentile of the KIT training
+# knowledge's length in small-model tokens, within these bounds. A fixed 24 fitted the English knowledge
+# (90% of it is at most 22 tokens) but cut every statute knowledge before its fact: SmolLM2's tokenizer
+# spends about three tokens on a Chinese character (docs/evidence.md). Training data only: no dev or test
+# item is looked at. The floor keeps English as it was; the cap bounds the cost of a rambling writer.
+KNOWLEDGE_BUDGET_RANGE = (24, 64)
+
+
+def knowledge_budget(kit_file: Path, model_dir: str | os.PathLike, quantile: float = 0.9) -> int:
+    """Tokens of knowledge to generate: the `quantile` of the KIT outputs' token lengths (the small model's
+    tokenizer, numpy's linear interpolation, rounded up), clipped to KNOWLEDGE_BUDGET_RANGE; the floor when
+    there is no KIT data."""
+    import math
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    low, high = KNOWLEDGE_BUDGET_RANGE
+    from ..runs.atomic_io import jsonl_records
+
+    outputs = [row["output"] for _, row in jsonl_records(kit_file)] if Path(kit_file).is_file() else []
+    if not outputs:
+        return low
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    lengths = [len(ids) for ids in tokenizer(outputs, add_special_tokens=False)["input_ids"]]
+    return max(low, min(high, math.ceil(float(np.quantile(lengths, quantile)))))
+
+
+def write_corpus_replay(corpus: Path, kit_file: Path, prompts, n: int, seed: int, out: Path) -> int:
+    """`n` corpus documents as KIT rows: the query on the document's first half, the whole document (after
+    the KIT knowledge's own lead-in, e.g. "Relevant knowledge:") as the answer. KIT alone rewrites the DP
+    model towards the facts its questions ask; these rows keep it stating corpus facts it was not asked about,
+    in the same chat turn it answers questions in."""
+    from ..qa.data import QAItem
+
+    docs = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    outputs = [json.loads(line)["output"] for line in kit_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lead = os.path.commonprefix(outputs) if outputs else ""
+    lead = lead[:max(lead.rfind(":"), lead.rfind("："), -1) + 1]
+    lead += " " if lead.endswith(":") else ""
+    rows = []
+    for i, doc in enumerate(random.Random(seed).sample(docs, min(n, len(docs)))):
+        words = doc.split()  # English: the first half of the words; Chinese (no spaces): of the characters
+        cue = " ".join(words[:(len(words) + 1) // 2]) if len(words) > 1 else doc[:(len(doc) + 1) // 2]
+        item = QAItem(id=f"replay-{i}", question=cue, options=None, answer="")
+        rows.append({"instruction": prompts.small_model_query(item), "input": "", "output": lead + doc})
+    atomic_write_jsonl(out, rows)
+    return len(rows)

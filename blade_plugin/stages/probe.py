@@ -108,3 +108,26 @@ def probe_report(probes: list[ClozeProbe], before: list[str] | None, after: list
             row.update(before=c, hit_before=h)
     report["probes"] = rows
     return report
+
+
+def probe_dp(corpus: Path, base_model: str, dp_model: str, seed: int, n: int = 40) -> dict:
+    """Fact-cloze probes from `corpus` completed by the base and the DP model (greedy, 12 tokens): did DP teach
+    the corpus? The report holds both models' hits and McNemar's p between them."""
+    from ..small_lm.backend import SmallBackendConfig, load_knowledge_writer
+
+    probes = cloze_probes(corpus, n, seed)
+    completions = []
+    for model in (base_model, dp_model):
+        writer = load_knowledge_writer(SmallBackendConfig(model, None, PROBE_TEMPLATE, 12))
+        completions.append(complete(writer, probes, 12))
+        del writer
+    return {**probe_report(probes, completions[0], completions[1]), "corpus": str(corpus)}
+
+
+def spaced_words(corpus: Path, sample: int = 50) -> bool:
+    """True if the corpus separates words with spaces (the cloze probe needs words): English yes, Chinese no."""
+    from ..runs.atomic_io import jsonl_records
+
+    texts = [row.get("text", "") for _, row in jsonl_records(corpus)][:sample]
+    chars = sum(len(t) for t in texts)
+    return chars > 0 and sum(t.count(" ") for t in texts) / chars > 0.05

@@ -11,32 +11,34 @@ from ..extras.paths import bundled_data_dir, recipes_dir, templates_dir
 
 WORKSPACE_README = """# BLADE workspace
 
-Run everything from this directory (the recipes use `dataset_dir: data`), with the blade-plugin venv active
-(`source <repo>/.venv/bin/activate`). These are the README's Quickstart steps on the demo data:
+`blade.yaml` is the whole run: point its four data lines (`corpus`, `train`, `dev`, `test`) at your files, then,
+with the blade-plugin venv active (`source <repo>/.venv/bin/activate`):
 
-    # 1. DP: continued pre-training on the corpus
-    llamafactory-cli train recipes/blade_dp_full.yaml dataset=blade_demo_corpus output_dir=saves/dp
-    # 2. KIT: knowledge from the LLM, grounded in the corpus passages that support each answer (--corpus),
-    #    consistency-filtered, registered in data/dataset_info.json
-    blade-bpo knowledge --train data/demo_qa_train.jsonl --corpus data/demo_corpus.jsonl --out data/kit.jsonl \\
-        --dataset-dir data --dataset-name my_kit --templates-dir templates
-    llamafactory-cli train recipes/blade_kit_lora.yaml dataset=my_kit dataset_dir=data model_name_or_path=saves/dp \\
-        output_dir=saves/kit
-    # 3. BPO: tune the soft prompt against the dev set
-    blade-bpo optimize --small-model saves/dp --adapter saves/kit --dev data/demo_qa_dev.jsonl --out runs/bpo \\
-        --templates-dir templates
-    # 4. Evaluate: LLM alone vs + knowledge vs + BLADE soft prompt
-    blade-bpo evaluate --small-model saves/dp --adapter saves/kit --soft-prompt runs/bpo/soft_prompt.safetensors \\
-        --test data/demo_qa_test.jsonl --out runs/eval --templates-dir templates --group-by kind
-    # 5. The ablation per kind of question, with the plain-retrieval baseline (BM25 over the corpus)
-    blade-bpo ablate --dp saves/dp --kit saves/kit --soft-prompt runs/bpo/soft_prompt.safetensors \\
-        --test data/demo_qa_test.jsonl --out runs/ablation --templates-dir templates \\
-        --group-by kind --corpus data/demo_corpus.jsonl
+    blade-bpo run blade.yaml --dry-run     # the LLM calls, tokens and cost, before anything runs
+    blade-bpo run blade.yaml               # DP -> probe -> KIT data -> KIT -> BPO -> ablation; re-run resumes
+    blade-bpo run blade.yaml seed=1 output_dir=blade_run_s1     # any key, as llamafactory-cli takes them
 
-Edit `templates/*.j2` to change every prompt; replace the demo files in `data/` with your own and
-register them in `data/dataset_info.json` (LLaMA-Factory's schema). Raw public datasets with a few unusable
-records (e.g. JEC-QA): add `--skip-invalid`.
+As written it runs on the bundled demo domain copied into `data/` (English, generic JSONL; `group_by: kind`).
+The report is `blade_run/report.md` (and `report.json`); every key is explained beside it in `blade.yaml` and by
+`blade-bpo run --help`. The LLM is `$OPENAI_BASE_URL` / `$OPENAI_API_KEY` / `$BLADE_LLM_MODEL` (or the
+`llm_*` keys); without an endpoint the offline evidence reader stands in for it.
+
+`templates/*.j2` are the prompts (`templates_dir: templates`): edit them freely; a stage whose prompts changed
+runs again. `recipes/` holds the LLaMA-Factory recipes for running the stages one by one (the repository's
+docs/stages.md lists those commands, with the same defaults as `run`).
 """
+
+
+def blade_yaml_for_workspace(variant: str | None, data_names: dict[str, str] | None, group_by: str | None) -> str:
+    """The blade.yaml `init` writes: every key with its help, data lines pointing into the workspace."""
+    from ..hparams.pipeline_config import render_blade_yaml
+
+    values = {"templates_dir": "templates", "prompt_variant": variant, "group_by": group_by,
+              "output_dir": "blade_run", **(data_names or {})}
+    header = ("# blade-bpo run blade.yaml [key=value ...]: the whole BLADE pipeline on your domain.\n"
+              "# Edit the four data lines; every other key has the measured default (docs/evidence.md).\n"
+              "# Any LLaMA-Factory training key may be added: plain for DP and KIT, dp_KEY / kit_KEY for one.")
+    return render_blade_yaml(values, header)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,16 @@ def plan_workspace(root: Path, variant: str | None = None, preset: str | None = 
             raise BladeError(f"--preset {preset} uses the {chosen.variant} prompts; drop --variant {variant}")
         variant = chosen.variant
     readme = workspace_readme(chosen) if chosen else WORKSPACE_README
-    planned: list[PlannedFile] = [PlannedFile(None, root / "README.md", readme)]
+    if chosen:
+        from ..presets import preset_blade_yaml
+
+        blade_yaml = preset_blade_yaml(chosen)
+    else:
+        blade_yaml = blade_yaml_for_workspace(variant, {
+            "corpus": "data/demo_corpus.jsonl", "train": "data/demo_qa_train.jsonl",
+            "dev": "data/demo_qa_dev.jsonl", "test": "data/demo_qa_test.jsonl"}, "kind")
+    planned: list[PlannedFile] = [PlannedFile(None, root / "README.md", readme),
+                                  PlannedFile(None, root / "blade.yaml", blade_yaml)]
     recipe_files = sorted(recipes_dir().iterdir())
     if chosen:
         recipe_files += sorted((recipes_dir() / RECIPES_SUBDIR).iterdir())
@@ -74,9 +85,15 @@ def plan_workspace(root: Path, variant: str | None = None, preset: str | None = 
     if not prompt_dir.is_dir():
         known = sorted(p.name for p in templates_dir().iterdir() if p.is_dir())
         raise BladeError(f"unknown template variant {variant!r}; known: {', '.join(known) or 'none'}")
+    from .pipeline import QUESTION_ONLY_QUERY
+
     for template in sorted(prompt_dir.iterdir()):
         if template.is_file() and template.suffix in {".j2", ".md"}:
-            planned.append(PlannedFile(template, root / "templates" / template.name))
+            if template.name == "small_model_query.j2" and not chosen:
+                # the measured default: the small model sees the question alone (the LLM sees the options)
+                planned.append(PlannedFile(None, root / "templates" / template.name, QUESTION_ONLY_QUERY[variant]))
+            else:
+                planned.append(PlannedFile(template, root / "templates" / template.name))
     if chosen:
         # an empty registry: `split --corpus` and `knowledge --dataset-dir data` add the preset's datasets
         planned += [PlannedFile(None, root / "data" / "dataset_info.json", "{}\n"),

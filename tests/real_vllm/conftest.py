@@ -38,7 +38,7 @@ def vllm_venv_python() -> str:
 
 
 def _train(recipe: str, model: Path, out: Path, cwd: Path, extra: list[str]) -> None:
-    # The demo's settings (stages/demo.py _train_overrides): freeze tuning of the top layers, full model dirs.
+    # The demo's settings (stages/train.py train_overrides): freeze tuning of the top layers, full model dirs.
     result = run_cli(["llamafactory-cli", "train", str(RECIPES / recipe), f"model_name_or_path={model}",
                       f"output_dir={out}", "finetuning_type=freeze", "freeze_trainable_layers=2", "max_steps=2",
                       "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "learning_rate=1e-3",
