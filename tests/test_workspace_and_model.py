@@ -11,7 +11,6 @@ from blade_plugin.stages.workspace import init_workspace
 from helpers import run_cli
 
 
-@pytest.mark.slow
 def _tree(directory) -> dict:
     """name -> (inode, size, mtime) of `directory`, every file in it, and its siblings named after it (a rebuild
     writes `.NAME.xxxx` beside it and renames that into place: new inodes and times)."""
