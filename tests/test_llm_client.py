@@ -219,16 +219,27 @@ def _gap_before_retry(server) -> float:
 
 def test_retry_after_seconds_and_http_date_are_honoured(stub_llm, tmp_path):
     """The SDK's retry machinery waits as long as the server says (its own first backoff is 0.5-1 s)."""
-    from email.utils import formatdate
+    from email.utils import formatdate, parsedate_to_datetime
 
+    dates = []  # the retry-after HTTP dates the stub sent
+
+    def three_seconds_ahead() -> dict:
+        # computed as the fault goes out (not when the test scripts it), so a slow request cannot turn the date
+        # into the past; whole seconds: at least 2 s after the reply
+        dates.append(formatdate(time.time() + 3, usegmt=True))
+        return {"retry-after": dates[-1]}
+
+    answered = []  # wall-clock time each successful attempt reached the responder
+    stub_llm.responder = lambda messages, body: answered.append(time.time()) or "Answer: A"
     with LLMClient(llm_config(stub_llm, tmp_path, use_cache=False)) as client:
         stub_llm.inject_faults([429], headers={"retry-after": "1.5"})
         assert client.complete_many([MSG]) == ["Answer: A"]
         assert _gap_before_retry(stub_llm) >= 1.5
-        # an HTTP date 3 s ahead (whole seconds: at least ~2 s from now)
-        stub_llm.inject_faults([503], headers={"retry-after": formatdate(time.time() + 3, usegmt=True)})
+        stub_llm.inject_faults([503], headers=three_seconds_ahead)
         assert client.complete_many([MSG]) == ["Answer: A"]
-        assert _gap_before_retry(stub_llm) >= 1.5
+        # the retry came no earlier than the date named (a lower bound: load can only delay it)
+        [date] = dates
+        assert answered[-1] >= parsedate_to_datetime(date).timestamp(), (date, answered[-1])
         assert client.usage.retries == 2 and client.usage.calls == 4
     assert stub_llm.fault_count == 2
 

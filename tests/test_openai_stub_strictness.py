@@ -181,20 +181,46 @@ def test_events_show_overlap_not_time():
         assert server.max_in_flight() == 4 and len(server.intervals()) == 6
 
 
-def test_settle_returns_only_after_the_requests_in_flight_have_been_answered():
+def test_settle_returns_only_after_the_requests_in_flight_have_been_answered(monkeypatch):
+    """settle() keeps waiting while requests are being served, however quiet the server has been: the two
+    requests are held in the responder until settle() has slept twice on them (a settle() that ignored requests
+    in flight returns at its second look, before its second sleep, and never lets them go)."""
     import threading
     import time
+    import types
 
-    with StubOpenAIServer(latency=0.4) as server:
+    from blade_plugin.testing import openai_stub_server
+
+    both_in = threading.Barrier(3, timeout=30)  # the two requests are inside the responder, and the test knows
+    release = threading.Event()
+    sleeps = []
+
+    def counting_sleep(seconds: float) -> None:  # the stub module's time.sleep: settle()'s quiet periods
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            release.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(openai_stub_server, "time", types.SimpleNamespace(
+        sleep=counting_sleep, time=time.time, perf_counter=time.perf_counter, monotonic=time.monotonic))
+
+    def held(messages, body) -> str:
+        both_in.wait()
+        assert release.wait(timeout=30), "settle() never slept twice while the requests were in flight"
+        return "Answer: A"
+
+    with StubOpenAIServer(responder=held) as server:
         replies = []
         threads = [threading.Thread(target=lambda: replies.append(post(server, OK)[0])) for _ in range(2)]
         for thread in threads:
             thread.start()
-        while server.request_count < 2:  # both requests arrived and are being served
-            time.sleep(0.01)
-        started = time.monotonic()
-        server.settle(quiet=0.1)
-        assert time.monotonic() - started >= 0.3  # it waited out the 0.4 s latency, not just one quiet period
-        assert replies == [200, 200]
-        for thread in threads:
-            thread.join()
+        both_in.wait()
+        try:
+            server.settle(quiet=0.05, timeout=30)
+            finished = [kind for kind, _, _ in server.events].count("finish")
+        finally:
+            release.set()  # whatever settle() did, let the requests end before the server closes
+            for thread in threads:
+                thread.join(timeout=60)
+        assert finished == 2, f"settle() returned with {2 - finished} request(s) still being served"
+        assert not any(thread.is_alive() for thread in threads) and replies == [200, 200]

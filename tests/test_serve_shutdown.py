@@ -4,7 +4,6 @@ every in-flight request (plain and streaming) finish before the process exits 0.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,22 +51,34 @@ def server(stub, default_model_dir, tmp_path_factory):
 
 def test_full_queue_answers_429_with_retry_after(server, stub):
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=600)
-    start = threading.Barrier(6)
 
     def ask(question: str):
-        start.wait()
         try:
             return client.chat.completions.create(model="m", messages=[{"role": "user", "content": question}])
         except openai.RateLimitError as err:
             return err
 
-    with ThreadPoolExecutor(6) as pool:
-        outcomes = list(pool.map(ask, QUESTIONS))
-    refused = [o for o in outcomes if isinstance(o, openai.RateLimitError)]
-    answered = [o for o in outcomes if not isinstance(o, openai.RateLimitError)]
-    # --max-wait-ms 4000 with --max-queue 2 below the batch size: the first two questions wait seconds for a
-    # batch to fill, so the four that arrive right after (a barrier released them together) find the queue full
-    assert len(refused) == 4 and len(answered) == 2, outcomes
+    def depth() -> int:
+        return httpx.get(f"{server.url}/health", timeout=30).json()["small_lm_queue_depth"]
+
+    with ThreadPoolExecutor(2) as pool:
+        # --max-wait-ms 4000 with --max-queue 2 below the batch size: the first two questions wait for a batch to
+        # fill; the server says when both are queued (an event, not a sleep)
+        first = [pool.submit(ask, question) for question in QUESTIONS[:2]]
+        deadline = time.monotonic() + 120
+        while depth() < 2:
+            assert time.monotonic() < deadline and not any(f.done() for f in first), \
+                f"the first two questions never filled the queue: {[f.result() for f in first if f.done()]}"
+            time.sleep(0.02)
+        # ... so each further question, asked one at a time while they wait, finds the queue full
+        refused = []
+        for question in QUESTIONS[2:]:
+            outcome = ask(question)
+            assert isinstance(outcome, openai.RateLimitError), (
+                f"{question[:40]!r} was admitted though two questions filled the queue (unless their 4 s batch "
+                f"window passed before it arrived): {outcome}")
+            refused.append(outcome)
+        answered = [f.result(timeout=300) for f in first]
     for err in refused:
         assert err.status_code == 429 and int(err.response.headers["retry-after"]) >= 1
         assert err.body["code"] == "queue_full" and err.body["type"] == "rate_limit_error"
@@ -75,8 +86,7 @@ def test_full_queue_answers_429_with_retry_after(server, stub):
         assert completion.choices[0].message.content.startswith("Echo: ")
         assert completion.model_extra["blade"]["knowledge"]
     # The queue frees up: a refused question goes through when retried later.
-    question = QUESTIONS[outcomes.index(refused[0])]
-    retried = client.chat.completions.create(model="m", messages=[{"role": "user", "content": question}])
+    retried = client.chat.completions.create(model="m", messages=[{"role": "user", "content": QUESTIONS[2]}])
     assert retried.model_extra["blade"]["knowledge"]
 
 

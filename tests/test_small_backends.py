@@ -90,28 +90,55 @@ def test_vllm_backend_round_robins_and_checks_every_server(vllm_writer, replicas
     assert len(first.requests) == len(second.requests) == 3  # 4 + 2 requests, alternating
 
 
+@pytest.fixture(scope="module")
+def stored_embeddings(default_model_dir) -> torch.Tensor:
+    """The input embedding matrix as the model directory stores it (safetensors), not as a backend loads it."""
+    from safetensors.torch import load_file
+
+    return load_file(str(default_model_dir / "model.safetensors"))["model.embed_tokens.weight"]
+
+
+def _chatml_ids(default_model_dir, text: str) -> list[int]:
+    """A one-turn ChatML prompt with an open assistant turn, written out by hand and tokenised by transformers
+    (SmolLM2's special tokens; no BOS, as the blade_chatml template has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    prompt = f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
 @pytest.mark.slow
-def test_vllm_payload_is_what_vllm_expects(vllm_writer, generator, replicas):
+def test_vllm_payload_is_what_vllm_expects(vllm_writer, replicas, default_model_dir, stored_embeddings):
     first, _ = replicas
     first.requests.clear()
-    soft = _soft(generator.hidden_size, 1)
+    soft = _soft(576, 1)
     vllm_writer.generate_ids(TEXTS[:1], soft_prompt=soft, max_new_tokens=3)
     [body] = first.requests
     assert body["prompt"] is None and body["temperature"] == 0.0 and body["max_tokens"] == 3
-    assert body["stop_token_ids"] == [2] and body["return_token_ids"] is True
+    assert body["stop_token_ids"] == [2] and body["return_token_ids"] is True  # <|im_end|>
     embeds = torch.load(io.BytesIO(base64.b64decode(body["prompt_embeds"], validate=True)), weights_only=True)
-    ids = generator.encode(TEXTS[:1])[0]  # LLaMA-Factory's template, through the hf backend's tokenizer
-    with torch.inference_mode():
-        tokens = generator.model.get_input_embeddings()(torch.tensor(ids))
+    ids = _chatml_ids(default_model_dir, TEXTS[0])
     assert embeds.dtype == torch.float32 and embeds.shape == (5 + len(ids), 576)
-    assert torch.equal(embeds[:5], soft) and torch.equal(embeds[5:], tokens)
+    assert torch.equal(embeds[:5], soft) and torch.equal(embeds[5:], stored_embeddings[torch.tensor(ids)])
 
 
 @pytest.mark.slow
-def test_soft_prompt_space_is_the_same_on_both_backends(vllm_writer, generator):
-    assert torch.equal(vllm_writer.embedding_matrix, generator.embedding_matrix)
-    assert vllm_writer.mean_embedding_norm == pytest.approx(generator.mean_embedding_norm, rel=1e-6)
-    assert vllm_writer.model_fingerprint == generator.model_fingerprint
+def test_soft_prompt_space_is_the_same_on_both_backends(vllm_writer, generator, default_model_dir,
+                                                        stored_embeddings):
+    import hashlib
+
+    # both backends expose the stored matrix, and its mean row norm computed here
+    assert torch.equal(vllm_writer.embedding_matrix, stored_embeddings)
+    assert torch.equal(generator.embedding_matrix, stored_embeddings)
+    norm = float(stored_embeddings.double().norm(dim=-1).mean())
+    assert vllm_writer.mean_embedding_norm == pytest.approx(norm, rel=1e-6)
+    assert generator.mean_embedding_norm == pytest.approx(norm, rel=1e-6)
+    # the fingerprint a soft prompt is saved with names the directory, its config's digest and the width
+    config = (default_model_dir / "config.json").read_bytes()
+    expected = {"base_model": str(default_model_dir), "config_sha256": hashlib.sha256(config).hexdigest()[:16],
+                "adapter": None, "hidden_size": json.loads(config)["hidden_size"]}
+    assert vllm_writer.model_fingerprint == expected and generator.model_fingerprint == expected
 
 
 def test_vllm_backend_refuses_an_adapter_and_names_merge(default_model_dir, tmp_path):

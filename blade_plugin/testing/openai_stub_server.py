@@ -323,9 +323,10 @@ class StubOpenAIServer(BackgroundHTTPServer):
         return {"id": model, "object": "model", "created": 0, "owned_by": "blade-stub"}
 
     # --- scripting ----------------------------------------------------------------------------------
-    def inject_faults(self, statuses: list[int], headers: dict | None = None) -> None:
+    def inject_faults(self, statuses: list[int], headers: dict | Callable[[], dict] | None = None) -> None:
         """The next len(statuses) valid requests fail with these HTTP statuses, in order (with `headers`
-        instead of the default retry-after-ms, if given)."""
+        instead of the default retry-after-ms, if given; a callable is called for each fault as it is served,
+        so a header that names a moment, such as an HTTP-date retry-after, is computed when it is sent)."""
         with self._lock:
             self._faults.extend((status, headers) for status in statuses)
 
@@ -416,6 +417,8 @@ class StubOpenAIServer(BackgroundHTTPServer):
                     break
             if fault is None and self._faults:
                 status, headers = self._faults.popleft()
+                if callable(headers):
+                    headers = headers()
                 fault = (status, default_headers if headers is None else headers)
             elif fault is None and self._fail_always is not None:
                 fault = (self._fail_always, default_headers)
