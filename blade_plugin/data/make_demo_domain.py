@@ -19,6 +19,7 @@ import json
 import random
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -334,6 +335,261 @@ def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
+# --- the large dev/test splits (issue 29: evidence with power) ---------------------------------------------
+# A second, independent generator over the SAME corpus facts: it reads nothing of build()'s random stream, so
+# the five files above stay byte-identical. Facts are split between the two files by manufacturer: all facts
+# of a maker's two remedies (and its two-answer item) are asked in dev_large or in test_large, never both, so
+# settings chosen on dev_large meet test_large's facts for the first time. With 72 facts (+ 9 pairs) and
+# 450+ questions, each fact is asked several times, in different question forms, with fresh distractors.
+LARGE_SEED = 20261207
+LARGE_MAKERS = {"dev_large": (2, 1), "test_large": (4, 2)}  # (trained makers, corpus-only makers) per split
+LARGE_FORWARD_PER_FACT = 4  # forward questions per fact (of the six wordings below)
+LARGE_FROM_VALUE_PER_FACT = {"reverse": 2, "corpus_only": 3}  # from-value questions per fact (maker: 2, below)
+LARGE_PAIR_PER_MAKER = 2  # two-answer items per maker (of the four wordings)
+
+# Wordings that avoid the corpus sentences' and the earlier splits' relation words (indicated, treat, antidote,
+# overdose, reversed, neutralises, manufactured, produces, licence, scheduled, governs, Remedies Act, ...):
+# synonyms and situations instead, so retrieval must match the entity names, not the sentence.
+LARGE_FORWARD = {
+    "indication": [
+        "Which ailment is {drug} used to cure?",
+        "{drug} was developed to combat which malady?",
+        "Someone whose prescription lists {drug} is most probably being cured of what?",
+        "What complaint does a course of {drug} address?",
+        "A course of {drug} is the cure for which of these ailments?",
+        "Sufferers of which affliction are put on {drug}?",
+    ],
+    "antidote": [
+        "Which counteragent undoes an excess dose of {drug}?",
+        "If a child swallows a whole bottle of {drug}, which rescue medicine is called for?",
+        "What cancels out the effects of too much {drug}?",
+        "Toxicologists counter an excess of {drug} with which compound?",
+        "Which compound is the remedy when a person has swallowed dangerous amounts of {drug}?",
+        "Which drug serves as the countermeasure to {drug} intoxication?",
+    ],
+    "manufacturer": [
+        "Whose production line turns out {drug}?",
+        "{drug} rolls off the assembly line of which enterprise?",
+        "Which business supplies {drug} to wholesalers?",
+        "The packaging of {drug} carries the name of which company?",
+        "Which drug house is behind {drug}?",
+        "Which enterprise owns the formula of {drug}?",
+    ],
+    "article": [
+        "Which clause of the statute does {drug} fall within?",
+        "Which section of the country's drug code covers {drug}?",
+        "A lawyer defending a seller of {drug} would cite which clause?",
+        "Which legal clause sets the conditions for selling {drug}?",
+        "The trade in {drug} is controlled by which clause of the code?",
+        "Which numbered clause of the statute book concerns {drug}?",
+    ],
+}
+# From the value's side ("Which remedy ...?", options are remedies). A maker makes two remedies: its from-value
+# items are single-answer with the other remedy left out of the options, and the four wordings are shared out
+# between the two remedies (two each), so no two questions read the same.
+LARGE_FROM_VALUE = {
+    "indication": [
+        "Which medicine is the standard cure for {value}?",
+        "A person diagnosed with {value} would be handed which drug?",
+        "{value} is kept in check with which preparation?",
+        "Which preparation cures {value}?",
+    ],
+    "antidote": [
+        "{value} is kept ready to undo an excess of which medicine?",
+        "Which drug's toxic effects does {value} cancel?",
+        "An excess of which preparation calls for {value}?",
+        "{value} is the rescue medicine after too much of which drug?",
+    ],
+    "article": [
+        "Which preparation is the subject of {value}?",
+        "{value} sets the rules for selling which medicine?",
+        "Which medicine is covered by {value}?",
+        "A seller of which drug must follow {value}?",
+    ],
+    "manufacturer": [
+        "Which of these preparations comes from {value}?",
+        "{value} supplies which of the following medicines?",
+        "Which one of these drugs is a product of {value}?",
+        "Among these medicines, which one leaves the plant of {value}?",
+    ],
+}
+LARGE_PAIR = [
+    "Which two products leave the plant of {value}?",
+    "{value} turns out which pair of medicines?",
+    "Name both preparations that {value} supplies.",
+    "The catalogue of {value} lists which two items?",
+]
+
+
+def _row_of(drug: str) -> tuple[str, ...]:
+    return next(row for row in ALL_DRUGS if row[0] == drug)
+
+
+def _sibling(drug: str) -> str:
+    """The other remedy of the same maker."""
+    maker = _row_of(drug)[3]
+    return next(d for d in makers(ALL_DRUGS)[maker] if d != drug)
+
+
+def _large_options(rng: random.Random, correct: list[str], pool: list[str], near: list[str], exclude: list[str],
+                   position: int | None) -> tuple[dict[str, str], list[str]]:
+    """Options whose distractors are other entities the corpus names: one `near` entity (the sibling remedy's
+    value, which the corpus names beside the same maker) when there is one, the rest drawn from the pool."""
+    banned = set(correct) | set(exclude)
+    near = [n for n in near if n not in banned][:1]
+    rest = rng.sample([p for p in pool if p not in banned and p not in near], len(LETTERS) - len(correct) - len(near))
+    wrong = near + rest
+    rng.shuffle(wrong)
+    if position is None:
+        texts = correct + wrong
+        rng.shuffle(texts)
+    else:
+        texts = wrong[:position] + correct + wrong[position:]
+    options = dict(zip(LETTERS, texts))
+    return options, sorted(letter for letter, text in options.items() if text in correct)
+
+
+def large_split_makers(seed: int = LARGE_SEED) -> dict[str, list[str]]:
+    """Which makers' facts each large split asks (drawn once, seeded)."""
+    rng = random.Random(seed)
+    trained, only = list(makers(DRUGS)), list(makers(CORPUS_ONLY_DRUGS))
+    rng.shuffle(trained)
+    rng.shuffle(only)
+    (dev_t, dev_o), (test_t, test_o) = LARGE_MAKERS["dev_large"], LARGE_MAKERS["test_large"]
+    assert dev_t + test_t == len(trained) and dev_o + test_o == len(only)
+    return {"dev_large": sorted(trained[:dev_t] + only[:dev_o]), "test_large": sorted(trained[dev_t:] + only[dev_o:])}
+
+
+def build_large(seed: int = LARGE_SEED) -> dict[str, list[dict]]:
+    """The large dev/test splits: {"dev_large": rows, "test_large": rows} (same row format as dev/test, plus
+    `form`: forward / from_value / pair)."""
+    split_makers = large_split_makers(seed)
+    rng = random.Random(seed + 1)
+    pools = _pools()
+    trained_drugs = {row[0] for row in DRUGS}
+    all_makers = makers(ALL_DRUGS)
+    # the maker from-value wordings, shared out between a maker's two remedies (two each)
+    maker_wordings: dict[str, list[str]] = {}
+    for maker, (d1, d2) in sorted(all_makers.items()):
+        order = list(LARGE_FROM_VALUE["manufacturer"])
+        rng.shuffle(order)
+        maker_wordings[d1], maker_wordings[d2] = order[:2], order[2:]
+    out = {}
+    for split in ("dev_large", "test_large"):
+        plans = []  # (fact, kind, form, wording) of the single-answer items
+        for maker in split_makers[split]:
+            for drug in all_makers[maker]:
+                trained = drug in trained_drugs
+                for fact in facts([_row_of(drug)]):
+                    kind = "trained" if trained else "corpus_only"
+                    for wording in rng.sample(LARGE_FORWARD[fact.kind], LARGE_FORWARD_PER_FACT):
+                        plans.append((fact, kind, "forward", wording))
+                    kind = "reverse" if trained else "corpus_only"
+                    wordings = (maker_wordings[drug] if fact.kind == "manufacturer" else
+                                rng.sample(LARGE_FROM_VALUE[fact.kind], LARGE_FROM_VALUE_PER_FACT[kind]))
+                    plans += [(fact, kind, "from_value", w) for w in wordings]
+        positions = [i % len(LETTERS) for i in range(len(plans))]
+        rng.shuffle(positions)
+        rows = []
+        for (fact, kind, form, wording), position in zip(plans, positions):
+            number = (LARGE_FORWARD if form == "forward" else LARGE_FROM_VALUE)[fact.kind].index(wording) + 1
+            if form == "forward":
+                sibling_value = _row_of(_sibling(fact.drug))[1 + KINDS.index(fact.kind)]
+                question = wording.format(drug=fact.drug)
+                options, answer = _large_options(rng, [fact.value], pools[fact.kind], [sibling_value], [], position)
+                ident = f"{split}-{fact.kind}-{fact.drug.lower()}-{number}"
+            else:
+                sibling = _sibling(fact.drug)
+                near, exclude = ([], [sibling]) if fact.kind == "manufacturer" else ([sibling], [])
+                question = wording.format(value=fact.value)
+                options, answer = _large_options(rng, [fact.drug], pools["drug"], near, exclude, position)
+                ident = f"{split}-rev{fact.kind}-{fact.drug.lower()}-{number}"
+            rows.append({"id": ident, "question": question, "options": options, "answer": answer[0],
+                         "fact": f"{fact.drug} | {fact.kind} | {fact.value}", "kind": kind, "form": form})
+        for maker in split_makers[split]:
+            drugs = all_makers[maker]
+            kind = "trained" if drugs[0] in trained_drugs else "corpus_only"
+            for wording in rng.sample(LARGE_PAIR, LARGE_PAIR_PER_MAKER):
+                options, answer = _large_options(rng, list(drugs), pools["drug"], [], [], None)
+                rows.append({"id": f"{split}-maker-{maker.split()[0].lower()}-{LARGE_PAIR.index(wording) + 1}",
+                             "question": wording.format(value=maker), "options": options, "answer": answer,
+                             "fact": f"{maker} | makes | {' + '.join(drugs)}", "kind": kind, "form": "pair"})
+        rng.shuffle(rows)
+        out[split] = rows
+    return out
+
+
+def audit_large(large: dict[str, list[dict]], data: dict[str, list[dict]]) -> list[str]:
+    """What the large splits promise (README.md), against the base files `data` (build())."""
+    problems = []
+    seen_grams: set[tuple[str, ...]] = set()
+    for row in data["corpus"]:
+        seen_grams |= _masked_ngrams(row["text"])
+    for row in data["train"]:
+        seen_grams |= _masked_ngrams(row["question"])
+    old_questions = {row["question"] for split in ("train", "dev", "test") for row in data[split]}
+    train_facts = {row["fact"] for row in data["train"]}
+    questions: set[str] = set()
+    subjects = {}
+    for split, rows in large.items():
+        if len({r["id"] for r in rows}) != len(rows):
+            problems.append(f"{split}: duplicate ids")
+        for row in rows:
+            shared = _masked_ngrams(row["question"]) & seen_grams
+            if shared:
+                problems.append(f"{split} {row['id']}: shares {sorted(shared)[0]} with train/corpus wording")
+            if row["question"] in old_questions or row["question"] in questions:
+                problems.append(f"{split} {row['id']}: question text not new")
+            questions.add(row["question"])
+            asked = content_words(row["question"])
+            answer = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+            correct_overlap = min(len(content_words(row["options"][a]) & asked) for a in answer)
+            if any(len(content_words(text) & asked) > correct_overlap
+                   for letter, text in row["options"].items() if letter not in answer):
+                problems.append(f"{split} {row['id']}: a distractor shares more question words")
+            if len(set(row["options"].values())) != len(LETTERS):
+                problems.append(f"{split} {row['id']}: repeated option")
+            if row["form"] == "pair":
+                maker, _, value = row["fact"].split(" | ")
+                drugs = value.split(" + ")
+                if makers(ALL_DRUGS)[maker] != drugs or sorted(row["options"][a] for a in answer) != sorted(drugs):
+                    problems.append(f"{split} {row['id']}: wrong pair")
+                fact_in_train = row["fact"] in train_facts
+            else:
+                drug, relation, value = row["fact"].split(" | ")
+                if _row_of(drug)[1 + KINDS.index(relation)] != value:
+                    problems.append(f"{split} {row['id']}: fact not in the tables")
+                gold = row["options"][answer[0]]
+                named = drug if row["form"] == "forward" else value
+                if gold != (value if row["form"] == "forward" else drug) or named not in row["question"]:
+                    problems.append(f"{split} {row['id']}: gold or question does not match the fact")
+                if row["form"] == "from_value" and any(_row_of(o)[1 + KINDS.index(relation)] == value
+                                                       for k, o in row["options"].items() if k not in answer):
+                    problems.append(f"{split} {row['id']}: a distractor remedy has the same {relation}")
+                fact_in_train = row["fact"] in train_facts
+                if fact_in_train and row["kind"] != ("trained" if row["form"] == "forward" else "reverse"):
+                    problems.append(f"{split} {row['id']}: kind {row['kind']} for a {row['form']} training fact")
+                maker = _row_of(drug)[3]
+            if fact_in_train == (row["kind"] == "corpus_only"):
+                problems.append(f"{split} {row['id']}: kind {row['kind']} but fact in train: {fact_in_train}")
+            subjects.setdefault(maker, set()).add(split)
+        singles = Counter(r["answer"] for r in rows if not isinstance(r["answer"], list))
+        if max(singles.values()) - min(singles.values()) > 1:
+            problems.append(f"{split}: correct letters unbalanced {dict(singles)}")
+    problems += [f"maker {m}: facts asked in both large splits" for m, s in subjects.items() if len(s) > 1]
+    if len(large["dev_large"]) < 150 or len(large["test_large"]) < 300:
+        problems.append("large splits too small")
+    return problems
+
+
+def render_large_files(data: dict[str, list[dict]] | None = None, seed: int = LARGE_SEED) -> dict[str, str]:
+    large = build_large(seed)
+    problems = audit_large(large, data if data is not None else build())
+    if problems:
+        raise SystemExit("demo domain large-split audit failed:\n" + "\n".join(problems))
+    return {f"demo_qa_{split}.jsonl": _jsonl(rows) for split, rows in large.items()}
+
+
 def render_files(seed: int = SEED) -> dict[str, str]:
     data = build(seed)
     problems = audit(data)
@@ -345,6 +601,7 @@ def render_files(seed: int = SEED) -> dict[str, str]:
         "demo_qa_dev.jsonl": _jsonl(data["dev"]),
         "demo_qa_test.jsonl": _jsonl(data["test"]),
         "demo_kit.jsonl": _jsonl(kit_rows(data["train"])),
+        **render_large_files(data),
     }
 
 

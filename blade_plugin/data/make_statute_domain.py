@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,6 +246,247 @@ def _jsonl(rows) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
+# --- the large dev/test splits (issue 29: evidence with power) ---------------------------------------------
+# An independent generator over the SAME corpus facts (its own seed; build()'s files stay byte-identical).
+# Facts are split between the two files by trade: every fact of a trade (and every two-hop question through
+# it) is asked in dev_large or in test_large, never both. The two offices whose two trades are of one kind
+# (漕运署: two trained trades, 渔政署: two corpus-only ones) keep both trades in test_large, so test_large has
+# the two-answer items and dev_large has none; the other trades are drawn: two trained and two corpus-only
+# ones to dev_large, the rest to test_large.
+LARGE_SEED = 20261207
+LARGE_DEV_TRADES = (2, 2)  # (trained, corpus-only) trades asked in dev_large; test_large asks the other eight
+LARGE_FORWARD_PER_FACT = 5  # of the six wordings below
+LARGE_FROM_VALUE_PER_FACT = 2  # of the three (office: the two of the four that are this trade's, below)
+LARGE_HOPS_PER_TRADE = 10  # each of the eight two-hop relations once, two of them in both wordings
+LARGE_PAIR_PER_OFFICE = 3
+
+# Wordings without the corpus's and the training questions' relation words (纠纷, 诉讼时效, 起诉, 主管, 规定,
+# 违反, 处以, 申报, ...): synonyms (争端/讼事, 提告/告官/呈控, 期限, 管辖/统辖, 触犯/违背, 惩处/制裁/罚则, 备案).
+LARGE_FORWARD = {
+    "article": ["{trade}方面的争端，应以条例中哪一条文为据？", "审理{trade}一类讼事，当引用第几条？",
+                "条例哪一条专就{trade}作出安排？", "若要查阅{trade}的法条，应翻到条例第几条？",
+                "{trade}所依据的条文是哪一条？", "关于{trade}的条款编号是多少？"],
+    "period": ["{trade}的争端，须在多久之内告官？", "因{trade}吃亏的一方，最晚要在多长时间内提告？",
+               "{trade}一事，过了多久再去衙门呈控便无人理会？", "对于{trade}，法定的提告期限为多久？",
+               "{trade}中受害的商人，告状的期限是多少？", "就{trade}提出讼请，条例给了多长的期限？"],
+    "office": ["{trade}归哪个衙门管辖？", "经营{trade}的店家，受哪一官署统辖？", "{trade}事宜的主理机构是哪个？",
+               "谁是{trade}的监管衙署？", "开办{trade}，须到哪个衙门备案？", "{trade}出了问题，应由哪一官署过问？"],
+    "penalty": ["触犯{trade}相关条款的人，会被如何惩处？", "{trade}里坑蒙拐骗，条例的罚则是什么？",
+                "违背{trade}章程者，将承担何种后果？", "{trade}之中有人舞弊，官署会怎样惩治？",
+                "对在{trade}中犯禁的人，条例定下的制裁是什么？", "{trade}若有不法情事，依条例应受何种制裁？"],
+}
+# From the value's side (options are trades). An office runs two trades: its from-value items are single-answer
+# with the other trade left out of the options, and its four wordings are shared out between the two trades.
+LARGE_FROM_VALUE = {
+    "article": ["条例{value}所针对的是哪一类行当？", "援引{value}的讼事，牵涉的是哪项营生？", "{value}管的是什么事？"],
+    "period": ["哪一类行当的提告期限为{value}？", "条例给哪项营生定下了{value}的告官期限？",
+               "若某类争端须在{value}之内呈控，它说的是哪项行当？"],
+    "office": ["下列行当中，归{value}管辖的是哪一项？", "{value}统辖下列哪一项营生？", "以下哪一项须到{value}备案？",
+               "{value}过问的是下列哪项行当？"],
+    "penalty": ["哪项营生的犯禁者会被{value}？", "以{value}作为罚则的，是哪一类行当？",
+                "若某店家因舞弊而遭{value}，他经营的是哪项行当？"],
+}
+LARGE_PAIR = ["{value}管辖的是下列哪两项行当？", "须向{value}备案的营生有哪两项？", "{value}统辖的两类营生是？"]
+# Two-hop (type 1): a value of the trade names it (its article, period or penalty), another value is asked.
+LARGE_TWO_HOP = {
+    ("article", "period"): ["某争端适用条例{source}，当事人最晚要在多久之内告官？", "辛的讼事归{source}管，他的提告期限是多少？"],
+    ("article", "penalty"): ["壬触犯了{source}所管的行当，会受到怎样的惩处？",
+                             "有店家在{source}牵涉的营生中舞弊，依条例会被如何制裁？"],
+    ("article", "office"): ["{source}所涉营生，由哪个衙门管辖？", "办理{source}所针对的行当，须到哪一官署备案？"],
+    ("period", "penalty"): ["提告期限为{source}的那类行当，犯禁者会受何种惩处？",
+                            "某营生的告官期限是{source}，其中舞弊者会被怎样制裁？"],
+    ("penalty", "period"): ["犯禁者会被{source}的那项营生，提告期限为多久？",
+                            "某类行当以{source}为罚则，这类争端须在多长时间内呈控？"],
+    ("period", "article"): ["告官期限为{source}的营生，对应条例第几条？", "某类争端须在{source}内呈控，它归条例哪一条管？"],
+    ("penalty", "article"): ["罚则为{source}的营生，由条例哪一条管？", "会被{source}的犯禁行为，出自哪一条文所管的行当？"],
+    ("period", "office"): ["提告期限为{source}的营生，归哪个衙门统辖？", "某类争端须在{source}内呈控，这类营生由哪一官署过问？"],
+}
+
+
+def _sibling_trade(trade: str) -> str:
+    office = TRADES[TRADES_INDEX[trade]][3]
+    return next(t for t in offices(TRADES)[office] if t != trade)
+
+
+def _value(trade: str, relation: str) -> str:
+    return TRADES[TRADES_INDEX[trade]][1 + RELATIONS.index(relation)]
+
+
+def large_split_trades(seed: int = LARGE_SEED) -> dict[str, list[str]]:
+    """Which trades' facts each large split asks (drawn once, seeded)."""
+    rng = random.Random(seed)
+    names = [row[0] for row in TRADES]
+    trained, only = names[:N_TRAINED], names[N_TRAINED:]
+    pure = {t for ts in offices(TRADES).values() if set(ts) <= set(trained) or set(ts) <= set(only) for t in ts}
+    free_t, free_o = [t for t in trained if t not in pure], [t for t in only if t not in pure]
+    rng.shuffle(free_t)
+    rng.shuffle(free_o)
+    dev = free_t[:LARGE_DEV_TRADES[0]] + free_o[:LARGE_DEV_TRADES[1]]
+    return {"dev_large": [t for t in names if t in dev], "test_large": [t for t in names if t not in dev]}
+
+
+def _large_options(rng, correct: list[str], pool: list[str], near: list[str], exclude: list[str], position):
+    """Distractors are other entities the corpus names: the sibling trade's value (or the sibling trade) when
+    there is one, the rest drawn from the pool."""
+    banned = set(correct) | set(exclude)
+    near = [n for n in near if n not in banned][:1]
+    rest = rng.sample([p for p in pool if p not in banned and p not in near], len(LETTERS) - len(correct) - len(near))
+    wrong = near + rest
+    rng.shuffle(wrong)
+    if position is None:
+        texts = correct + wrong
+        rng.shuffle(texts)
+    else:
+        texts = wrong[:position] + correct + wrong[position:]
+    options = dict(zip(LETTERS, texts))
+    return options, sorted(k for k, v in options.items() if v in correct)
+
+
+def build_large(seed: int = LARGE_SEED) -> dict[str, list[dict]]:
+    """{"dev_large": records, "test_large": records}: raw JEC-QA records as build()'s, plus `form` (forward /
+    from_value / pair / two_hop)."""
+    split_trades = large_split_trades(seed)
+    rng = random.Random(seed + 1)
+    pools = _pools()
+    trained_names = {row[0] for row in TRADES[:N_TRAINED]}
+    office_wordings: dict[str, list[str]] = {}
+    for office, (t1, t2) in offices(TRADES).items():
+        order = list(LARGE_FROM_VALUE["office"])
+        rng.shuffle(order)
+        office_wordings[t1], office_wordings[t2] = order[:2], order[2:]
+    hops = list(LARGE_TWO_HOP)
+    out = {}
+    for split in ("dev_large", "test_large"):
+        plans = []  # single-answer items: (trade, relation, kind, form, wording, source relation)
+        for trade in split_trades[split]:
+            kind = "trained" if trade in trained_names else "corpus_only"
+            for relation in RELATIONS:
+                plans += [(trade, relation, kind, "forward", w, None)
+                          for w in rng.sample(LARGE_FORWARD[relation], LARGE_FORWARD_PER_FACT)]
+                wordings = (office_wordings[trade] if relation == "office" else
+                            rng.sample(LARGE_FROM_VALUE[relation], LARGE_FROM_VALUE_PER_FACT))
+                plans += [(trade, relation, kind, "from_value", w, None) for w in wordings]
+            twice = set(rng.sample(hops, LARGE_HOPS_PER_TRADE - len(hops)))
+            for source, target in hops:
+                wordings = LARGE_TWO_HOP[(source, target)] if (source, target) in twice else \
+                    [rng.choice(LARGE_TWO_HOP[(source, target)])]
+                plans += [(trade, target, "two_hop", "two_hop", w, source) for w in wordings]
+        positions = [i % len(LETTERS) for i in range(len(plans))]
+        rng.shuffle(positions)
+        rows = []
+        for (trade, relation, kind, form, wording, source), position in zip(plans, positions):
+            value, sibling = _value(trade, relation), _sibling_trade(trade)
+            index = TRADES_INDEX[trade]
+            if form == "forward":
+                statement = wording.format(trade=trade)
+                options, answer = _large_options(rng, [value], pools[relation], [_value(sibling, relation)], [],
+                                                 position)
+                ident, fact = f"{relation}-{index}-{LARGE_FORWARD[relation].index(wording) + 1}", \
+                    f"{trade} | {relation} | {value}"
+            elif form == "from_value":
+                statement = wording.format(value=value)
+                near, exclude = ([], [sibling]) if relation == "office" else ([sibling], [])
+                options, answer = _large_options(rng, [trade], pools["trade"], near, exclude, position)
+                ident, fact = f"rev{relation}-{index}-{LARGE_FROM_VALUE[relation].index(wording) + 1}", \
+                    f"{trade} | {relation} | {value}"
+            else:
+                named = _value(trade, source)
+                statement = wording.format(source=named)
+                options, answer = _large_options(rng, [value], pools[relation], [_value(sibling, relation)], [],
+                                                 position)
+                ident = f"hop{source}{relation}-{index}-{LARGE_TWO_HOP[(source, relation)].index(wording) + 1}"
+                fact = f"{named} -> {trade} | {relation} | {value}"
+            record = _record(split, ident, statement, options, answer, kind, fact, 1 if form == "two_hop" else 0)
+            rows.append({**record, "form": form})
+        for office, pair in offices(TRADES).items():
+            if not set(pair) <= set(split_trades[split]) or (pair[0] in trained_names) != (pair[1] in trained_names):
+                continue  # two-answer items ask an office whose two trades are both trained or both corpus-only
+            kind = "trained" if pair[0] in trained_names else "corpus_only"
+            for wording in rng.sample(LARGE_PAIR, LARGE_PAIR_PER_OFFICE):
+                options, answer = _large_options(rng, list(pair), pools["trade"], [], [], None)
+                ident = f"office-{office}-{LARGE_PAIR.index(wording) + 1}"
+                record = _record(split, ident, wording.format(value=office),
+                                 options, answer, kind, f"{office} | office of | {' + '.join(pair)}", 0)
+                rows.append({**record, "form": "pair"})
+        rng.shuffle(rows)
+        out[split] = rows
+    return out
+
+
+def audit_large(large: dict[str, list[dict]], data: dict[str, list[dict]]) -> list[str]:
+    """What the large splits promise (README.md), against the base files `data` (build())."""
+    problems = []
+    seen: set[str] = set()
+    for row in data["corpus"]:
+        seen |= _masked_grams(row["text"])
+    for row in data["train"]:
+        seen |= _masked_grams(row["statement"])
+    old = {row["statement"] for split in ("train", "dev", "test") for row in data[split]}
+    train_trades = {row[0] for row in TRADES[:N_TRAINED]}
+    asked_in_train = {row["fact"] for row in data["train"]}
+    statements: set[str] = set()
+    where: dict[str, set[str]] = {}
+    for split, rows in large.items():
+        if len({r["id"] for r in rows}) != len(rows):
+            problems.append(f"{split}: duplicate ids")
+        for row in rows:
+            shared = _masked_grams(row["statement"]) & seen
+            if shared:
+                problems.append(f"{split} {row['id']}: shares {sorted(shared)[0]!r} with train/corpus wording")
+            if row["statement"] in old or row["statement"] in statements:
+                problems.append(f"{split} {row['id']}: statement not new")
+            statements.add(row["statement"])
+            if len(set(row["option_list"].values())) != len(LETTERS):
+                problems.append(f"{split} {row['id']}: repeated option")
+            gold = [row["option_list"][a] for a in row["answer"]]
+            if row["form"] == "pair":
+                office, _, value = row["fact"].split(" | ")
+                trades = value.split(" + ")
+                if offices(TRADES)[office] != trades or sorted(gold) != sorted(trades):
+                    problems.append(f"{split} {row['id']}: wrong pair")
+                kind_ok = row["kind"] == ("trained" if row["fact"] in asked_in_train else "corpus_only")
+            else:
+                subject, relation, value = row["fact"].split(" | ")
+                trade = subject.split(" -> ")[-1]
+                if _value(trade, relation) != value:
+                    problems.append(f"{split} {row['id']}: fact not in the tables")
+                if row["form"] == "from_value":
+                    ok = gold == [trade] and value in row["statement"] and not any(
+                        _value(t, relation) == value for k, t in row["option_list"].items() if k not in row["answer"])
+                elif row["form"] == "two_hop":  # the statement names the first hop's value, not the trade
+                    ok = gold == [value] and subject.split(" -> ")[0] in row["statement"] \
+                        and trade not in row["statement"]
+                else:
+                    ok = gold == [value] and trade in row["statement"]
+                if not ok:
+                    problems.append(f"{split} {row['id']}: gold, options or statement do not match the fact")
+                if row["form"] == "two_hop":
+                    kind_ok = row["kind"] == "two_hop" and row["type"] == 1
+                else:
+                    own_kind = "trained" if trade in train_trades else "corpus_only"
+                    kind_ok = row["kind"] == own_kind and row["type"] == 0
+                trades = [trade]
+            if not kind_ok:
+                problems.append(f"{split} {row['id']}: kind {row['kind']} does not match its fact")
+            for trade in trades:
+                where.setdefault(trade, set()).add(split)
+        singles = Counter(r["answer"][0] for r in rows if len(r["answer"]) == 1)
+        if max(singles.values()) - min(singles.values()) > 1:
+            problems.append(f"{split}: correct letters unbalanced {dict(singles)}")
+    problems += [f"trade {t}: asked in both large splits" for t, s in where.items() if len(s) > 1]
+    if len(large["dev_large"]) < 150 or len(large["test_large"]) < 300:
+        problems.append("large splits too small")
+    return problems
+
+
+def render_large_files(data: dict[str, list[dict]] | None = None, seed: int = LARGE_SEED) -> dict[str, str]:
+    large = build_large(seed)
+    problems = audit_large(large, data if data is not None else build())
+    if problems:
+        raise SystemExit("statute domain large-split audit failed:\n" + "\n".join(problems))
+    return {f"{PREFIX}_qa_{split}.json": _jsonl(rows) for split, rows in large.items()}
+
+
 def render_files(seed: int = SEED) -> dict[str, str]:
     data = build(seed)
     problems = audit(data)
@@ -252,7 +494,7 @@ def render_files(seed: int = SEED) -> dict[str, str]:
         raise SystemExit("statute domain audit failed:\n" + "\n".join(problems))
     return {f"{PREFIX}_corpus.jsonl": _jsonl(data["corpus"]), f"{PREFIX}_qa_train.json": _jsonl(data["train"]),
             f"{PREFIX}_qa_dev.json": _jsonl(data["dev"]), f"{PREFIX}_qa_test.json": _jsonl(data["test"]),
-            f"{PREFIX}_kit.jsonl": _jsonl(kit_rows(data["train"]))}
+            f"{PREFIX}_kit.jsonl": _jsonl(kit_rows(data["train"])), **render_large_files(data)}
 
 
 def main(argv: list[str] | None = None) -> int:
