@@ -287,14 +287,20 @@ def kit_rows(train: list[dict]) -> list[dict]:
 
 
 # --- audit --------------------------------------------------------------------------------------------------
+def _seen_grams(data: dict[str, list[dict]]) -> set[tuple[str, ...]]:
+    """The masked word n-grams of the corpus and the training questions (new questions must share none)."""
+    grams: set[tuple[str, ...]] = set()
+    for row in data["corpus"]:
+        grams |= _masked_ngrams(row["text"])
+    for row in data["train"]:
+        grams |= _masked_ngrams(row["question"])
+    return grams
+
+
 def audit(data: dict[str, list[dict]]) -> list[str]:
     """Problems with the generated data (empty list: all promises hold)."""
     problems = []
-    seen_grams: set[tuple[str, ...]] = set()
-    for row in data["corpus"]:
-        seen_grams |= _masked_ngrams(row["text"])
-    for row in data["train"]:
-        seen_grams |= _masked_ngrams(row["question"])
+    seen_grams = _seen_grams(data)
     for split in ("dev", "test"):
         for row in data[split]:
             shared = _masked_ngrams(row["question"]) & seen_grams
@@ -522,11 +528,7 @@ def build_large(seed: int = LARGE_SEED) -> dict[str, list[dict]]:
 def audit_large(large: dict[str, list[dict]], data: dict[str, list[dict]]) -> list[str]:
     """What the large splits promise (README.md), against the base files `data` (build())."""
     problems = []
-    seen_grams: set[tuple[str, ...]] = set()
-    for row in data["corpus"]:
-        seen_grams |= _masked_ngrams(row["text"])
-    for row in data["train"]:
-        seen_grams |= _masked_ngrams(row["question"])
+    seen_grams = _seen_grams(data)
     old_questions = {row["question"] for split in ("train", "dev", "test") for row in data[split]}
     train_facts = {row["fact"] for row in data["train"]}
     questions: set[str] = set()

@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from blade_plugin.data.make_demo_domain import _large_options  # the same draw of distractors
+
 SEED = 20261201
 DATA_DIR = Path(__file__).resolve().parent
 PREFIX = "statute"
@@ -199,13 +201,19 @@ def _masked_grams(text: str, n: int = 5) -> set[str]:
     return {text[i:i + n] for i in range(len(text) - n + 1)}
 
 
-def audit(data: dict[str, list[dict]]) -> list[str]:
-    problems = []
+def _seen_grams(data: dict[str, list[dict]]) -> set[str]:
+    """The masked character n-grams of the corpus and the training statements (new questions must share none)."""
     seen: set[str] = set()
     for row in data["corpus"]:
         seen |= _masked_grams(row["text"])
     for row in data["train"]:
         seen |= _masked_grams(row["statement"])
+    return seen
+
+
+def audit(data: dict[str, list[dict]]) -> list[str]:
+    problems = []
+    seen = _seen_grams(data)
     for split in ("dev", "test"):
         for row in data[split]:
             shared = _masked_grams(row["statement"]) & seen
@@ -325,23 +333,6 @@ def large_split_trades(seed: int = LARGE_SEED) -> dict[str, list[str]]:
     return {"dev_large": [t for t in names if t in dev], "test_large": [t for t in names if t not in dev]}
 
 
-def _large_options(rng, correct: list[str], pool: list[str], near: list[str], exclude: list[str], position):
-    """Distractors are other entities the corpus names: the sibling trade's value (or the sibling trade) when
-    there is one, the rest drawn from the pool."""
-    banned = set(correct) | set(exclude)
-    near = [n for n in near if n not in banned][:1]
-    rest = rng.sample([p for p in pool if p not in banned and p not in near], len(LETTERS) - len(correct) - len(near))
-    wrong = near + rest
-    rng.shuffle(wrong)
-    if position is None:
-        texts = correct + wrong
-        rng.shuffle(texts)
-    else:
-        texts = wrong[:position] + correct + wrong[position:]
-    options = dict(zip(LETTERS, texts))
-    return options, sorted(k for k, v in options.items() if v in correct)
-
-
 def build_large(seed: int = LARGE_SEED) -> dict[str, list[dict]]:
     """{"dev_large": records, "test_large": records}: raw JEC-QA records as build()'s, plus `form` (forward /
     from_value / pair / two_hop)."""
@@ -416,11 +407,7 @@ def build_large(seed: int = LARGE_SEED) -> dict[str, list[dict]]:
 def audit_large(large: dict[str, list[dict]], data: dict[str, list[dict]]) -> list[str]:
     """What the large splits promise (README.md), against the base files `data` (build())."""
     problems = []
-    seen: set[str] = set()
-    for row in data["corpus"]:
-        seen |= _masked_grams(row["text"])
-    for row in data["train"]:
-        seen |= _masked_grams(row["statement"])
+    seen = _seen_grams(data)
     old = {row["statement"] for split in ("train", "dev", "test") for row in data[split]}
     train_trades = {row[0] for row in TRADES[:N_TRAINED]}
     asked_in_train = {row["fact"] for row in data["train"]}
