@@ -30,13 +30,12 @@ from ..llm.budget import BudgetExceeded
 from ..extras.errors import LLMError
 from .prompts import PromptSet
 from .data import QAItem
-from ..retrieval.combine import KNOWLEDGE_AS_QUERY, KNOWLEDGE_FROM_PASSAGES, PASSAGES_AND_KNOWLEDGE
+from .combine_modes import KNOWLEDGE_AS_QUERY, KNOWLEDGE_FROM_PASSAGES, PASSAGES_AND_KNOWLEDGE, PassageSource
 
 if TYPE_CHECKING:
     import torch
 
     from ..llm.base import LLMClientProtocol
-    from ..retrieval.combine import PassageRetriever
     from ..small_lm.base import KnowledgeWriter
 
 DEFAULT_MAX_ERROR_FRACTION = 0.05
@@ -138,7 +137,7 @@ async def answer_items(
     progress=None,
     max_errors: int | float | None = None,
     on_record: Callable[[AnswerRecord], None] | None = None,
-    retriever: PassageRetriever | None = None,
+    retriever: PassageSource | None = None,
     combine: str | None = None,
 ) -> tuple[list[AnswerRecord], AnswerTimings]:
     """Knowledge (if `generator`) then LLM answers for `items`; records in input order.
@@ -215,7 +214,7 @@ async def answer_items(
     return records, timings  # type: ignore[return-value]
 
 
-def _evidence(combine: str | None, retriever: PassageRetriever | None, item: QAItem, knowledge: str,
+def _evidence(combine: str | None, retriever: PassageSource | None, item: QAItem, knowledge: str,
               query_passages: list[str]) -> Evidence:
     """What the LLM sees for one item in mode `combine` (retrieval/combine.py has the table)."""
     if combine is None:
@@ -251,7 +250,7 @@ class KnowledgeAnswerer:
     writer: KnowledgeWriter | None = None
     soft_prompt: torch.Tensor | None = None
     batch_size: int = GENERATION_BATCH_SIZE
-    retriever: PassageRetriever | None = None  # the corpus passages of the combined modes
+    retriever: PassageSource | None = None  # the corpus passages of the combined modes
     combine: str | None = None  # one of retrieval.combine.COMBINED_MODES, or None: knowledge alone
 
     def with_soft_prompt(self, soft_prompt: torch.Tensor | None) -> KnowledgeAnswerer:

@@ -25,20 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..qa.combine_modes import (COMBINED_MODES, COMBINED_TITLES, KNOWLEDGE_AS_QUERY, KNOWLEDGE_FROM_PASSAGES,
+                                 PASSAGES_AND_KNOWLEDGE, evidence_text)
 from .bm25 import CorpusIndex, Passage
+
+__all__ = ["COMBINED_MODES", "COMBINED_TITLES", "DEFAULT_K", "DEFAULT_PASSAGE_CHARS", "KNOWLEDGE_AS_QUERY",
+           "KNOWLEDGE_FROM_PASSAGES", "PASSAGES_AND_KNOWLEDGE", "PassageRetriever", "check_templates", "evidence_text",
+           "retrieval_query", "truncate_passage"]
 
 if TYPE_CHECKING:
     from ..qa.data import QAItem
-
-PASSAGES_AND_KNOWLEDGE = "passages+knowledge"
-KNOWLEDGE_FROM_PASSAGES = "knowledge-from-passages"
-KNOWLEDGE_AS_QUERY = "knowledge-as-query"
-COMBINED_MODES = (PASSAGES_AND_KNOWLEDGE, KNOWLEDGE_FROM_PASSAGES, KNOWLEDGE_AS_QUERY)
-COMBINED_TITLES = {
-    PASSAGES_AND_KNOWLEDGE: "LLM + BM25 passages + small-LM knowledge",
-    KNOWLEDGE_FROM_PASSAGES: "LLM + small-LM knowledge from BM25 passages",
-    KNOWLEDGE_AS_QUERY: "LLM + BM25 passages (knowledge-expanded query)",
-}
 
 DEFAULT_K = 3
 # Long enough for a paragraph (the bundled corpora's lines are at most 105 characters, so it never cuts them),
@@ -121,7 +117,3 @@ def check_templates(prompts, modes: Sequence[str]) -> None:
                                   f"mode {mode} needs this template to render `passages` (copy the "
                                   "`{% if passages %}` block of the bundled template)")
 
-
-def evidence_text(knowledge: str, passages: Sequence[str] | None) -> str:
-    """Everything the LLM was shown as evidence: the knowledge and the passages block (for knowledge support)."""
-    return "\n".join([knowledge, *passages]) if passages else knowledge
