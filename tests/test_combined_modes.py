@@ -306,3 +306,19 @@ def test_evaluate_and_answer_run_the_combined_modes(demo_data_dir, default_model
     assert answered.returncode == 0, answered.stderr[-3000:]
     assert "Passages (BM25):\n- The antidote to Rondexil poisoning is Biscarone." in answered.stdout
     assert "Parsed choice: B" in answered.stdout
+
+
+def test_combined_rows_are_planned_from_their_checkpoints_or_skipped_with_a_note(default_model_dir, tmp_path):
+    from blade_plugin.stages.ablation import ROW_KEYS, AblationInputs, plan_rows
+
+    model, corpus = str(default_model_dir), tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in CORPUS))
+    keys = (PASSAGES_AND_KNOWLEDGE, KNOWLEDGE_FROM_PASSAGES, KNOWLEDGE_AS_QUERY)
+    assert not set(keys) & set(ROW_KEYS)  # the default rows (the demo's) are what they were
+    full = plan_rows(AblationInputs(base_model=model, dp=model, kit=model, kit_passages=model, corpus=str(corpus)), keys)
+    assert [(p.key, p.model, p.skipped) for p in full] == [(k, model, None) for k in keys]
+    no_kit_passages = plan_rows(AblationInputs(base_model=model, dp=model, kit=model, corpus=str(corpus)), keys)
+    assert [p.skipped is None for p in no_kit_passages] == [True, False, True]
+    assert "knowledge --query-corpus" in no_kit_passages[1].skipped
+    no_corpus = plan_rows(AblationInputs(base_model=model, dp=model, kit=model, kit_passages=model), keys)
+    assert all(p.skipped.startswith("no --corpus") for p in no_corpus)
