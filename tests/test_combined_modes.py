@@ -322,3 +322,22 @@ def test_combined_rows_are_planned_from_their_checkpoints_or_skipped_with_a_note
     assert "knowledge --query-corpus" in no_kit_passages[1].skipped
     no_corpus = plan_rows(AblationInputs(base_model=model, dp=model, kit=model, kit_passages=model), keys)
     assert all(p.skipped.startswith("no --corpus") for p in no_corpus)
+
+
+def test_knowledge_command_writes_query_passages(tmp_path, isolated_home):
+    from click.testing import CliRunner
+
+    from blade_plugin.cli import cli
+
+    corpus, train = tmp_path / "corpus.jsonl", tmp_path / "train.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in CORPUS))
+    train.write_text(json.dumps({"id": ITEM.id, "question": ITEM.question, "options": ITEM.options, "answer": "A"}) + "\n")
+    result = CliRunner().invoke(cli, ["knowledge", "--train", str(train), "--out", str(tmp_path / "kit.jsonl"),
+                                      "--query-corpus", str(corpus), "--corpus-k", "2", "--passage-chars", "30",
+                                      "--llm-backend", "reader", "--cache-db", str(tmp_path / "c.sqlite3")])
+    assert result.exit_code == 0, result.output
+    [row] = [json.loads(line) for line in (tmp_path / "kit.jsonl").read_text().splitlines()]
+    # lines 2 then 3 (test_small_model_query_holds_the_hand_made_bm25_ranking), each cut to 30 characters
+    assert row["query_passages"] == [truncate_passage(CORPUS[1], 30), truncate_passage(CORPUS[2], 30)]
+    assert row["query_passage_lines"] == [2, 3] and "passages" not in row  # no --corpus: the LLM saw none
+    assert row["instruction"] == load_prompts().small_model_query(ITEM, row["query_passages"])

@@ -180,10 +180,10 @@ async def answer_items(
         if record.error is not None:
             budget.charge(record.error)
 
+    from_passages = combine == KNOWLEDGE_FROM_PASSAGES
     try:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            from_passages = combine == KNOWLEDGE_FROM_PASSAGES
             query_passages = [retriever.texts(item) for item in chunk] if from_passages else [[] for _ in chunk]
             if generator is None:
                 knowledge = [""] * len(chunk)
