@@ -250,6 +250,9 @@ def render_report(metrics: dict) -> str:
         lines.append(f"| {MODE_TITLES.get(mode, mode)} | {m['n']} | {m['accuracy']:.3f} | "
                      f"[{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] | {m.get('unparseable', 0)} | "
                      f"{format_tokens(m.get('llm_prompt_tokens'))} |")
+    counters = sorted({m["llm_prompt_tokens"]["counter"] for m in metrics["modes"].values() if m.get("llm_prompt_tokens")})
+    if counters:
+        lines += ["", f"LLM prompt tokens / question: the mean answer request, counted offline with {'; '.join(counters)}."]
     extra = [(mode, m) for mode, m in metrics["modes"].items() if "single_answer" in m]
     if extra:
         lines += ["", "| mode | single-answer acc. | multi-answer acc. |", "|---|---|---|"]
