@@ -537,16 +537,22 @@ def plot_accuracy_vs_tokens(table: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
+    right = max(r["llm_prompt_tokens_per_question"] for r in rows) * 1.6 + 1
+    placed: list[tuple[float, float]] = []  # label anchors so far, in axes fractions
     for row in rows:
         x, y = row["llm_prompt_tokens_per_question"], row["accuracy"]
         color = "tab:gray" if row["key"] == "llm" else ("tab:green" if row["key"] in COMBINED_ROW_KEYS or
                                                         row["key"] == "retrieval" else "tab:blue")
         ax.errorbar([x], [y], yerr=[[max(0.0, y - row["ci95"][0])], [max(0.0, row["ci95"][1] - y)]], fmt="o",
                     color=color, capsize=3)
-        ax.annotate(row["title"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        # rows of about the same cost and accuracy would print their labels over each other: step them down
+        fx, fy = x / right, y / 1.05
+        clashes = sum(1 for px, py in placed if abs(px - fx) < 0.25 and abs(py - fy) < 0.04)
+        placed.append((fx, fy - 0.035 * clashes))
+        ax.annotate(row["title"], (x, y), textcoords="offset points", xytext=(5, 4 - 11 * clashes), fontsize=7)
     ax.set_ylim(0, 1.05)
-    ax.set_xlim(left=0, right=max(r["llm_prompt_tokens_per_question"] for r in rows) * 1.35 + 1)
+    ax.set_xlim(left=0, right=right)
     ax.set_xlabel("LLM prompt tokens per question (mean)")
     ax.set_ylabel("test accuracy (95% CI)")
     ax.set_title(f"Accuracy against prompt tokens, {table['n_items']} questions")
