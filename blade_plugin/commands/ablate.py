@@ -1,4 +1,5 @@
-"""`blade-bpo ablate`: the paper's ablation table (LLM alone, + small LM, + DP, + KIT, + DP + KIT, full BLADE)."""
+"""`blade-bpo ablate`: the paper's ablation table (LLM alone, + small LM, + DP, + KIT, + DP + KIT, full BLADE),
+the BM25 baseline and the three rows that combine retrieval with the knowledge."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from ..cost.options import dry_run_options
 from ..extras.constants import GENERATION_BATCH_SIZE
 from .arguments import llm_options
 from .common import QA_FORMATS, prompt_options
-from .grouping_options import corpus_k_option, corpus_option, group_by_option
+from .grouping_options import (corpus_k_option, corpus_option, group_by_option, passage_chars_option,
+                               retrieval_query_option)
 
 _CKPT = click.Path(exists=True)
 
@@ -33,13 +35,19 @@ _CKPT = click.Path(exists=True)
               help="KIT on the base model (the 'KIT only' row): a LoRA adapter or a full model directory.")
 @click.option("--soft-prompt", type=click.Path(exists=True, dir_okay=False), default=None,
               help="soft_prompt.safetensors from `blade-bpo optimize` on the DP + KIT model.")
+@click.option("--kit-passages", type=_CKPT, default=None,
+              help="KIT on the DP model trained with retrieved passages in its query (`knowledge --query-corpus`): "
+                   "the knowledge-from-passages row (a LoRA adapter or a full model directory).")
+@click.option("--soft-prompt-passages", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="soft_prompt.safetensors tuned on the --kit-passages model (optional).")
 @click.option("--rows", default=None,
-              help="Comma-separated subset of llm,base,dp,kit,dp_kit,blade,retrieval (default: all).")
+              help="Comma-separated subset of llm,base,dp,kit,dp_kit,blade,retrieval,passages+knowledge,"
+                   "knowledge-from-passages,knowledge-as-query (default: all; a row whose inputs are missing is "
+                   "skipped with a note).")
 @corpus_option
 @corpus_k_option
-@click.option("--retrieval-query", type=click.Choice(["question+options", "question"]), default="question+options",
-              show_default=True, envvar="BLADE_RETRIEVAL_QUERY", show_envvar=True,
-              help="What the retrieval row's BM25 query is made of.")
+@passage_chars_option
+@retrieval_query_option
 @group_by_option
 @click.option("--template", default=None, help="LLaMA-Factory chat template (default: guessed from the model).")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=128, show_default=True,
@@ -58,24 +66,25 @@ _CKPT = click.Path(exists=True)
 @dry_run_options
 @prompt_options
 @llm_options
-def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, soft_prompt, rows, corpus, corpus_k,
-           retrieval_query, group_by, template, max_new_tokens, batch_size, limit, bootstrap, seed, layout,
+def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, soft_prompt, kit_passages,
+           soft_prompt_passages, rows, corpus, corpus_k, passage_chars, retrieval_query, group_by, template, max_new_tokens, batch_size, limit, bootstrap, seed, layout,
            dry_run, dry_run_json, templates_dir, variant, llm_args) -> None:
     """One row per pipeline configuration on the same test items: accuracy with 95% CI, paired McNemar tests
-    against LLM alone and the row above, knowledge support, LLM cost. Rows whose checkpoints are missing are
-    skipped with a note; re-running after adding a checkpoint evaluates only the new row."""
-    from ..stages.ablation import ROW_KEYS, AblationConfig, AblationInputs, run_ablation
+    against LLM alone and the row above, knowledge support, LLM cost and LLM prompt tokens per question
+    (ablation_tokens.png plots accuracy against them). Rows whose checkpoints are missing are skipped with a
+    note; re-running after adding a checkpoint evaluates only the new row."""
+    from ..stages.ablation import ALL_ROW_KEYS, AblationConfig, AblationInputs, run_ablation
     from ..extras.errors import BladeError
     from ..llm.client import LLMClient
     from ..qa.data import load_qa
     from .common import load_prompt_set
     from ..small_lm.loading import guess_template, resolve_small_model
 
-    keys = tuple(k.strip() for k in rows.split(",")) if rows else ROW_KEYS
-    unknown = [k for k in keys if k not in ROW_KEYS]
+    keys = tuple(k.strip() for k in rows.split(",")) if rows else ALL_ROW_KEYS
+    unknown = [k for k in keys if k not in ALL_ROW_KEYS]
     if unknown:
-        raise BladeError(f"--rows: unknown row(s) {', '.join(unknown)} (choose from {', '.join(ROW_KEYS)})")
-    keys = tuple(k for k in ROW_KEYS if k in keys)  # the table's order, whatever order they were given in
+        raise BladeError(f"--rows: unknown row(s) {', '.join(unknown)} (choose from {', '.join(ALL_ROW_KEYS)})")
+    keys = tuple(k for k in ALL_ROW_KEYS if k in keys)  # the table's order, whatever order they were given in
 
     # Everything that can be wrong with the inputs fails here, before any LLM request.
     items = load_qa(test_path, fmt=fmt, limit=limit)
@@ -91,15 +100,23 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
     base = resolve_small_model(base_model)
     inputs = AblationInputs.from_workspace(Path(workspace), base) if workspace else AblationInputs(base_model=base)
     for name, value in (("dp", dp), ("kit", kit), ("kit_base", kit_base), ("soft_prompt", soft_prompt),
-                        ("corpus", corpus)):
+                        ("corpus", corpus), ("kit_passages", kit_passages),
+                        ("soft_prompt_passages", soft_prompt_passages)):
         if value is not None:
             setattr(inputs, name, str(value))
-    if workspace is None and not any((dp, kit, kit_base, soft_prompt)) and set(keys) - {"llm", "base"}:
+    if workspace is None and not any((dp, kit, kit_base, soft_prompt, kit_passages)) and set(keys) - {"llm", "base"}:
         click.echo("No --workspace and no checkpoints given: only the LLM-alone and base-model rows can run.", err=True)
+    from ..stages.ablation import COMBINED_ROW_KEYS, plan_rows
+
+    running = [plan.key for plan in plan_rows(inputs, keys) if plan.key in COMBINED_ROW_KEYS and not plan.skipped]
+    if running:
+        from ..retrieval.combine import check_templates
+
+        check_templates(prompts, running)  # an old edited template fails now, not after the other rows ran
     config = AblationConfig(out_dir=Path(out_dir), template=guess_template(inputs.dp or base, template),
                             max_new_tokens=max_new_tokens, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
                             group_by=group_by, retrieval_k=corpus_k,
-                            retrieval_options=retrieval_query == "question+options")
+                            retrieval_options=retrieval_query == "question+options", passage_chars=passage_chars or None)
     if dry_run or dry_run_json:
         from ..cost.plan import check_json_target
         from ..cost.plans import plan_ablation
@@ -119,7 +136,7 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
         click.echo((Path(out_dir) / "ablation_paper.md").read_text(encoding="utf-8"))
     else:
         click.echo((Path(out_dir) / "ablation.md").read_text(encoding="utf-8"))
-    click.echo(f"wrote {Path(out_dir) / 'ablation.json'}, ablation.md, ablation.png"
+    click.echo(f"wrote {Path(out_dir) / 'ablation.json'}, ablation.md, ablation.png, ablation_tokens.png"
                + (", ablation_paper.md, ablation_paper.json" if layout == "paper" else ""))
     if not any("skipped" not in row for row in table["rows"]):
         raise BladeError("no ablation row could run (see the notes above)")

@@ -23,9 +23,14 @@ def evaluate(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_sec
     """Score the black-box LLM on a test set in each mode and compare them on the same items.
 
     With --batch, the LLM's answers come through the OpenAI Batch API (half price, within 24 h) after the
-    small LM wrote every mode's knowledge locally; the outputs are those of an online run."""
+    small LM wrote every mode's knowledge locally; the outputs are those of an online run.
+
+    With --corpus, --modes may name the modes that combine BM25 passages with the knowledge (docs/retrieval.md):
+    passages+knowledge, knowledge-from-passages, knowledge-as-query. Every mode reports the LLM prompt tokens
+    per question beside its accuracy."""
     from ..extras.errors import BladeError
-    from ..stages.evaluation import MODES, EvalConfig, run_evaluation
+    from ..retrieval.combine import COMBINED_MODES
+    from ..stages.evaluation import ALL_MODES, EvalConfig, format_tokens, run_evaluation
     from ..qa.answering import KnowledgeAnswerer
     from ..runs.fingerprint import digest_file, model_identity
     from ..llm.client import LLMClient
@@ -34,11 +39,16 @@ def evaluate(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_sec
 
     chosen = tuple(m.strip() for m in args.modes.split(",")) if args.modes else \
         (("llm", "knowledge", "blade") if args.soft_prompt else ("llm", "knowledge"))
-    unknown = [m for m in chosen if m not in MODES]
+    unknown = [m for m in chosen if m not in ALL_MODES]
     if unknown:
-        raise BladeError(f"--modes: unknown mode(s) {', '.join(unknown)} (choose from {', '.join(MODES)})")
+        raise BladeError(f"--modes: unknown mode(s) {', '.join(unknown)} (choose from {', '.join(ALL_MODES)})")
     if "blade" in chosen and not args.soft_prompt:
         raise BladeError("--modes includes blade but no --soft-prompt was given")
+    combined = [m for m in chosen if m in COMBINED_MODES]
+    if combined and not args.corpus:
+        raise BladeError(f"--modes {','.join(combined)} retrieve passages: give --corpus (the DP corpus JSONL)")
+    if combined and (use_batch or dry_run or dry_run_json):
+        raise BladeError(f"--modes {','.join(combined)}: --batch and --dry-run do not run the combined modes yet")
 
     out = Path(args.out_dir)
     check_outputs([Output("--out", out, is_dir=True)] + [Output("--out", out / name) for name in
@@ -51,6 +61,13 @@ def evaluate(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_sec
 
         check_group_field(items, args.group_by, path=args.test_path)
     prompts = load_prompt_set(templates_dir, variant)
+    retriever = None
+    if combined:
+        from ..retrieval.combine import PassageRetriever, check_templates
+
+        check_templates(prompts, combined)  # before a model loads or a request is paid for
+        retriever = PassageRetriever.from_jsonl(args.corpus, args.corpus_k, args.passage_chars or None,
+                                                args.retrieval_query == "question+options")
     generator = prompt_tensor = None
     if any(m != "llm" for m in chosen):
         generator = small_args.load_writer()
@@ -79,17 +96,26 @@ def evaluate(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_sec
 
     config = EvalConfig(
         out_dir=Path(args.out_dir), modes=chosen, bootstrap=args.bootstrap, seed=args.seed, restart=args.restart,
-        max_errors=args.max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(args.soft_prompt)},
+        max_errors=args.max_errors, fingerprint_extra={**small, "soft_prompt": digest_file(args.soft_prompt),
+                                                       # only with a combined mode: older progress stays valid
+                                                       **({"retrieval": retriever.settings()} if retriever else {})},
         group_by=args.group_by,
         batch=BatchSettings(batch_retry, batch_poll_seconds) if use_batch else None,
     )
     with LLMClient(llm_args.to_config()) as client:
-        answerer = KnowledgeAnswerer(prompts, client, generator, prompt_tensor, small_args.batch_size)
+        writer = generator
+        if combined and generator is not None:
+            from ..stages.ablation import LazyWriter
+
+            # knowledge, passages+knowledge and knowledge-as-query ask the same queries: generate them once
+            writer = LazyWriter(lambda: generator)
+        answerer = KnowledgeAnswerer(prompts, client, writer, prompt_tensor, small_args.batch_size,
+                                     retriever=retriever)
         metrics = run_evaluation(items, answerer, config)
     report_skipped(items, out / "metrics.json")
     for mode, m in metrics["modes"].items():
         click.echo(f"{mode:>9}: accuracy {m['accuracy']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]  "
-                   f"(n={m['n']})")
+                   f"(n={m['n']})  LLM prompt tokens/question {format_tokens(m.get('llm_prompt_tokens'))}")
     for name, p in metrics["paired"].items():
         click.echo(f"{name}: {p['accuracy_diff']:+.3f} (wins {p['wins']}, losses {p['losses']}, "
                    f"McNemar p={p['mcnemar_p']:.3g})")

@@ -16,3 +16,7 @@ corpus_option = click.option(
     help="{\"text\"} JSONL corpus (the DP corpus) for BM25 retrieval.")
 
 corpus_k_option = field_option(KnowledgeArguments, "corpus_k")
+
+passage_chars_option = field_option(EvaluateArguments, "passage_chars")
+
+retrieval_query_option = field_option(EvaluateArguments, "retrieval_query")

@@ -25,7 +25,11 @@ def knowledge(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_se
     """The LLM writes knowledge for each (question, answer); keep only knowledge that lets it answer right.
 
     With --corpus, KIT is grounded: the BM25 passages of the corpus that support the correct answer (question +
-    answer text as the query) go into the knowledge-generation prompt and are recorded in every row."""
+    answer text as the query) go into the knowledge-generation prompt and are recorded in every row.
+
+    With --query-corpus, KIT trains the knowledge-from-passages mode: each small-model query (the KIT
+    instruction) gets the BM25 passages retrieved for the question alone, as at inference; every row records
+    them. Use the same --corpus-k, --passage-chars and --retrieval-query when evaluating."""
     from ..lf.dataset_info import DATA_CONFIG, check_dataset_name, load_dataset_info, register_dataset
     from ..stages.kit import generate_kit_data, progress_path_for
     from ..llm.client import LLMClient
@@ -41,10 +45,11 @@ def knowledge(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_se
         load_dataset_info(args.dataset_dir)  # a malformed one fails now, not after every request was paid for
         outputs.append(Output("--dataset-dir", Path(args.dataset_dir) / DATA_CONFIG))
     check_outputs(outputs, [("--train", args.train_path), ("--cache-db", llm_args.cache_db),
-                            ("--corpus", args.corpus)],
+                            ("--corpus", args.corpus), ("--query-corpus", args.query_corpus)],
                   progress=progress_path_for(out))
-    if use_batch and args.corpus:
-        raise click.UsageError("--batch does not take --corpus yet: grounded KIT runs online (drop --batch)")
+    if use_batch and (args.corpus or args.query_corpus):
+        raise click.UsageError("--batch does not take --corpus or --query-corpus yet: KIT with passages runs online "
+                               "(drop --batch)")
     items = load_qa(args.train_path, fmt=args.fmt, limit=args.limit, skip_invalid=args.skip_invalid)
     prompts = load_prompt_set(templates_dir, variant)
     index = None
@@ -52,6 +57,13 @@ def knowledge(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_se
         from ..retrieval import CorpusIndex
 
         index = CorpusIndex.from_jsonl(args.corpus)
+    query_retriever = None
+    if args.query_corpus:
+        from ..retrieval.combine import KNOWLEDGE_FROM_PASSAGES, PassageRetriever, check_templates
+
+        check_templates(prompts, [KNOWLEDGE_FROM_PASSAGES])
+        query_retriever = PassageRetriever.from_jsonl(args.query_corpus, args.corpus_k, args.passage_chars or None,
+                                                      args.retrieval_query == "question+options")
     config = llm_args.to_config()
     if dry_run or dry_run_json:
         from ..cost.plan import check_json_target
@@ -70,7 +82,7 @@ def knowledge(args, dry_run, dry_run_json, use_batch, batch_retry, batch_poll_se
                                             poll_seconds=batch_poll_seconds)
         else:
             stats = generate_kit_data(items, prompts, client, out, restart=args.restart, max_errors=args.max_errors,
-                                      corpus=index, corpus_k=args.corpus_k)
+                                      corpus=index, corpus_k=args.corpus_k, query_retriever=query_retriever)
     report_skipped(items, stats_path)
     click.echo(f"kept {stats.kept} / {stats.total} items (dropped {stats.dropped} whose knowledge led to a wrong "
                f"answer); wrote {out}")

@@ -124,7 +124,7 @@ def plan_ablation(items, prompts, config, inputs, ablation, keys) -> Plan:
 
     from ..llm.client import LLMClient
     from ..small_lm.soft_prompt import load_soft_prompt
-    from ..stages.ablation import LazyWriter, _default_writer_factory, _row_dir, plan_rows
+    from ..stages.ablation import COMBINED_ROW_KEYS, LazyWriter, _default_writer_factory, _row_dir, plan_rows
 
     planner = planner_for(config)
     plan = Plan("ablate", f"{config.resolved_model()} @ {planner.base_url}", planner.counter.name, planner.prices)
@@ -135,6 +135,9 @@ def plan_ablation(items, prompts, config, inputs, ablation, keys) -> Plan:
         for row in plan_rows(inputs, keys):
             if row.skipped:
                 plan.notes.append(f"row {row.key} skipped: {row.skipped}")
+                continue
+            if row.key in COMBINED_ROW_KEYS:
+                plan.notes.append(f"row {row.key} not estimated: --dry-run does not render the combined rows yet")
                 continue
             row_dir = _row_dir(Path(ablation.out_dir), row, items, prompts, ablation, identity)
             mode = "llm" if row.key == "llm" else ("blade" if row.soft_prompt else "knowledge")

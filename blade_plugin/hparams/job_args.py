@@ -48,6 +48,22 @@ def _corpus_k() -> Any:
                                       "help": "Passages retrieved per question."})
 
 
+def _passage_chars() -> Any:
+    from ..retrieval.combine import DEFAULT_PASSAGE_CHARS
+
+    return field(default=DEFAULT_PASSAGE_CHARS, metadata={
+        "min": 0, "show_default": True, "envvar": "BLADE_PASSAGE_CHARS", "metavar": "N",
+        "help": "Cut each retrieved passage to N characters (0: whole passages), wherever passages are shown to "
+                "the LLM or the small model."})
+
+
+def _retrieval_query() -> Any:
+    return field(default="question+options", metadata={
+        "choices": ("question+options", "question"), "show_default": True, "envvar": "BLADE_RETRIEVAL_QUERY",
+        "help": "What the BM25 query of the retrieved passages is made of (knowledge-as-query adds the small "
+                "model's knowledge)."})
+
+
 def _limit(what: str = "items") -> Any:
     return field(default=None, metadata={"min": 1, "help": f"Use only the first N {what}."})
 
@@ -73,6 +89,14 @@ class KnowledgeArguments:
         "answer (question + answer text as the query) go into the knowledge-generation prompt and are recorded "
         "in every row.")
     corpus_k: int = _corpus_k()
+    query_corpus: str | None = field(default=None, metadata={
+        "path": "file", "exists": True,
+        "help": "{\"text\"} JSONL corpus: KIT for the knowledge-from-passages mode. Each item's small-model query "
+                "gets the top --corpus-k BM25 passages retrieved for its question (--retrieval-query), as at "
+                "inference, not the passages that support the answer; every row records them. May be the --corpus "
+                "file; the two are independent."})
+    passage_chars: int = _passage_chars()
+    retrieval_query: str = _retrieval_query()
     max_errors: int | float | None = _max_errors()
     skip_invalid: bool = _skip_invalid()
 
@@ -88,7 +112,9 @@ class EvaluateArguments:
         "path": "file", "exists": True,
         "help": "soft_prompt.safetensors from `blade-bpo optimize` (enables the blade mode)."})
     modes: str | None = field(default=None, metadata={
-        "help": "Comma-separated subset of llm,knowledge,blade (default: all that the inputs allow)."})
+        "help": "Comma-separated subset of llm,knowledge,blade and the modes that combine retrieval with the "
+                "knowledge (need --corpus): passages+knowledge, knowledge-from-passages, knowledge-as-query "
+                "(default: llm,knowledge and blade with --soft-prompt)."})
     limit: int | None = _limit()
     bootstrap: int = field(default=2000, metadata={"min": 1, "show_default": True,
                                                    "help": "Bootstrap resamples for the CIs."})
@@ -98,6 +124,10 @@ class EvaluateArguments:
         "flag": True, "help": "Discard saved progress in --out and start over (resuming is the default; the LLM "
                               "cache still applies)."})
     group_by: str | None = _group_by()
+    corpus: str | None = _corpus("{\"text\"} JSONL corpus (the DP corpus) the combined modes retrieve from (BM25).")
+    corpus_k: int = _corpus_k()
+    passage_chars: int = _passage_chars()
+    retrieval_query: str = _retrieval_query()
     max_errors: int | float | None = _max_errors()
     skip_invalid: bool = _skip_invalid()
 

@@ -11,7 +11,7 @@ Rules, applied to the prompt text only (it never sees an item's gold answer unle
 KIT prompt, which carries it by design):
 
 - ANSWER prompt (templates/answer.j2 or the zh_legal / zh_medical variants): parse question, options and the
-  background knowledge. Every option whose support is at least `threshold` is answered (several for
+  background knowledge, with the retrieved passages when the prompt has that block (read as more knowledge). Every option whose support is at least `threshold` is answered (several for
   multi-answer questions) except one whose words are a fragment of another chosen option's; if none reaches
   it, the best-supported option; if the knowledge supports no option
   at all (or is absent), a guess: an option picked by a hash of the question and options, so an LLM-only run
@@ -66,8 +66,12 @@ class ParsedPrompt:
 
 # Headers of the bundled templates (English, zh_legal, zh_medical). The knowledge block runs to the LAST
 # blank line before a question header, so knowledge that itself contains "Question:" is read whole.
-_KNOWLEDGE = re.compile(r"(?:Background knowledge \(may be incomplete\):|参考\S{0,4}知识（可能不完整）：)[ \t]*\n(.*)"
-                        r"\n[ \t]*\n(?=(?:Question:|题目：)[ \t]*\n)", re.DOTALL)
+# The answer prompt's passages block (passages+knowledge, retrieval/combine.py) follows the knowledge, or stands
+# alone when the knowledge is empty: either header opens the evidence, and the passages header itself is not read.
+_PASSAGES_HEADER = r"(?:Passages from the corpus \(retrieved for this question\):|语料摘录（为本题检索所得）：)"
+_KNOWLEDGE = re.compile(r"(?:Background knowledge \(may be incomplete\):|参考\S{0,4}知识（可能不完整）：|"
+                        + _PASSAGES_HEADER + r")[ \t]*\n(.*)\n[ \t]*\n(?=(?:Question:|题目：)[ \t]*\n)", re.DOTALL)
+_PASSAGES_HEADER_LINE = re.compile(r"^[ \t]*" + _PASSAGES_HEADER + r"[ \t]*$", re.MULTILINE)
 _QUESTION = re.compile(r"(?:^|\n)(?:Question:|题目：)[ \t]*\n?(.*?)"
                        r"(?=\n(?:Options:|选项：|Correct answer:|正确答案：)|\n[ \t]*\n|\Z)", re.DOTALL)
 _OPTIONS = re.compile(r"\n(?:Options:|选项：)[ \t]*\n((?:[A-Z]\.[^\n]*(?:\n|\Z))+)")
@@ -78,7 +82,7 @@ _CORRECT = re.compile(r"^(?:Correct answer:|正确答案：)[ \t]*(.+?)\s*$", re
 def parse_prompt(text: str) -> ParsedPrompt:
     """Recognise a BLADE answer or KIT prompt rendered from the bundled templates."""
     knowledge_match = _KNOWLEDGE.search(text)
-    knowledge = knowledge_match.group(1).strip() if knowledge_match else ""
+    knowledge = _PASSAGES_HEADER_LINE.sub("", knowledge_match.group(1)).strip() if knowledge_match else ""
     question_match = _QUESTION.search(text, knowledge_match.end() - 1 if knowledge_match else 0)
     if question_match is None:
         return ParsedPrompt("unknown")

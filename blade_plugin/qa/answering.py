@@ -10,6 +10,9 @@ batched generation pass plus one LLM round-trip, not their sum per batch.
 
 A request that still fails after the client's retries marks its item as an error (scored wrong) instead of
 cancelling the others; only more than `max_errors` such items stop the run (`LLMError`).
+
+With a `PassageRetriever` and a `combine` mode (retrieval/combine.py) the corpus passages join in: beside the
+knowledge in the LLM's prompt, in the small LM's query, or retrieved with the knowledge as the query.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..llm.budget import BudgetExceeded
 from ..extras.errors import LLMError
 from .prompts import PromptSet
 from .data import QAItem
+from .combine_modes import KNOWLEDGE_AS_QUERY, KNOWLEDGE_FROM_PASSAGES, PASSAGES_AND_KNOWLEDGE, PassageSource
 
 if TYPE_CHECKING:
     import torch
@@ -65,9 +69,30 @@ class AnswerRecord:
     f1: float | None = None
     unparseable: bool = False  # no readable answer in `raw` (scored wrong, counted in metrics)
     error: str | None = None  # the LLM request failed for good: scored wrong, `raw` is ""
+    # The combined modes only (retrieval/combine.py); None fields are left out of as_dict, so the rows of the
+    # other modes are what they always were.
+    passages: list[str] | None = None  # the LLM prompt's passages block (passages+knowledge)
+    query_passages: list[str] | None = None  # the passages in the small LM's query (knowledge-from-passages)
+    small_knowledge: str | None = None  # the small LM's text when the LLM does not see it (knowledge-as-query)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        optional = ("passages", "query_passages", "small_knowledge")
+        return {k: v for k, v in self.__dict__.items() if k not in optional or v is not None}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one item's answer request carries besides the question: `knowledge` for the knowledge slot,
+    `passages` for the passages block; the rest is recorded only (see AnswerRecord)."""
+
+    knowledge: str
+    passages: list[str] | None = None
+    query_passages: list[str] | None = None
+    small_knowledge: str | None = None
+
+    def record(self, record: AnswerRecord) -> AnswerRecord:
+        return replace(record, passages=self.passages, query_passages=self.query_passages,
+                       small_knowledge=self.small_knowledge)
 
 
 @dataclass
@@ -112,8 +137,13 @@ async def answer_items(
     progress=None,
     max_errors: int | float | None = None,
     on_record: Callable[[AnswerRecord], None] | None = None,
+    retriever: PassageSource | None = None,
+    combine: str | None = None,
 ) -> tuple[list[AnswerRecord], AnswerTimings]:
     """Knowledge (if `generator`) then LLM answers for `items`; records in input order.
+
+    `combine` (one of retrieval.combine.COMBINED_MODES, with `retriever`) adds corpus passages as that mode
+    says; None: the knowledge alone, as always.
 
     `generator` is a KnowledgeWriter or None for the LLM-only baseline (empty knowledge); `soft_prompt` is a
     Tensor[n_tokens, hidden] or None; `progress` an optional tqdm bar, advanced per item; `on_record` is
@@ -127,9 +157,13 @@ async def answer_items(
     records: list[AnswerRecord | None] = [None] * len(items)
     tasks: list[asyncio.Task] = []
 
-    async def ask(index: int, item: QAItem, knowledge: str) -> None:
+    if combine is not None and retriever is None:
+        raise ValueError(f"combine={combine!r} needs a retriever (a corpus)")
+
+    async def ask(index: int, item: QAItem, evidence: Evidence) -> None:
+        knowledge = evidence.knowledge
         try:
-            raw = await client.acomplete(prompts.answer(item, knowledge),
+            raw = await client.acomplete(prompts.answer(item, knowledge, evidence.passages or ()),
                                       answer_response_format(item.options))
         except BudgetExceeded:
             return  # not recorded: the caller stops after the requests in flight are saved
@@ -137,6 +171,7 @@ async def answer_items(
             record = error_record(item, knowledge, err)
         else:
             record = scored_record(item, knowledge, raw)
+        record = evidence.record(record) if combine is not None else record
         records[index] = record
         if on_record is not None:
             on_record(record)
@@ -145,18 +180,21 @@ async def answer_items(
         if record.error is not None:
             budget.charge(record.error)
 
+    from_passages = combine == KNOWLEDGE_FROM_PASSAGES
     try:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
+            query_passages = [retriever.texts(item) for item in chunk] if from_passages else [[] for _ in chunk]
             if generator is None:
                 knowledge = [""] * len(chunk)
             else:
-                queries = [prompts.small_model_query(item) for item in chunk]
+                queries = [prompts.small_model_query(item, p) for item, p in zip(chunk, query_passages)]
                 t0 = time.perf_counter()
                 knowledge = await asyncio.to_thread(generator.generate, queries, soft_prompt)
                 timings.generate_s += time.perf_counter() - t0
                 knowledge = [k.strip() for k in knowledge]
-            tasks.extend(asyncio.create_task(ask(start + i, item, k)) for i, (item, k) in enumerate(zip(chunk, knowledge)))
+            evidence = [_evidence(combine, retriever, item, k, p) for item, k, p in zip(chunk, knowledge, query_passages)]
+            tasks.extend(asyncio.create_task(ask(start + i, item, e)) for i, (item, e) in enumerate(zip(chunk, evidence)))
             if _spend_closed(client):  # the spend budget is reached: generating more would be wasted
                 break
             failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
@@ -174,6 +212,21 @@ async def answer_items(
         raise
     timings.total_s = time.perf_counter() - started
     return records, timings  # type: ignore[return-value]
+
+
+def _evidence(combine: str | None, retriever: PassageSource | None, item: QAItem, knowledge: str,
+              query_passages: list[str]) -> Evidence:
+    """What the LLM sees for one item in mode `combine` (retrieval/combine.py has the table)."""
+    if combine is None:
+        return Evidence(knowledge)
+    if combine == PASSAGES_AND_KNOWLEDGE:
+        return Evidence(knowledge, passages=retriever.texts(item))
+    if combine == KNOWLEDGE_FROM_PASSAGES:
+        return Evidence(knowledge, query_passages=query_passages)
+    if combine == KNOWLEDGE_AS_QUERY:
+        # the passages go where the plain BM25 row puts them, so the two rows differ in the query alone
+        return Evidence("\n".join(retriever.texts(item, extra=knowledge)), small_knowledge=knowledge)
+    raise ValueError(f"unknown combine mode {combine!r}")
 
 
 def _spend_closed(client) -> bool:
@@ -197,13 +250,21 @@ class KnowledgeAnswerer:
     writer: KnowledgeWriter | None = None
     soft_prompt: torch.Tensor | None = None
     batch_size: int = GENERATION_BATCH_SIZE
+    retriever: PassageSource | None = None  # the corpus passages of the combined modes
+    combine: str | None = None  # one of retrieval.combine.COMBINED_MODES, or None: knowledge alone
 
     def with_soft_prompt(self, soft_prompt: torch.Tensor | None) -> KnowledgeAnswerer:
         return replace(self, soft_prompt=soft_prompt)
 
     def llm_only(self) -> KnowledgeAnswerer:
         """The baseline: no knowledge, so no writer and no soft prompt."""
-        return replace(self, writer=None, soft_prompt=None)
+        return replace(self, writer=None, soft_prompt=None, combine=None)
+
+    def combined(self, mode: str | None) -> KnowledgeAnswerer:
+        """This answerer in combined mode `mode` (None: knowledge alone); it needs `retriever`."""
+        if mode is not None and self.retriever is None:
+            raise ValueError(f"mode {mode!r} needs a retriever (a corpus)")
+        return replace(self, combine=mode)
 
     def write_knowledge(self, texts: list[str]) -> list[str]:
         """The writer's knowledge per small-LM input text, unstripped (the server's batcher calls this)."""
@@ -217,7 +278,7 @@ class KnowledgeAnswerer:
         """Knowledge then LLM answers for `items` (see `answer_items`), on the caller's event loop."""
         return await answer_items(items, self.prompts, self.client, self.writer, self.soft_prompt,
                                   batch_size=self.batch_size, progress=progress, max_errors=max_errors,
-                                  on_record=on_record)
+                                  on_record=on_record, retriever=self.retriever, combine=self.combine)
 
     def answer_sync(self, items: list[QAItem], **kwargs) -> tuple[list[AnswerRecord], AnswerTimings]:
         """`answer` run on the client's event loop."""

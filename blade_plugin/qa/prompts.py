@@ -6,7 +6,7 @@ with the file name, rather than on the thousandth API call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
@@ -20,8 +20,8 @@ from .data import QAItem
 
 ALLOWED_VARIABLES = {
     "knowledge_generation.j2": {"question", "options", "answer", "passages"},
-    "answer.j2": {"question", "options", "knowledge"},
-    "small_model_query.j2": {"question", "options"},
+    "answer.j2": {"question", "options", "knowledge", "passages"},
+    "small_model_query.j2": {"question", "options", "passages"},
     "system.j2": set(),
     "chat_system.j2": {"knowledge"},
 }
@@ -44,7 +44,7 @@ def _load(env: SandboxedEnvironment, path: Path):
         allowed = ", ".join(sorted(ALLOWED_VARIABLES[path.name])) or "none"
         raise BladeInputError(path, f"unknown template variable(s) {', '.join(sorted(unknown))} "
                                     f"(allowed: {allowed})")
-    return env.from_string(source), path
+    return env.from_string(source), path, meta.find_undeclared_variables(parsed)
 
 
 @dataclass
@@ -53,6 +53,7 @@ class PromptSet:
 
     directory: Path
     _templates: dict
+    _variables: dict = field(default_factory=dict)  # {file name: the variables its source uses}
 
     def _render(self, name: str, **variables) -> str:
         template, path = self._templates[name]
@@ -67,6 +68,10 @@ class PromptSet:
     def template_names(self) -> tuple[str, ...]:
         """File names of the loaded templates, sorted."""
         return tuple(sorted(self._templates))
+
+    def uses_variable(self, name: str, variable: str) -> bool:
+        """Whether the loaded template `name` uses `variable` (e.g. an edited answer.j2 without `passages`)."""
+        return variable in self._variables.get(name, set())
 
     def template_sources(self, names: tuple[str, ...] | None = None) -> dict[str, str]:
         """{file name: source text} of the loaded templates (all, or those in `names` that exist), for job
@@ -90,18 +95,21 @@ class PromptSet:
         return self._messages(self._render("knowledge_generation.j2", question=item.question, options=item.options,
                                            answer=item.answer_display, passages=list(passages)))
 
-    def answer(self, item: QAItem, knowledge: str) -> list[dict]:
-        """Chat messages asking the LLM to answer, with `knowledge` ("" for the LLM-only baseline)."""
+    def answer(self, item: QAItem, knowledge: str, passages: list[str] | tuple[str, ...] = ()) -> list[dict]:
+        """Chat messages asking the LLM to answer, with `knowledge` ("" for the LLM-only baseline) and (the
+        passages+knowledge mode, retrieval/combine.py) the corpus `passages` in a block of their own."""
         return self._messages(self._render("answer.j2", question=item.question, options=item.options,
-                                           knowledge=knowledge or ""))
+                                           knowledge=knowledge or "", passages=list(passages)))
 
     def chat_system(self, knowledge: str) -> str | None:
         """The system message carrying knowledge into free chat (`blade-bpo serve`); None without the file."""
         return self._render("chat_system.j2", knowledge=knowledge) if "chat_system.j2" in self._templates else None
 
-    def small_model_query(self, item: QAItem) -> str:
-        """The user turn the small LM receives (its KIT instruction and its BPO/inference input)."""
-        return self._render("small_model_query.j2", question=item.question, options=item.options)
+    def small_model_query(self, item: QAItem, passages: list[str] | tuple[str, ...] = ()) -> str:
+        """The user turn the small LM receives (its KIT instruction and its BPO/inference input); with
+        `passages` (knowledge-from-passages, retrieval/combine.py) the corpus passages retrieved for it."""
+        return self._render("small_model_query.j2", question=item.question, options=item.options,
+                            passages=list(passages))
 
 
 def load_prompts(templates_dir: str | Path | None = None, variant: str | None = None) -> PromptSet:
@@ -112,11 +120,12 @@ def load_prompts(templates_dir: str | Path | None = None, variant: str | None = 
         known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
         raise BladeInputError(directory, f"no such template directory (variants here: {', '.join(known) or 'none'})")
     env = _environment()
-    templates = {}
+    templates, variables = {}, {}
     for name in ALLOWED_VARIABLES:
         path = directory / name
         if path.is_file():
-            templates[name] = _load(env, path)
+            template, path, used = _load(env, path)
+            templates[name], variables[name] = (template, path), used
         elif name in REQUIRED:
             raise BladeInputError(path, "template missing (copy the defaults with `blade-bpo init`)")
-    return PromptSet(directory, templates)
+    return PromptSet(directory, templates, variables)

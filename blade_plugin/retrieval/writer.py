@@ -13,13 +13,9 @@ from pathlib import Path
 from ..qa.data import QAItem
 from ..qa.prompts import PromptSet
 from .bm25 import CorpusIndex
+from .combine import retrieval_query, truncate_passage
 
-
-def retrieval_query(item: QAItem, with_options: bool = True) -> str:
-    """The BM25 query of an item: its question, and (by default) the text of every option."""
-    if with_options and item.options:
-        return " ".join([item.question, *item.options.values()])
-    return item.question
+__all__ = ["RetrievalWriter", "retrieval_query"]
 
 
 class RetrievalWriter:
@@ -30,19 +26,22 @@ class RetrievalWriter:
 
     template_name = "bm25"
 
-    def __init__(self, index: CorpusIndex, queries: dict[str, str], k: int = 3):
-        self.index, self.queries, self.k = index, queries, k
+    def __init__(self, index: CorpusIndex, queries: dict[str, str], k: int = 3, max_chars: int | None = None):
+        self.index, self.queries, self.k, self.max_chars = index, queries, k, max_chars
 
     @classmethod
-    def for_items(cls, items: Sequence[QAItem], prompts: PromptSet, corpus: str | Path, k: int = 3,
-                  with_options: bool = True) -> RetrievalWriter:
+    def for_items(cls, items: Sequence[QAItem], prompts: PromptSet, corpus: str | Path | CorpusIndex, k: int = 3,
+                  with_options: bool = True, max_chars: int | None = None) -> RetrievalWriter:
+        """`corpus`: a JSONL path or an index already built; `max_chars` cuts each passage (None: whole)."""
         queries: dict[str, str] = {}
         for item in items:
             queries.setdefault(prompts.small_model_query(item), retrieval_query(item, with_options))
-        return cls(CorpusIndex.from_jsonl(corpus), queries, k)
+        index = corpus if isinstance(corpus, CorpusIndex) else CorpusIndex.from_jsonl(corpus)
+        return cls(index, queries, k, max_chars)
 
     def passages(self, query: str) -> list[str]:
-        return [p.text for p in self.index.search(self.queries.get(query, query), self.k)]
+        return [truncate_passage(p.text, self.max_chars)
+                for p in self.index.search(self.queries.get(query, query), self.k)]
 
     def generate(self, texts: Sequence[str], soft_prompt=None, max_new_tokens=None, progress=False) -> list[str]:
         return ["\n".join(self.passages(text)) for text in texts]

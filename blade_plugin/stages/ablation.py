@@ -16,8 +16,25 @@ retrieval  LLM + retrieved passages (plain BM25)   a corpus (`--corpus`)
 =========  ======================================  ==========================================
 
 The retrieval row is the baseline a user asks about: no small LM, the top-k BM25 passages of the corpus for
-the question (and its options, by default) are the knowledge. It comes last, so "vs row above" compares it
-with full BLADE (or the last BLADE row that ran). With `group_by` every row also reports its metrics per group.
+the question (and its options, by default) are the knowledge. It comes after the BLADE rows, so "vs row above"
+compares it with full BLADE (or the last BLADE row that ran). With `group_by` every row also reports its
+metrics per group.
+
+Three more rows combine retrieval with the small model's knowledge (retrieval/combine.py); they run only when
+asked for (`keys`, `ablate --rows`), after the retrieval row, so "vs row above" starts from plain BM25:
+
+=======================  ===============================================  ======================================
+key                      configuration                                    needs
+=======================  ===============================================  ======================================
+passages+knowledge       BM25 passages + the DP + KIT knowledge           a corpus, the DP + KIT checkpoints
+knowledge-from-passages  knowledge written from the question + passages   a corpus, KIT-with-passages on DP
+knowledge-as-query       passages retrieved with question + knowledge     a corpus, the DP + KIT checkpoints
+=======================  ===============================================  ======================================
+
+The first and the last use full BLADE's writer (DP + KIT, under the soft prompt when one is given);
+knowledge-from-passages uses `kit_passages` (KIT data from `knowledge --query-corpus`) under
+`soft_prompt_passages`, if any. Every row reports the LLM prompt tokens per question beside its accuracy, and
+ablation_tokens.png plots one against the other.
 
 Every row is one `evaluation.run_evaluation` run in its own directory, named by a digest of exactly what
 the row depends on (items, templates, model identities, soft prompt, LLM). Adding a checkpoint and
@@ -27,6 +44,7 @@ without loading a model or calling the LLM.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -40,6 +58,8 @@ from ..runs.fingerprint import digest_file, digest_items, digest_json, model_ide
 from ..qa.data import QAItem
 from ..qa.metrics import paired_comparison
 from ..qa.prompts import PromptSet
+from ..retrieval.combine import (COMBINED_MODES, COMBINED_TITLES, DEFAULT_PASSAGE_CHARS, KNOWLEDGE_FROM_PASSAGES,
+                                 PassageRetriever, evidence_text)
 
 if TYPE_CHECKING:
     from ..llm.base import LLMClientProtocol
@@ -56,7 +76,10 @@ ROW_TITLES = {
     "dp_kit": "+ DP + KIT",
     "blade": "+ DP + KIT + BPO (full BLADE)",
     "retrieval": "LLM + retrieved passages (BM25)",
+    **COMBINED_TITLES,
 }
+COMBINED_ROW_KEYS = COMBINED_MODES  # a combined row runs the evaluation mode of the same name
+ALL_ROW_KEYS = ROW_KEYS + COMBINED_ROW_KEYS  # the table's order; ROW_KEYS stays the default set
 
 
 @dataclass
@@ -69,7 +92,9 @@ class AblationInputs:
     kit: str | None = None
     kit_base: str | None = None
     soft_prompt: str | None = None
-    corpus: str | None = None  # {"text"} JSONL for the retrieval row
+    corpus: str | None = None  # {"text"} JSONL for the retrieval row and the combined rows
+    kit_passages: str | None = None  # KIT trained with retrieved passages in the query (knowledge-from-passages)
+    soft_prompt_passages: str | None = None  # BPO's soft prompt tuned on the kit_passages model
 
     @classmethod
     def from_workspace(cls, workspace: Path, base_model: str) -> AblationInputs:
@@ -81,7 +106,10 @@ class AblationInputs:
         return cls(base_model=base_model, dp=first("saves/dp"), kit=first("saves/kit_full", "saves/kit_lora"),
                    kit_base=first("saves/kit_base_full", "saves/kit_base_lora"),
                    # the demo's pick (BPO's soft prompt, or none when it did not beat no soft prompt) first
-                   soft_prompt=first("runs/bpo/selected_soft_prompt.safetensors", "runs/bpo/soft_prompt.safetensors"))
+                   soft_prompt=first("runs/bpo/selected_soft_prompt.safetensors", "runs/bpo/soft_prompt.safetensors"),
+                   kit_passages=first("saves/kit_passages_full", "saves/kit_passages_lora"),
+                   soft_prompt_passages=first("runs/bpo_passages/selected_soft_prompt.safetensors",
+                                              "runs/bpo_passages/soft_prompt.safetensors"))
 
 
 @dataclass
@@ -91,7 +119,7 @@ class RowPlan:
     adapter: str | None = None
     soft_prompt: str | None = None
     skipped: str | None = None  # why the row cannot run
-    corpus: str | None = None  # the retrieval row's corpus
+    corpus: str | None = None  # the retrieval row's and the combined rows' corpus
 
 
 def _is_adapter(path: str | None) -> bool:
@@ -141,10 +169,29 @@ def plan_rows(inputs: AblationInputs, keys: tuple[str, ...] = ROW_KEYS) -> list[
             plan.corpus = inputs.corpus
             plan.skipped = None if inputs.corpus and Path(inputs.corpus).is_file() else \
                 "no --corpus for the retrieval baseline" + (f" ({inputs.corpus} is not a file)" if inputs.corpus else "")
+        elif key in COMBINED_ROW_KEYS:
+            _plan_combined(plan, inputs)
         elif key != "llm":
-            raise ValueError(f"unknown ablation row {key!r} (choose from {', '.join(ROW_KEYS)})")
+            raise ValueError(f"unknown ablation row {key!r} (choose from {', '.join(ALL_ROW_KEYS)})")
         plans.append(plan)
     return plans
+
+
+def _plan_combined(plan: RowPlan, inputs: AblationInputs) -> None:
+    """A combined row's writer (see the module docstring) and corpus, or why it is skipped."""
+    from_passages = plan.key == KNOWLEDGE_FROM_PASSAGES
+    if from_passages:
+        plan.model, plan.adapter, plan.skipped = _with_kit(inputs.kit_passages, inputs.dp, "DP", "KIT-with-passages")
+        soft = inputs.soft_prompt_passages
+    else:
+        plan.model, plan.adapter, plan.skipped = _with_kit(inputs.kit, inputs.dp, "DP", "KIT")
+        soft = inputs.soft_prompt
+    if plan.skipped and from_passages and inputs.kit_passages is None:
+        plan.skipped += " (KIT data with the retrieved passages in the query: `knowledge --query-corpus`)"
+    plan.soft_prompt = soft if soft and Path(soft).is_file() else None
+    plan.corpus = inputs.corpus
+    if not (inputs.corpus and Path(inputs.corpus).is_file()):
+        plan.skipped = "no --corpus to retrieve from" + (f" ({inputs.corpus} is not a file)" if inputs.corpus else "")
 
 
 class LazyWriter:
@@ -193,6 +240,8 @@ class AblationConfig:
     group_by: str | None = None  # an item field: each row's metrics per group too
     retrieval_k: int = 3  # passages per question in the retrieval row
     retrieval_options: bool = True  # the retrieval query is the question and its options (False: question only)
+    # each retrieved passage cut to this many characters (None: whole); in every row that retrieves
+    passage_chars: int | None = DEFAULT_PASSAGE_CHARS
 
 
 def _default_writer_factory(config: AblationConfig):
@@ -217,7 +266,28 @@ def _row_dir(out: Path, plan: RowPlan, items: list[QAItem], prompts: PromptSet, 
         parts["retrieval"] = {"corpus": digest_file(plan.corpus), "k": config.retrieval_k,
                               "options": config.retrieval_options, "query_prompt": parts["query_prompt"]
                               or (prompts.small_model_query(items[0]) if items else None)}
+        cap = _retriever(plan.corpus, config).settings().get("max_chars")
+        if cap:  # only a cap that cuts some passage changes the row (older rows had none)
+            parts["retrieval"]["max_chars"] = cap
+    elif plan.key in COMBINED_ROW_KEYS:
+        parts["combine"] = {"mode": plan.key, **_retriever(plan.corpus, config).settings(),
+                            "corpus file": digest_file(plan.corpus),
+                            "answer_prompt": prompts.answer(items[0], "K", ["P"]) if items else None,
+                            "query_prompt": prompts.small_model_query(items[0], ["P"]) if items else None}
     return out / "rows" / f"{plan.key}-{digest_json(parts)}"
+
+
+def _retriever(corpus: str, config: AblationConfig) -> PassageRetriever:
+    """The passages every retrieving row uses (one index per corpus file and content)."""
+    return PassageRetriever(_index(str(corpus), digest_file(corpus)), config.retrieval_k, config.passage_chars,
+                            config.retrieval_options)
+
+
+@functools.lru_cache(maxsize=4)
+def _index(corpus: str, digest: str | None):
+    from ..retrieval import CorpusIndex
+
+    return CorpusIndex.from_jsonl(corpus)
 
 
 def _knowledge_support(items: list[QAItem], knowledge: list[str]) -> dict:
@@ -250,6 +320,7 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
             continue
         row_dir = _row_dir(out, plan, items, prompts, config, client.identity())
         mode = "llm" if plan.key == "llm" else ("blade" if plan.soft_prompt else "knowledge")
+        mode = plan.key if plan.key in COMBINED_ROW_KEYS else mode
         writer = None
         if plan.model is not None:  # rows on the same model (DP + KIT, full BLADE) share one loaded writer
             for other_key, other in writers.items():
@@ -266,7 +337,8 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
         model_calls_before = writer.model_calls if writer is not None else 0
         started = time.perf_counter()
         logger.info("ablation row %r: %s", plan.key, ROW_TITLES[plan.key])
-        answerer = KnowledgeAnswerer(prompts, client, writer, soft, batch_size=config.batch_size)
+        retriever = _retriever(plan.corpus, config) if plan.key in COMBINED_ROW_KEYS else None
+        answerer = KnowledgeAnswerer(prompts, client, writer, soft, batch_size=config.batch_size, retriever=retriever)
         metrics = run_evaluation(items, answerer,
                                  EvalConfig(out_dir=row_dir, modes=(mode,), bootstrap=config.bootstrap, seed=config.seed,
                                             fingerprint_extra={"ablation_row": plan.key, "dir": row_dir.name}))
@@ -275,7 +347,8 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
         by_id = {p["id"]: p for p in predictions}
         correct = [bool(by_id[item.id]["correct"]) for item in items]
         correct_by_row[plan.key] = correct
-        knowledge_by_row[plan.key] = [by_id[item.id].get("knowledge") or "" for item in items]
+        knowledge_by_row[plan.key] = [evidence_text(by_id[item.id].get("knowledge") or "", by_id[item.id].get("passages"))
+                                      for item in items]
         summary = metrics["modes"][mode]
         row.update({
             "dir": str(row_dir),
@@ -284,7 +357,7 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
             "unparseable": sum(1 for item in items if by_id[item.id]["parsed"] in (None, [], "")),
             # evaluate's metrics carry it (qa/knowledge_support.py); recomputed from the predictions otherwise
             "knowledge_support": (summary.get("knowledge_support")
-                                  or _knowledge_support(items, [by_id[item.id]["knowledge"] for item in items])
+                                  or _knowledge_support(items, knowledge_by_row[plan.key])
                                   if writer is not None else None),
             "llm_calls": usage_after["calls"] - calls_before,
             "llm_cache_hits": usage_after.get("cache_hits", 0) - usage_before.get("cache_hits", 0),
@@ -293,6 +366,9 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
             "cost": (None if usage_after.get("cost") is None
                      else round(usage_after["cost"] - (usage_before.get("cost") or 0.0), 6)),
             "seconds": round(time.perf_counter() - started, 2),
+            # offline count of each answer request (qa/prompt_tokens.py), whether or not the LLM cache answered it
+            "llm_prompt_tokens_per_question": (summary.get("llm_prompt_tokens") or {}).get("mean"),
+            "llm_prompt_tokens_counter": (summary.get("llm_prompt_tokens") or {}).get("counter"),
             "model_loaded": bool(writer is not None and writer.model_calls > model_calls_before),
         })
         rows.append(row)
@@ -307,13 +383,15 @@ def run_ablation(items: list[QAItem], prompts: PromptSet, client: LLMClientProto
     atomic_write_json(out / "ablation.json", table)
     atomic_write_text(out / "ablation.md", render_markdown(table))
     plot_ablation(table, out / "ablation.png")
+    plot_accuracy_vs_tokens(table, out / "ablation_tokens.png")
     return table
 
 
 def _retrieval_writer(items: list[QAItem], prompts: PromptSet, corpus: str, config: AblationConfig):
     from ..retrieval.writer import RetrievalWriter
 
-    return RetrievalWriter.for_items(items, prompts, corpus, config.retrieval_k, config.retrieval_options)
+    return RetrievalWriter.for_items(items, prompts, _index(str(corpus), digest_file(corpus)), config.retrieval_k,
+                                     config.retrieval_options, config.passage_chars)
 
 
 def _add_groups(rows: list[dict], items: list[QAItem], correct_by_row: dict[str, list[bool]],
@@ -355,8 +433,8 @@ def _fmt_pair(p: dict | None) -> str:
 def render_markdown(table: dict) -> str:
     lines = [f"# BLADE ablation ({table['n_items']} questions)", "",
              "| configuration | accuracy | 95% CI | single / multi | unparseable | vs LLM alone | vs row above "
-             "| knowledge supports correct / names wrong | LLM calls | tokens |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| knowledge supports correct / names wrong | LLM calls | tokens | LLM prompt tokens / question |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for row in table["rows"]:
         if "skipped" in row:
@@ -371,17 +449,29 @@ def render_markdown(table: dict) -> str:
             support_text = f"{support['supports_correct']:.3f} / {support['names_wrong']:.3f}"
         lines.append(f"| {row['title']} | {row['accuracy']:.3f} | [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] | {sm} "
                      f"| {row['unparseable']} | {_fmt_pair(row.get('vs_llm'))} | {_fmt_pair(row.get('vs_previous'))} "
-                     f"| {support_text} | {row['llm_calls']} | {row['prompt_tokens'] + row['completion_tokens']} |")
+                     f"| {support_text} | {row['llm_calls']} | {row['prompt_tokens'] + row['completion_tokens']} "
+                     f"| {_fmt_tokens(row.get('llm_prompt_tokens_per_question'))} |")
     lines += ["", "Paired differences: accuracy of the row minus the other, exact McNemar p on the discordant "
               "questions. \"vs row above\" compares with the nearest evaluated row above. LLM calls "
               "count requests made in this run (cached answers cost none). Knowledge support (reader-independent, "
               "qa/knowledge_support.py): share of questions whose knowledge supports the correct option(s) more than "
-              "every distractor / names a wrong option."]
+              "every distractor / names a wrong option. \"tokens\" are what this run's requests used (cache hits "
+              "cost none); \"LLM prompt tokens / question\" is the mean size of a row's answer request, counted "
+              "offline" + _counter_note(table) + "."]
     if table.get("group_by"):
         lines += _group_table(table)
     if notes:
         lines += ["", "Skipped:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _fmt_tokens(mean: float | None) -> str:
+    return "-" if mean is None else f"{mean:.1f}"
+
+
+def _counter_note(table: dict) -> str:
+    names = sorted({r["llm_prompt_tokens_counter"] for r in table["rows"] if r.get("llm_prompt_tokens_counter")})
+    return f" with {'; '.join(names)}" if names else ""
 
 
 def _group_table(table: dict) -> list[str]:
@@ -429,6 +519,43 @@ def plot_ablation(table: dict, path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy (95% CI)")
     ax.set_title(f"BLADE ablation, {table['n_items']} questions")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_accuracy_vs_tokens(table: dict, path: Path) -> None:
+    """Scatter of accuracy (95% CI) against LLM prompt tokens per question, one labelled point per evaluated
+    row: the cost of each choice beside what it buys. Nothing is written when no row has a token count."""
+    rows = [r for r in table["rows"] if "skipped" not in r and r.get("llm_prompt_tokens_per_question") is not None]
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
+    right = max(r["llm_prompt_tokens_per_question"] for r in rows) * 1.6 + 1
+    placed: list[tuple[float, float]] = []  # label anchors so far, in axes fractions
+    for row in rows:
+        x, y = row["llm_prompt_tokens_per_question"], row["accuracy"]
+        color = "tab:gray" if row["key"] == "llm" else ("tab:green" if row["key"] in COMBINED_ROW_KEYS or
+                                                        row["key"] == "retrieval" else "tab:blue")
+        ax.errorbar([x], [y], yerr=[[max(0.0, y - row["ci95"][0])], [max(0.0, row["ci95"][1] - y)]], fmt="o",
+                    color=color, capsize=3)
+        # rows of about the same cost and accuracy would print their labels over each other: step them down
+        fx, fy = x / right, y / 1.05
+        clashes = sum(1 for px, py in placed if abs(px - fx) < 0.25 and abs(py - fy) < 0.04)
+        placed.append((fx, fy - 0.035 * clashes))
+        ax.annotate(row["title"], (x, y), textcoords="offset points", xytext=(5, 4 - 11 * clashes), fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlim(left=0, right=right)
+    ax.set_xlabel("LLM prompt tokens per question (mean)")
+    ax.set_ylabel("test accuracy (95% CI)")
+    ax.set_title(f"Accuracy against prompt tokens, {table['n_items']} questions")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)

@@ -5,6 +5,10 @@ Progress is saved per prediction as it arrives (`predictions.progress.jsonl`, an
 finished predictions, retries failed ones, and refuses progress made from other inputs (items, templates,
 small model, adapter, soft prompt, LLM) with one line naming them. A failed LLM request marks its prediction
 as an error (scored wrong, listed in the report); only more than `max_errors` per mode stop the run.
+
+With a retriever on the answerer, the combined modes of retrieval/combine.py (passages+knowledge,
+knowledge-from-passages, knowledge-as-query) run like the others. Every mode reports the LLM prompt tokens per
+question beside its accuracy (qa/prompt_tokens.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..qa.metrics import accuracy_summary, paired_comparison
 from ..runs.job_log import JobLog
 from ..qa.prompts import PromptSet
 from ..qa.data import QAItem
+from ..retrieval.combine import COMBINED_MODES, COMBINED_TITLES, check_templates, evidence_text
 
 if TYPE_CHECKING:
     from .evaluation_batch import BatchSettings
@@ -33,7 +38,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODES = ("llm", "knowledge", "blade")
-MODE_TITLES = {"llm": "LLM alone", "knowledge": "LLM + small-LM knowledge", "blade": "LLM + BLADE (soft prompt)"}
+ALL_MODES = MODES + COMBINED_MODES  # the combined modes need a corpus (the answerer's retriever)
+MODE_TITLES = {"llm": "LLM alone", "knowledge": "LLM + small-LM knowledge", "blade": "LLM + BLADE (soft prompt)",
+               **COMBINED_TITLES}
 
 
 @dataclass
@@ -47,6 +54,7 @@ class EvalConfig:
     max_errors: int | float | None = None  # per mode; see qa.answering.resolve_max_errors
     group_by: str | None = None  # an item field: metrics per group as well (qa/groups.py)
     batch: BatchSettings | None = None  # answer through the OpenAI Batch API (stages/evaluation_batch.py)
+    count_prompt_tokens: bool = True  # each mode's LLM prompt tokens per question (qa/prompt_tokens.py)
 
 
 # Templates a prediction depends on: the small LM's query and the LLM's answer prompt (+ system message).
@@ -64,9 +72,18 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
     """Evaluate every mode, write predictions.jsonl, metrics.json and report.md; return the metrics.
 
     Modes: "llm" asks `answerer.llm_only()`, "knowledge" the answerer without its soft prompt, "blade" the
-    answerer as given (with its soft prompt)."""
+    answerer as given (with its soft prompt); the combined modes (retrieval/combine.py) the answerer as given,
+    with its retriever, in that mode."""
     prompts, client = answerer.prompts, answerer.client
+    answerer = answerer.combined(None) if answerer.combine is not None else answerer
     by_mode = {"llm": answerer.llm_only(), "knowledge": answerer.with_soft_prompt(None), "blade": answerer}
+    combined = [mode for mode in config.modes if mode in COMBINED_MODES]
+    if combined and answerer.retriever is None:
+        raise ValueError(f"mode(s) {', '.join(combined)} need a retriever (a corpus) on the answerer")
+    if combined and config.batch is not None:
+        raise ValueError(f"--batch does not run the combined mode(s) {', '.join(combined)} yet (run them online)")
+    by_mode.update({mode: answerer.combined(mode) for mode in combined})
+    check_templates(prompts, combined)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     progress_path = out / "predictions.progress.jsonl"
@@ -126,12 +143,30 @@ def run_evaluation(items: list[QAItem], answerer: KnowledgeAnswerer, config: Eva
     predictions = [done[(mode, item.id)] for mode in config.modes for item in items]
     log.publish(out / "predictions.jsonl", [{k: v for k, v in row.items() if k != "type"} for row in predictions])
     metrics = compute_metrics(items, predictions, config.modes, config.bootstrap, config.seed, config.group_by)
+    if config.count_prompt_tokens:
+        add_prompt_tokens(metrics, items, predictions, config.modes, prompts, client)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     metrics["llm_usage"] = client.usage.as_dict()
     metrics["inputs"] = {**config.fingerprint_extra, "n_items": len(items)}
     log.publish(out / "metrics.json", metrics)
     log.publish(out / "report.md", render_report(metrics))
     return metrics
+
+
+def add_prompt_tokens(metrics: dict, items: list[QAItem], predictions: list[dict], modes, prompts: PromptSet,
+                      client) -> None:
+    """metrics["modes"][mode]["llm_prompt_tokens"] = {mean, total, n, counter} (qa/prompt_tokens.py)."""
+    from ..qa.prompt_tokens import answer_prompt_tokens, counter_for, token_summary
+
+    counter = counter_for(client)
+    if counter is None:
+        return
+    count, name = counter
+    by_key = {(row["mode"], row["id"]): row for row in predictions}
+    for mode in modes:
+        rows = [by_key[(mode, item.id)] for item in items]
+        metrics["modes"][mode]["llm_prompt_tokens"] = token_summary(answer_prompt_tokens(items, rows, prompts, count),
+                                                                    name)
 
 
 def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resamples: int = 2000,
@@ -160,8 +195,9 @@ def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resam
         f1s = [r.get("f1") for r in rows if r.get("f1") is not None]
         if f1s:
             summary["mean_f1"] = round(sum(f1s) / len(f1s), 4)
-        if any(r.get("knowledge") for r in rows):  # reader-independent: does the knowledge state the right option?
-            summary["knowledge_support"] = support_summary(items, [r.get("knowledge") or "" for r in rows], False)
+        if any(r.get("knowledge") or r.get("passages") for r in rows):
+            # reader-independent: does what the LLM was shown (knowledge, and passages if any) state the right option?
+            summary["knowledge_support"] = support_summary(items, [_evidence(r) for r in rows], False)
         metrics["modes"][mode] = summary
     if "llm" in modes:
         llm_correct = [by_key[("llm", item.id)]["correct"] for item in items]
@@ -176,12 +212,16 @@ def compute_metrics(items: list[QAItem], predictions: list[dict], modes, n_resam
 
         llm = [bool(by_key[("llm", item.id)]["correct"]) for item in items] if "llm" in modes else None
         per_mode = {mode: group_metrics(items, group_by, [bool(by_key[(mode, item.id)]["correct"]) for item in items],
-                                        [by_key[(mode, item.id)].get("knowledge") or "" for item in items],
+                                        [_evidence(by_key[(mode, item.id)]) for item in items],
                                         llm if mode != "llm" else None, n_resamples, seed)
                     for mode in modes}
         values = {group: {mode: per_mode[mode][group] for mode in modes} for group in per_mode[modes[0]]}
         metrics["groups"] = {"field": group_by, "values": values}
     return metrics
+
+
+def _evidence(row: dict) -> str:
+    return evidence_text(row.get("knowledge") or "", row.get("passages"))
 
 
 def _unparseable(row: dict) -> bool:
@@ -193,6 +233,10 @@ def format_vs(p: dict | None) -> str:
     return "-" if not p else f"{p['accuracy_diff']:+.3f} (p={p['mcnemar_p']:.2g})"
 
 
+def format_tokens(tokens: dict | None) -> str:
+    return "-" if not tokens else f"{tokens['mean']:.1f}"
+
+
 def format_support(support: dict | None) -> str:
     if not support or support.get("supports_correct") is None:
         return "-"
@@ -200,10 +244,15 @@ def format_support(support: dict | None) -> str:
 
 
 def render_report(metrics: dict) -> str:
-    lines = ["# BLADE evaluation", "", "| mode | n | accuracy | 95% CI | unparseable |", "|---|---|---|---|---|"]
+    lines = ["# BLADE evaluation", "",
+             "| mode | n | accuracy | 95% CI | unparseable | LLM prompt tokens / question |", "|---|---|---|---|---|---|"]
     for mode, m in metrics["modes"].items():
         lines.append(f"| {MODE_TITLES.get(mode, mode)} | {m['n']} | {m['accuracy']:.3f} | "
-                     f"[{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] | {m.get('unparseable', 0)} |")
+                     f"[{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] | {m.get('unparseable', 0)} | "
+                     f"{format_tokens(m.get('llm_prompt_tokens'))} |")
+    counters = sorted({m["llm_prompt_tokens"]["counter"] for m in metrics["modes"].values() if m.get("llm_prompt_tokens")})
+    if counters:
+        lines += ["", f"LLM prompt tokens / question: the mean answer request, counted offline with {'; '.join(counters)}."]
     extra = [(mode, m) for mode, m in metrics["modes"].items() if "single_answer" in m]
     if extra:
         lines += ["", "| mode | single-answer acc. | multi-answer acc. |", "|---|---|---|"]

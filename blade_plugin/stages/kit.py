@@ -7,6 +7,10 @@ chunk waits for its slowest request). Each item is appended to a JobLog beside t
 finishes (any order), so a crash or Ctrl-C loses only the items in flight and a re-run asks the LLM nothing
 it already answered. An item whose request fails after the client's retries is recorded as an error (not
 kept) instead of cancelling the others; more than `max_errors` failed items stop the run.
+
+For the knowledge-from-passages mode (retrieval/combine.py) a `query_retriever` puts the passages retrieved for
+each question (BM25 on the question as at inference, not the oracle passages grounded KIT gives the LLM) into
+the small model's query, so it is trained on what it will be given; every row records them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..qa.data import QAItem
 
 if TYPE_CHECKING:
     from ..llm.base import LLMClientProtocol
+    from ..retrieval.combine import PassageRetriever
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +68,13 @@ def progress_path_for(out_path: Path) -> Path:
 
 
 def kit_fingerprint(items: list[QAItem], prompts: PromptSet, llm_identity: dict,
-                    grounding: dict | None = None) -> JobFingerprint:
-    """What a KIT progress row depends on: every field of every item, the templates, the LLM, and for
-    grounded KIT the corpus and the number of passages."""
+                    grounding: dict | None = None, query_passages: dict | None = None) -> JobFingerprint:
+    """What a KIT progress row depends on: every field of every item, the templates, the LLM, for grounded
+    KIT the corpus and the number of passages, and for passages in the small model's query their settings
+    (PassageRetriever.settings)."""
     extra = {"corpus": grounding} if grounding else {}
+    if query_passages:
+        extra["query passages"] = query_passages
     return job_fingerprint(items=items, prompts=prompts, template_names=KIT_TEMPLATES, llm=llm_identity, **extra)
 
 
@@ -119,19 +127,29 @@ def generate_kit_data(
     max_errors: int | float | None = None,
     corpus=None,
     corpus_k: int = 3,
+    query_retriever: PassageRetriever | None = None,
 ) -> KitStats:
     """Write alpaca rows (instruction = small-model query, output = kept knowledge) to `out_path`.
 
     With `corpus` (a retrieval.CorpusIndex) KIT is grounded: the top `corpus_k` BM25 passages for the
     question and its correct answer go into the knowledge-generation prompt, and each row records them
     (`passages`: the progress rows with score and corpus line, the alpaca rows their text).
+    With `query_retriever` (knowledge-from-passages) each item's instruction is the small-model query with the
+    passages it retrieves for the item (`query_passages` in the progress rows with score and corpus line, and in
+    the alpaca rows their text and corpus lines); the LLM's prompts do not change.
     `chunk_size` is accepted for old callers and ignored: progress is saved per item.
     """
     started = time.perf_counter()
+    if query_retriever is not None:
+        from ..retrieval.combine import KNOWLEDGE_FROM_PASSAGES, check_templates
+
+        check_templates(prompts, [KNOWLEDGE_FROM_PASSAGES])
     out_path = Path(out_path)
     progress_path = progress_path_for(out_path)
     grounding = {"digest": corpus.digest, "k": corpus_k} if corpus is not None else None
-    log = JobLog(progress_path, kit_fingerprint(items, prompts, client.identity(), grounding), restart=restart)
+    query_settings = query_retriever.settings() if query_retriever is not None else None
+    log = JobLog(progress_path, kit_fingerprint(items, prompts, client.identity(), grounding, query_settings),
+                 restart=restart)
     done = log.load(key=lambda row: row["id"])
     finished = {key for key, row in done.items() if not row.get("error")}
 
@@ -153,6 +171,8 @@ def generate_kit_data(
                 row = await kit_item(item, prompts, client, passages)
             except BudgetExceeded:
                 return  # no new request starts; those in flight finish and are saved
+        if query_retriever is not None:
+            row["query_passages"] = [p.as_dict() for p in query_retriever.search(item)]
         log.append(row)
         done[row["id"]] = row
         bar.update(1)
@@ -196,9 +216,14 @@ def write_kit_outputs(items: list[QAItem], prompts: PromptSet, done: dict, out_p
     for item in items:
         row = done[item.id]
         if row["kept"]:
-            kept = {"instruction": prompts.small_model_query(item), "input": "", "output": row["knowledge"]}
+            query_passages = [p["text"] for p in row.get("query_passages") or ()]
+            kept = {"instruction": prompts.small_model_query(item, query_passages), "input": "",
+                    "output": row["knowledge"]}
             if "passages" in row:  # LLaMA-Factory reads only the columns dataset_info maps; this one is for people
                 kept["passages"] = [p["text"] for p in row["passages"]]
+            if "query_passages" in row:  # the passages in `instruction`, with their corpus lines
+                kept["query_passages"] = query_passages
+                kept["query_passage_lines"] = [p["line"] for p in row["query_passages"]]
             kept_rows.append(kept)
     JobLog.publish(out_path, kept_rows)
     stats.kept = len(kept_rows)
