@@ -39,9 +39,10 @@ def test_demo_pipeline_reduced(demo_data_dir, prompts, default_model_dir, tmp_pa
         assert summary["kit"] == {"kept": 4, "total": 4, "file": str(work / "data" / "kit_knowledge.jsonl"),
                                   "max_new_tokens": 16}
         assert summary["bpo"]["evaluations"] == 3
-        assert set(summary["test_accuracy"]) == {"llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval"}
+        rows = ["llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval", "passages+knowledge", "knowledge-as-query"]
+        assert set(summary["test_accuracy"]) == set(rows)
         table = json.loads((work / "runs" / "ablation" / "ablation.json").read_text())
-        assert [r["key"] for r in table["rows"]] == ["llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval"]
+        assert [r["key"] for r in table["rows"]] == rows
         # per kind of question (the first 4 test items' kinds), every row
         kinds = {it.meta["kind"] for it in items[-4:]}
         assert table["group_by"] == "kind" and all(set(r["groups"]) == kinds for r in table["rows"])
@@ -101,8 +102,8 @@ def check_bill(plan: dict, sent: list[dict], items, prompts, model_dir) -> None:
     assert generation["prompt_tokens"] == sum(map(count, generation_sent))
     llm_alone = [json.dumps(prompts.answer(item, "")) for item in test]
     assert sum(json.dumps(r["messages"]) in llm_alone for r in sent) == 4
-    # by hand: KIT 4 + 4 checks; BPO (baseline + 2 Sobol + 1 BO) x 4 dev; 7 ablation rows x 4 test
-    assert [p["requests"] for p in plan["phases"]] == [4, 4, 16, 28]
+    # by hand: KIT 4 + 4 checks; BPO (baseline + 2 Sobol + 1 BO) x 4 dev; 9 ablation rows x 4 test
+    assert [p["requests"] for p in plan["phases"]] == [4, 4, 16, 36]
     assert len(sent) <= plan["total"]["requests"]
     assert len(sent) >= 4 + 4 + 4 + 4  # KIT, its checks, BPO's baseline, the LLM-alone row: never cached here
 

@@ -72,7 +72,9 @@ def test_the_readme_quickstart_runs_as_written(tmp_path, shell_env):
             assert "LLM calls" in result.stdout or "calls" in result.stdout
             assert not (work / "blade_run").exists()
     report = json.loads((work / "blade_run" / "report.json").read_text())
-    assert [row["key"] for row in report["ablation"]] == ["llm", "base", "dp", "dp_kit", "blade", "retrieval"]
+    rows = [row["key"] for row in report["ablation"] if not row.get("skipped")]
+    # kit_on_base=false: no KIT-only row
+    assert rows == ["llm", "base", "dp", "dp_kit", "blade", "retrieval", "passages+knowledge", "knowledge-as-query"]
     assert "## Ablation" in (work / "blade_run" / "report.md").read_text()
 
 

@@ -147,7 +147,8 @@ def test_a_new_user_runs_blade_on_their_own_domain(tmp_path, default_model_dir, 
         assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
         report = json.loads((work / "blade_run" / "report.json").read_text())
         rows = [row["key"] for row in report["ablation"]]
-        assert rows == ["llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval"]
+        assert rows == ["llm", "base", "dp", "kit", "dp_kit", "blade", "retrieval", "passages+knowledge",
+                        "knowledge-as-query"]
         assert all(set(row["groups"]) == {"trained", "corpus_only"} for row in report["ablation"])
         assert report["ran_this_time"] == ["dp", "probe", "kit_data", "kit", "bpo", "ablation"]
         assert report["kit"]["kept"] == 6 and report["dp_probe"]["n"] > 0

@@ -227,6 +227,26 @@ def plan_bpo(search_items, rescore_items, prompts, config, generator, run, out_d
     return plan
 
 
+def _plan_combined_rows(planner, phase, prompts, a, index, test, knowledge_tokens: int) -> list[str]:
+    """The combined rows' answer prompts: passages+knowledge with its known passages and a knowledge estimate,
+    knowledge-from-passages as a knowledge row, knowledge-as-query bounded by the corpus's k longest passages
+    (its query holds knowledge not written yet)."""
+    from ..retrieval.combine import PassageRetriever, truncate_passage
+
+    retriever = PassageRetriever(index, k=max(1, a.retrieval_k), max_chars=a.passage_chars or None)
+    rows = ["passages+knowledge", "knowledge-as-query"] + (["knowledge-from-passages"] if a.kit_passages else [])
+    longest = sorted((planner.counter.count([{"role": "user", "content": truncate_passage(d, a.passage_chars or None)}])
+                      for d in index.texts), reverse=True)[:retriever.k]
+    for item in test:
+        frame = planner.counter.count(prompts.answer(item, ""))
+        planner.add(phase, [], set(), planner.config.max_tokens, estimated_prompt=planner.counter.count(
+            prompts.answer(item, "", retriever.texts(item))) + knowledge_tokens)
+        planner.add(phase, [], set(), planner.config.max_tokens, estimated_prompt=frame + sum(longest) + 8 * len(longest))
+        if a.kit_passages:
+            planner.add(phase, [], set(), planner.config.max_tokens, estimated_prompt=frame + knowledge_tokens)
+    return rows
+
+
 def plan_pipeline(config, pipeline) -> Plan:
     """`blade-bpo run`'s (and `demo`'s) LLM calls by stage: KIT data exactly (as `knowledge`), BPO and the
     ablation rows estimated, since their knowledge comes from models not trained yet (the answer prompt's frame
@@ -282,6 +302,8 @@ def plan_pipeline(config, pipeline) -> Plan:
                 planner.add(ablation, prompts.answer(item, text), seen, planner.config.max_tokens,
                             _answer_extra(config, item))
             rows.append("retrieval")
+            if a.combined_rows:
+                rows += _plan_combined_rows(planner, ablation, prompts, a, index, test, knowledge_tokens)
         plan.phases += [bpo, ablation]
         plan.notes.append(f"BPO: (baseline + {a.bpo_init} Sobol + {a.bpo_iterations} BO) x {len(dev)} dev "
                           f"questions; ablation: {1 + len(rows)} rows x {len(test)} {a.ablation_split} questions; "

@@ -27,21 +27,43 @@ logger = logging.getLogger(__name__)
 
 # The small model's query when the bundled prompts are used without `query_options`: the question without its
 # options. Shown four invented names that look alike, the 135M model tends to copy one of them; asked the
-# question alone it recalls the fact DP taught it (docs/evidence.md). The LLM still sees the options.
+# question alone it recalls the fact DP taught it (docs/evidence.md). The LLM still sees the options. The passages
+# block renders only in the knowledge-from-passages mode (nothing without passages).
 QUESTION_ONLY_QUERY = {
     None: """{#- blade-bpo run: the small model sees the question only (its options go to the LLM) -#}
 Write the background knowledge needed to answer this question.
 
+{% if passages %}
+Passages from the corpus:
+{% for passage in passages %}
+- {{ passage }}
+{% endfor %}
+
+{% endif %}
 Question: {{ question }}
 """,
     "zh_legal": """{#- blade-bpo run: the small model sees the question only (its options go to the LLM) -#}
 请写出解答下列法律题目所需的法律知识。
 
+{% if passages %}
+语料摘录：
+{% for passage in passages %}
+- {{ passage }}
+{% endfor %}
+
+{% endif %}
 题目：{{ question }}
 """,
     "zh_medical": """{#- blade-bpo run: the small model sees the question only (its options go to the LLM) -#}
 请写出解答下列医学题目所需的医学知识。
 
+{% if passages %}
+语料摘录：
+{% for passage in passages %}
+- {{ passage }}
+{% endfor %}
+
+{% endif %}
 题目：{{ question }}
 """,
 }
@@ -282,6 +304,7 @@ def run_kit_data(state: RunState) -> dict:
         datasets.append(f"blade_kit_replay_{a.kit_replay}")
         files.append(str(replay_file))
         logger.info("KIT data: %d corpus documents replayed (%s)", n_replay, replay_file)
+    passages = _kit_passages_data(state, train, stats) if a.kit_passages and a.retrieval_k else None
     max_new_tokens = a.max_new_tokens
     if max_new_tokens is None:
         from .kit import KNOWLEDGE_BUDGET_RANGE
@@ -290,7 +313,53 @@ def run_kit_data(state: RunState) -> dict:
         logger.info("Knowledge length: up to %d tokens (the KIT knowledge's 90th-percentile length, kept within "
                     "%d-%d; max_new_tokens sets it)", max_new_tokens, *KNOWLEDGE_BUDGET_RANGE)
     return {"key": key, "stats": stats.as_dict(), "file": str(kit_file), "datasets": ",".join(datasets),
-            "files": files, "max_new_tokens": max_new_tokens}
+            "files": files, "max_new_tokens": max_new_tokens, "passages": passages}
+
+
+def passage_retriever(state: RunState):
+    """The retriever of every row that retrieves, and of the passages KIT's small-model query holds."""
+    from ..retrieval.combine import PassageRetriever
+
+    a = state.args
+    return PassageRetriever.from_jsonl(a.corpus, k=max(1, a.retrieval_k), max_chars=a.passage_chars or None)
+
+
+def _kit_passages_data(state: RunState, train, stats) -> dict:
+    """The KIT data of the knowledge-from-passages model: the same knowledge (the LLM's prompts are the same, so
+    its answers come from the cache), the small model's query holding the passages BM25 retrieves for the
+    question (not the oracle passages the LLM saw), recorded in every row."""
+    from ..lf.dataset_info import register_dataset
+    from ..llm.client import LLMClient
+    from .kit import KitStats, generate_kit_data, kit_fingerprint
+
+    a = state.args
+    out = state.data / "kit_knowledge_passages.jsonl"
+    marker = state.data / "kit_knowledge_passages.stage.json"
+    retriever = passage_retriever(state)
+    with LLMClient(state.llm_config) as client:
+        index = None
+        if a.kit_grounded:
+            from ..retrieval import CorpusIndex
+
+            index = CorpusIndex.from_jsonl(a.corpus)
+        grounding = {"digest": index.digest, "k": a.kit_corpus_k} if index is not None else None
+        key = stage_key(kit=kit_fingerprint(train, state.prompts, client.identity(), grounding).to_json()["digest"],
+                        query=retriever.settings(), query_template=state.prompts.template_sources(
+                            ("small_model_query.j2",)))
+        done = finished(marker, key) if out.is_file() else None
+        if done:
+            passages_stats = KitStats(**done["stats"])
+        else:
+            state.begin("kit_data")
+            logger.info("KIT data with retrieved passages in the small model's query (knowledge-from-passages)")
+            passages_stats = generate_kit_data(train, state.prompts, client, out, corpus=index,
+                                               corpus_k=a.kit_corpus_k, query_retriever=retriever)
+            register_dataset("blade_kit_passages", out, state.data, formatting="alpaca")
+            if not passages_stats.errors:
+                mark(marker, "kit_data_passages", key, stats=passages_stats.as_dict())
+    if not passages_stats.kept:
+        raise BladeError(f"KIT data with passages: the LLM kept none of its knowledge ({out})")
+    return {"key": key, "file": str(out), "dataset": "blade_kit_passages", "kept": passages_stats.kept}
 
 
 def run_kit(state: RunState) -> dict:
@@ -305,13 +374,19 @@ def run_kit(state: RunState) -> dict:
     runs = [("kit", dp["model"], dp["key"], kit_dir)]
     if a.kit_on_base:
         runs.append(("kit_base", state.base_model, model_identity(state.base_model), base_dir))
-    data_digest = [digest_file(f) for f in data["files"]]
+    passages_dir = state.out / "saves" / "kit_passages_full"
+    if data.get("passages"):
+        runs.append(("kit_passages", dp["model"], dp["key"], passages_dir))
     keys = {}
     for name, model, model_key, out_dir in runs:
-        overrides = {"model_name_or_path": model, "dataset": data["datasets"], "output_dir": out_dir,
+        datasets, files = data["datasets"], data["files"]
+        if name == "kit_passages":  # the passages KIT data in place of the plain one, the replay kept
+            datasets = ",".join([data["passages"]["dataset"]] + data["datasets"].split(",")[1:])
+            files = [data["passages"]["file"]] + data["files"][1:]
+        overrides = {"model_name_or_path": model, "dataset": datasets, "output_dir": out_dir,
                      **train_overrides(state.config, "kit")}
         settings = {k: str(state.rel(v)) for k, v in overrides.items() if k != "output_dir"}
-        key = stage_key(stage=name, model=model_key, data=data_digest, settings=settings)
+        key = stage_key(stage=name, model=model_key, data=[digest_file(f) for f in files], settings=settings)
         keys[name] = key
         if trained(out_dir, name, key, settings, f"use another output_dir, or delete {out_dir} to retrain it"):
             continue
@@ -322,7 +397,8 @@ def run_kit(state: RunState) -> dict:
                                state.out / "logs" / f"{name}.log", desc=name.upper().replace("_", " on "))
         mark(out_dir / MARKER, name, key, settings=settings)
     return {"key": keys["kit"], "model": str(kit_dir), "base_key": keys.get("kit_base"),
-            "base_model": str(base_dir) if a.kit_on_base else None}
+            "base_model": str(base_dir) if a.kit_on_base else None, "passages_key": keys.get("kit_passages"),
+            "passages_model": str(passages_dir) if "kit_passages" in keys else None}
 
 
 def run_bpo_stage(state: RunState) -> dict:
@@ -373,7 +449,7 @@ def run_bpo_stage(state: RunState) -> dict:
 def run_ablation_stage(state: RunState) -> dict:
     """The ablation on the test split (or dev): LLM alone ... full BLADE, the BM25 row, per group."""
     from ..llm.client import LLMClient
-    from .ablation import AblationConfig, AblationInputs, run_ablation
+    from .ablation import COMBINED_ROW_KEYS, ROW_KEYS, AblationConfig, AblationInputs, run_ablation
 
     a = state.args
     dp, kit, bpo, data = (require(state, s) for s in ("dp", "kit", "bpo", "kit_data"))
@@ -382,18 +458,22 @@ def run_ablation_stage(state: RunState) -> dict:
     items = _load_split(state, split)
     inputs = AblationInputs(base_model=state.base_model, dp=dp["model"], kit=kit["model"],
                             kit_base=kit["base_model"], soft_prompt=bpo["soft_prompt"],
-                            corpus=a.corpus if a.retrieval_k else None)
+                            corpus=a.corpus if a.retrieval_k else None, kit_passages=kit["passages_model"])
     config = AblationConfig(out_dir=out_dir, template=a.template, max_new_tokens=data["max_new_tokens"],
-                            group_by=a.group_by, retrieval_k=max(1, a.retrieval_k))
+                            group_by=a.group_by, retrieval_k=max(1, a.retrieval_k), passage_chars=a.passage_chars or None)
+    keys = ROW_KEYS
+    if a.combined_rows and a.retrieval_k:
+        keys += tuple(k for k in COMBINED_ROW_KEYS if k != "knowledge-from-passages" or kit["passages_model"])
     with LLMClient(state.llm_config) as client:
         key = stage_key(items=digest_items(items), llm=client.identity(), templates=state.prompts.template_sources(),
                         models={"base": model_identity(state.base_model), "dp": dp["key"], "kit": kit["key"],
-                                "kit_base": kit["base_key"]},
+                                "kit_base": kit["base_key"], "kit_passages": kit["passages_key"]}, rows=keys,
                         # BPO's key and choice, not the file's bytes: its metadata names the model's path
                         soft_prompt=[bpo["key"], (bpo["selection"] or {}).get("kept_soft_prompt")],
                         corpus=digest_file(inputs.corpus) if inputs.corpus else None,
                         settings={k: getattr(config, k) for k in
-                                  ("template", "max_new_tokens", "group_by", "retrieval_k", "retrieval_options")})
+                                  ("template", "max_new_tokens", "group_by", "retrieval_k", "retrieval_options",
+                                   "passage_chars")})
         done = finished(out_dir / MARKER, key) if (out_dir / "ablation.json").is_file() else None
         if done:
             table = json.loads((out_dir / "ablation.json").read_text(encoding="utf-8"))
@@ -401,7 +481,7 @@ def run_ablation_stage(state: RunState) -> dict:
         else:
             state.begin("ablation")
             logger.info("[6/6] Ablation on %d %s questions", len(items), split)
-            table = run_ablation(items, state.prompts, client, inputs, config)
+            table = run_ablation(items, state.prompts, client, inputs, config, keys)
             mark(out_dir / MARKER, "ablation", key)
     return {"key": key, "dir": str(out_dir), "table": table}
 
