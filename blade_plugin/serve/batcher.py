@@ -179,17 +179,13 @@ class KnowledgeBatcher:
         try:
             outputs = await self._generate_on_worker(loop, texts)
         except Exception:  # one text the model cannot take must not fail the others: each alone, once more
-            logger.exception("small-model generation failed for a batch of %d; retrying each text alone",
-                             len(texts))
-            outputs = []
-            for text in texts if len(texts) > 1 else ():
-                try:
-                    outputs.append((await self._generate_on_worker(loop, [text]))[0])
-                except Exception:
-                    logger.exception("small-model generation failed for one text (%d characters)", len(text))
-                    outputs.append(None)
             if len(texts) == 1:
+                logger.exception("small-model generation failed for one text (%d characters)", len(texts[0]))
                 outputs = [None]
+            else:
+                logger.exception("small-model generation failed for a batch of %d; retrying each text alone",
+                                 len(texts))
+                outputs = [await self._generate_alone(loop, text) for text in texts]
         else:
             self._last_batch_s = time.perf_counter() - started
             self.metrics.batch_size.observe(len(texts))
@@ -208,6 +204,13 @@ class KnowledgeBatcher:
                     self._cache.popitem(last=False)
             future.set_result(knowledge)
         self.metrics.queue_depth.set(self.depth)
+
+    async def _generate_alone(self, loop: asyncio.AbstractEventLoop, text: str) -> str | None:
+        try:
+            return (await self._generate_on_worker(loop, [text]))[0]
+        except Exception:
+            logger.exception("small-model generation failed for one text (%d characters)", len(text))
+            return None
 
     async def _generate_on_worker(self, loop: asyncio.AbstractEventLoop, texts: list[str]) -> list[str]:
         def run() -> list[str]:
