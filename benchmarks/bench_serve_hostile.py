@@ -8,7 +8,7 @@ attacker threads send one kind of hostile traffic non-stop. Per phase: /health p
 p50/p99 and failures, the attackers' status codes, 500s counted by /metrics, the server's peak RSS above idle
 and its open file descriptors at the end. Last, SIGTERM while a long generation runs, timed to the exit.
 
-    python benchmarks/bench_serve_hostile.py                 # 15 s per phase, about 4 minutes
+    python benchmarks/bench_serve_hostile.py                 # 15 s per phase, about 5 minutes
     python benchmarks/bench_serve_hostile.py --seconds 30 --phases idle,quadratic,half_sent
 """
 
@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="Length of each phase.")
     parser.add_argument("--phases", default=",".join(ATTACKS), help="Phases to run, comma-separated.")
     parser.add_argument("--latency", type=float, default=0.2, help="Upstream latency in seconds.")
+    parser.add_argument("--threads", type=int, default=1, help="The server's torch threads (OMP_NUM_THREADS).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "httpx2"):
@@ -221,7 +222,10 @@ def main() -> None:
         serve_args = ["--small-model", str(materialize_default_model()), "--max-new-tokens", "16",
                       "--knowledge-cache-size", "0", "--llm-base-url", upstream.base_url, "--llm-model", "stub",
                       "--api-key-env", "BENCH_CALLER_KEY", "--shutdown-timeout", str(shutdown_timeout)]
-        env = {"OPENAI_API_KEY": DEFAULT_API_KEY, "BENCH_CALLER_KEY": KEY, "HF_HUB_OFFLINE": "1"}
+        # One torch thread: on a machine whose cores other jobs share, two threads that wait for each other at
+        # every barrier made a 16-token generation 4-5x slower (8 s instead of 1.7 s, 2026-12-07).
+        env = {"OPENAI_API_KEY": DEFAULT_API_KEY, "BENCH_CALLER_KEY": KEY, "HF_HUB_OFFLINE": "1",
+               "OMP_NUM_THREADS": str(args.threads)}
         server = ServeProcess(serve_args, Path(tmp) / "serve.log", env=env).start()
         try:
             httpx.post(f"{server.base_url}/chat/completions", headers=AUTH, content=body(questions[0]), timeout=600)
@@ -234,8 +238,10 @@ def main() -> None:
         finally:
             server.stop()
     tracebacks = log.count("Traceback")
+    errors = [line for line in log.splitlines() if " ERROR " in line]
     print(f"\nblade-bpo serve under attack, embedded SmolLM2-135M, 16-token knowledge, default limits, upstream "
-          f"latency {args.latency} s, {args.seconds:g} s per phase, {os.cpu_count()} CPU cores; idle RSS "
+          f"latency {args.latency} s, {args.seconds:g} s per phase, {os.cpu_count()} CPU cores, {args.threads} torch "
+          f"thread(s); idle RSS "
           f"{idle_mb:.0f} MB")
     print(f"{'phase':<13} | {'/health p50':>11} {'p99':>7} | {'normal p50':>10} {'p99':>7} {'ok':>4} {'fail':>4} | "
           f"{'5xx':>4} | {'RSS +MB':>7} | {'fds':>4} | attackers' responses")
@@ -245,7 +251,10 @@ def main() -> None:
               f"{r['normal_p50']:>9.2f}s {r['normal_p99']:>6.2f}s {r['normal_n']:>4} {r['normal_failed']:>4} | "
               f"{r['server_500']:>4.0f} | {r['peak_mb'] - idle_mb:>7.0f} | {r['fds']:>4} | {attacks}")
     print(f"\nSIGTERM during a generation: exited {exit_code} after {stop_s:.1f} s (--shutdown-timeout "
-          f"{shutdown_timeout:g}; the bound is timeout + 5 s); tracebacks in the server log: {tracebacks}")
+          f"{shutdown_timeout:g}; the bound is timeout + 5 s); tracebacks in the server log: {tracebacks}; "
+          f"ERROR lines: {len(errors)}")
+    for line in errors:
+        print("  " + line[:160])
 
 
 if __name__ == "__main__":

@@ -90,12 +90,21 @@ class _MetricsMiddleware:
 
         async def send_and_watch(message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
             await send(message)
 
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_and_watch)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when --shutdown-timeout has passed; raised on, the
+            # cancellation would reach the log as a traceback. The request ends here, with a 503 if it can.
+            if status["code"] == 500 and "started" not in status:
+                await _send_json(send, 503, {"error": {"message": "the server is shutting down",
+                                                       "type": "server_error", "param": None,
+                                                       "code": "shutting_down"}})
+                status["code"] = 503
+            logger.warning("shutdown timeout: a %s request was cut short", route)
         finally:
             self.metrics.in_progress.dec()
             self.metrics.requests.inc(route=route, code=str(status["code"]))
@@ -354,6 +363,14 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
             _count_usage(data)
 
     return app
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": data})
 
 
 def _is_data_chunk(event: str) -> bool:

@@ -102,8 +102,7 @@ class KnowledgeBatcher:
             except asyncio.CancelledError:
                 pass
         for future in [*self._waiting.values(), *self._running.values()]:
-            if not future.done():
-                future.set_exception(ShuttingDown("the server is shutting down"))
+            _fail(future, ShuttingDown("the server is shutting down"))
         self._waiting.clear()
         self._running.clear()
         if self._executor is not None:
@@ -196,7 +195,7 @@ class KnowledgeBatcher:
             if future is None or future.done():
                 continue
             if knowledge is None:
-                future.set_exception(GenerationFailed("the small model failed on this request"))
+                _fail(future, GenerationFailed("the small model failed on this request"))
                 continue
             if self.cache_size:
                 self._cache[text] = knowledge
@@ -224,3 +223,11 @@ class KnowledgeBatcher:
         if len(outputs) != len(texts):
             raise RuntimeError(f"small model returned {len(outputs)} texts for {len(texts)} prompts")
         return outputs
+
+
+def _fail(future: asyncio.Future, error: Exception) -> None:
+    """Fail a shared future. Its waiters may all have left (clients that hung up, requests a shutdown
+    cancelled): marking the exception as retrieved keeps asyncio from logging it as never retrieved."""
+    if not future.done():
+        future.set_exception(error)
+        future.exception()
