@@ -353,13 +353,15 @@ def test_batcher_bounds_batches_in_tokens_and_shutdown_abandons_a_generation():
     seen: list[list[str]] = []
 
     async def scenario():
-        batcher = KnowledgeBatcher(generate, max_batch_size=8, max_wait_s=0.05, max_batch_tokens=100)
+        batcher = KnowledgeBatcher(generate, max_batch_size=8, max_wait_s=0.05, max_batch_tokens=100,
+                                   max_batch_attention=1600)
         batcher.start()
-        lengths = {"s1": 10, "long": 90, "s2": 10, "s3": 10}
+        lengths = {"s1": 10, "long": 90, "s2": 10, "m1": 25, "m2": 25, "m3": 25}
         results = await asyncio.gather(*(batcher.knowledge(t, n) for t, n in lengths.items()))
-        assert [r[0] for r in results] == ["S1", "LONG", "S2", "S3"]
-        # padded size: 3 rows x 10 fit, "long" (90) with any other would pass 100: it runs alone
-        assert sorted(map(sorted, seen)) == [["long"], ["s1", "s2", "s3"]]
+        assert [r[0] for r in results] == ["S1", "LONG", "S2", "M1", "M2", "M3"]
+        # "long" (90) with any other text passes 100 padded tokens: alone. Three 25-token texts need 3 x 25^2 =
+        # 1875 > 1600 of attention: two at most. s1 and s2 go together, in arrival order.
+        assert sorted(map(sorted, seen)) == [["long"], ["m1", "m2"], ["m3"], ["s1", "s2"]]
         blocked = asyncio.create_task(batcher.knowledge("block", 1))
         while not batcher.generating:
             await asyncio.sleep(0.01)

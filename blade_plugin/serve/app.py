@@ -128,7 +128,10 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher = KnowledgeBatcher(generate, settings.max_batch_size, settings.max_wait_ms / 1000,
                                    settings.max_queue, settings.knowledge_cache_size, metrics,
-                                   max_batch_tokens=settings.max_batch_tokens)
+                                   max_batch_tokens=settings.max_batch_tokens,
+                                   # no batch needs bigger attention matrices than one question at the limit
+                                   max_batch_attention=(settings.max_input_tokens ** 2
+                                                        if settings.max_input_tokens is not None else None))
         batcher.start()
         app.state.batcher = batcher
         state.update(batcher=batcher, upstream=Upstream(upstream_config))

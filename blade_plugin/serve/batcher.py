@@ -8,7 +8,9 @@ during a generation form the next batch. An identical text already waiting or ge
 result; finished texts go to an LRU cache.
 
 Hostile input must not hurt the others: a batch is also bounded in tokens (rows x longest prompt, the padded
-size the model computes), so one long prompt runs alone instead of slowing and bloating a batch of short ones;
+size the model computes, and rows x longest prompt squared, the size of its attention matrices: batched rows
+carry a padding mask, and with one PyTorch's CPU attention materialises them), so long prompts run alone
+instead of slowing and bloating a batch of short ones;
 a batch that fails is retried one text at a time, so a text the model cannot take fails alone; and `close`
 never waits for a generation in progress (the server's shutdown timeout has already been spent by then).
 """
@@ -49,20 +51,23 @@ class KnowledgeBatcher:
 
     def __init__(self, generate: Callable[[list[str]], list[str]], max_batch_size: int = 32,
                  max_wait_s: float = 0.005, max_queue: int = 256, cache_size: int = 1024,
-                 metrics: ServeMetrics | None = None, max_batch_tokens: int | None = None):
+                 metrics: ServeMetrics | None = None, max_batch_tokens: int | None = None,
+                 max_batch_attention: int | None = None):
         """generate: texts -> knowledge per text, in order (called on the worker thread only);
-        max_batch_tokens: bound on rows x longest prompt of one batch (None: no bound; a text longer than
-        the bound still runs, alone)."""
+        max_batch_tokens: bound on rows x longest prompt of one batch; max_batch_attention: bound on rows x
+        longest prompt squared (None: no bound; a text beyond a bound still runs, alone)."""
         if max_batch_size < 1 or max_queue < 1 or max_wait_s < 0 or cache_size < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1, max_wait_s and cache_size >= 0")
-        if max_batch_tokens is not None and max_batch_tokens < 1:
-            raise ValueError("max_batch_tokens must be >= 1 or None")
+        if (max_batch_tokens is not None and max_batch_tokens < 1) or (
+                max_batch_attention is not None and max_batch_attention < 1):
+            raise ValueError("max_batch_tokens and max_batch_attention must be >= 1 or None")
         self._generate = generate
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.cache_size = cache_size
         self.max_batch_tokens = max_batch_tokens
+        self.max_batch_attention = max_batch_attention
         self._tokens: dict[str, int] = {}  # prompt length per waiting text (for the batch token bound)
         self._generating = False  # a generation runs on the worker thread now
         self._closed = False
@@ -159,15 +164,18 @@ class KnowledgeBatcher:
             await self._run_batch(loop, texts)
 
     def _next_batch(self) -> list[str]:
-        """Waiting texts in arrival order, up to max_batch_size and max_batch_tokens (rows x longest prompt):
-        the first always goes; a text that would overflow the bound waits for a later batch."""
+        """Waiting texts in arrival order, up to max_batch_size, max_batch_tokens and max_batch_attention:
+        the first always goes; a text that would overflow a bound waits for a later batch."""
         batch: list[str] = []
         longest = 0
         for text in self._waiting:
             if len(batch) == self.max_batch_size:
                 break
             length = max(longest, self._tokens.get(text, 0))
-            if batch and self.max_batch_tokens is not None and length * (len(batch) + 1) > self.max_batch_tokens:
+            rows = len(batch) + 1
+            if batch and ((self.max_batch_tokens is not None and rows * length > self.max_batch_tokens)
+                          or (self.max_batch_attention is not None
+                              and rows * length * length > self.max_batch_attention)):
                 continue
             batch.append(text)
             longest = length
