@@ -4,11 +4,13 @@ One real `blade-bpo serve` subprocess on the embedded small model with its defau
 `--shutdown-timeout 2`, `--max-new-tokens 16` and an API key set), the scripted upstream on 127.0.0.1 with a
 0.2 s latency. Each phase runs for `--seconds`: a prober GETs /health every 50 ms, two clients send normal
 multiple-choice questions (distinct, knowledge cache off) one after the other, and, except in the idle phase,
-attacker threads send one kind of hostile traffic non-stop. Per phase: /health p50/p99, the normal requests'
-p50/p99 and failures, the attackers' status codes, 500s counted by /metrics, the server's peak RSS above idle
-and its open file descriptors at the end. Last, SIGTERM while a long generation runs, timed to the exit.
+attacker threads send one kind of hostile traffic non-stop. Each phase has a fresh server (RSS never
+shrinks, so an attack is measured from its own idle, after one warm-up request). Per phase: /health p50/p99,
+the normal requests' p50/p99 and failures, the attackers' status codes, 5xx counted by /metrics, the peak RSS
+above idle and the open file descriptors at the end. Last, SIGTERM while a long generation runs, timed to
+the exit.
 
-    python benchmarks/bench_serve_hostile.py                 # 15 s per phase, about 5 minutes
+    python benchmarks/bench_serve_hostile.py                 # 15 s per phase, about 6 minutes
     python benchmarks/bench_serve_hostile.py --seconds 30 --phases idle,quadratic,half_sent
 """
 
@@ -134,7 +136,7 @@ def rss_mb(pid: int) -> float:
 
 def count_500(url: str) -> float:
     text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=60).text
-    return sum(float(v) for v in re.findall(r'^blade_serve_requests_total\{[^}]*code="5\d\d"\} (\S+)$', text, re.M))
+    return sum(float(v) for v in re.findall(r'^blade_serve_requests_total\{[^}]*code="5\d\d"\} (\S+)$', text, re.MULTILINE))
 
 
 def run_phase(server: ServeProcess, name: str, questions: list[str], seconds: float) -> dict:
@@ -217,7 +219,7 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     questions = demo_questions()
     shutdown_timeout = 2.0
-    rows = {}
+    rows, logs = {}, []
     with StubOpenAIServer(latency=args.latency) as upstream, tempfile.TemporaryDirectory() as tmp:
         serve_args = ["--small-model", str(materialize_default_model()), "--max-new-tokens", "16",
                       "--knowledge-cache-size", "0", "--llm-base-url", upstream.base_url, "--llm-model", "stub",
@@ -226,30 +228,41 @@ def main() -> None:
         # every barrier made a 16-token generation 4-5x slower (8 s instead of 1.7 s, 2026-12-07).
         env = {"OPENAI_API_KEY": DEFAULT_API_KEY, "BENCH_CALLER_KEY": KEY, "HF_HUB_OFFLINE": "1",
                "OMP_NUM_THREADS": str(args.threads)}
-        server = ServeProcess(serve_args, Path(tmp) / "serve.log", env=env).start()
-        try:
+
+        def fresh_server(name: str) -> tuple[ServeProcess, float]:
+            """A new server per phase: RSS never shrinks, so each attack is measured from its own idle."""
+            server = ServeProcess(serve_args, Path(tmp) / f"{name}.log", env=env).start()
             httpx.post(f"{server.base_url}/chat/completions", headers=AUTH, content=body(questions[0]), timeout=600)
-            idle_mb = rss_mb(server.proc.pid)  # after a warm-up request: first-call allocations included
-            for name in args.phases.split(","):
-                rows[name] = run_phase(server, name, questions, args.seconds)
+            return server, rss_mb(server.proc.pid)  # after a warm-up request: first-call allocations included
+
+        for name in args.phases.split(","):
+            server, idle_mb = fresh_server(name)
+            try:
+                rows[name] = {**run_phase(server, name, questions, args.seconds), "idle_mb": idle_mb}
                 logger.info("%s: %s", name, rows[name])
+            finally:
+                server.stop()
+                logs.append(server.log_text())
+        server, _ = fresh_server("sigterm")
+        try:
             stop_s, exit_code = sigterm_mid_generation(server)
-            log = server.log_text()
         finally:
             server.stop()
+            logs.append(server.log_text())
+    log = "\n".join(logs)
     tracebacks = log.count("Traceback")
     errors = [line for line in log.splitlines() if " ERROR " in line]
     print(f"\nblade-bpo serve under attack, embedded SmolLM2-135M, 16-token knowledge, default limits, upstream "
           f"latency {args.latency} s, {args.seconds:g} s per phase, {os.cpu_count()} CPU cores, {args.threads} torch "
-          f"thread(s); idle RSS "
-          f"{idle_mb:.0f} MB")
+          f"thread(s); a fresh server per phase (idle RSS {min(r['idle_mb'] for r in rows.values()):.0f}-"
+          f"{max(r['idle_mb'] for r in rows.values()):.0f} MB)")
     print(f"{'phase':<13} | {'/health p50':>11} {'p99':>7} | {'normal p50':>10} {'p99':>7} {'ok':>4} {'fail':>4} | "
           f"{'5xx':>4} | {'RSS +MB':>7} | {'fds':>4} | attackers' responses")
     for name, r in rows.items():
         attacks = ", ".join(f"{k}: {v}" for k, v in sorted(r["attacks"].items(), key=str)) or "-"
         print(f"{name:<13} | {r['health_p50'] * 1000:>9.1f}ms {r['health_p99'] * 1000:>5.0f}ms | "
               f"{r['normal_p50']:>9.2f}s {r['normal_p99']:>6.2f}s {r['normal_n']:>4} {r['normal_failed']:>4} | "
-              f"{r['server_500']:>4.0f} | {r['peak_mb'] - idle_mb:>7.0f} | {r['fds']:>4} | {attacks}")
+              f"{r['server_500']:>4.0f} | {r['peak_mb'] - r['idle_mb']:>7.0f} | {r['fds']:>4} | {attacks}")
     print(f"\nSIGTERM during a generation: exited {exit_code} after {stop_s:.1f} s (--shutdown-timeout "
           f"{shutdown_timeout:g}; the bound is timeout + 5 s); tracebacks in the server log: {tracebacks}; "
           f"ERROR lines: {len(errors)}")

@@ -20,6 +20,7 @@ import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Self
 
 import httpx
 import pytest
@@ -66,9 +67,9 @@ class StrictWriter:
 
 
 def make_app(stub, writer: StrictWriter, prompts, **overrides):
-    settings = dict(api_key=KEY, max_body_bytes=20_000, max_message_chars=4_000, max_messages=16, max_n=4,
-                    max_completion_tokens=1_000, max_input_tokens=200, input_limit_reason="--max-input-tokens",
-                    max_batch_tokens=1_000, body_timeout=1.0, max_wait_ms=200)
+    settings = {"api_key": KEY, "max_body_bytes": 20_000, "max_message_chars": 4_000, "max_messages": 16, "max_n": 4,
+                "max_completion_tokens": 1_000, "max_input_tokens": 200, "input_limit_reason": "--max-input-tokens",
+                "max_batch_tokens": 1_000, "body_timeout": 1.0, "max_wait_ms": 200}
     settings.update(overrides)
     upstream = UpstreamConfig(base_url=stub.base_url, model="stub", max_retries=0, timeout=30)
     return create_app(ServeSettings(**settings), writer, prompts, prompts, upstream,
@@ -110,7 +111,7 @@ def openai_error(response: httpx.Response, status: int) -> dict:
 
 def metric(url: str, name: str, key: str | None = KEY) -> float:
     text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30).text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
@@ -291,7 +292,7 @@ def test_connection_limit_answers_503(stub, writer, prompts):
             for sock in held:
                 sock.sendall(b"GET /health HTTP/1.1\r\n")  # half a request each
             deadline = time.monotonic() + 30
-            while (response := httpx.get(f"{server.url}/health", timeout=30)).status_code != 503:
+            while httpx.get(f"{server.url}/health", timeout=30).status_code != 503:
                 assert time.monotonic() < deadline, "the connection limit never applied"
                 time.sleep(0.05)
         finally:
@@ -479,7 +480,7 @@ class HealthProbe:
                     self.failures.append(status)
                 self._stop.wait(0.05)
 
-    def __enter__(self) -> HealthProbe:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Self
 
 import uvicorn
 
@@ -29,7 +30,7 @@ class ThreadedServe:
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
-    def start(self, timeout: float = 30) -> ThreadedServe:
+    def start(self, timeout: float = 30) -> Self:
         # uvicorn installs no signal handlers off the main thread; it runs its own event loop here
         self._thread = threading.Thread(target=self.server.run, name="threaded-serve", daemon=True)
         self._thread.start()
@@ -47,7 +48,7 @@ class ThreadedServe:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> ThreadedServe:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
