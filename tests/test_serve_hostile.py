@@ -568,3 +568,18 @@ def test_sigterm_mid_generation_abandons_it_within_the_shutdown_timeout(stub, de
     log = server.log_text()
     assert "abandoning a small-model generation" in log and "Traceback" not in log
     assert "small-model batch of 1 in" not in log  # it exited before the generation could finish
+
+
+def test_input_limit_is_the_models_context_minus_knowledge_and_soft_prompt_or_the_option():
+    from types import SimpleNamespace
+
+    from blade_plugin.serve.input_limit import input_limit, token_counter
+
+    small_context = SimpleNamespace(max_model_len=1000, max_new_tokens=128)
+    limit, reason = input_limit(small_context, 5, 2048)
+    assert limit == 1000 - 128 - 5 and "context of 1000 tokens minus 128 for the knowledge, 5 soft" in reason
+    big_context = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=8192)),
+                                  max_new_tokens=128)
+    assert input_limit(big_context, 0, 2048) == (2048, "--max-input-tokens")
+    writer = SimpleNamespace(encode=lambda texts: [text.split() for text in texts])
+    assert token_counter(writer, 5)("three short words") == 3 + 5
