@@ -78,7 +78,7 @@ def server(stub, default_model_dir, tmp_path_factory):
     args = ["--small-model", str(default_model_dir), "--max-new-tokens", str(MAX_NEW_TOKENS),
             "--llm-base-url", stub.base_url, "--llm-model", "upstream-model", "--llm-max-retries", "1",
             "--api-key-env", "BLADE_TEST_CALLER_KEY", "--max-body-bytes", "20000", "--max-message-chars", "2000",
-            "--max-wait-ms", "20", "--price-input", "2", "--price-output", "8"]
+            "--max-wait-ms", "20", "--price-input", "2", "--price-output", "8", "--public-metrics"]
     env = {"BLADE_TEST_CALLER_KEY": CALLER_KEY, "OPENAI_API_KEY": UPSTREAM_SECRET, "HF_HUB_OFFLINE": "1"}
     with ServeProcess(args, log, env=env, verbose=True) as process:  # -vv: the key must not leak even at DEBUG
         yield process

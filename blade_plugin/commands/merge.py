@@ -16,12 +16,15 @@ import click
               help="LLaMA-Factory chat template (default: blade_qwen for Qwen models, else blade_chatml).")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True, help="Saved dtype; auto is LLaMA-Factory's choice (bfloat16 for a float32 model).")
-def merge(model_dir, adapter_dir, out_dir, template, dtype) -> None:
+@click.option("--trust-remote-code", is_flag=True, envvar="BLADE_TRUST_REMOTE_CODE", show_envvar=True,
+              help="Let the model directory run its own Python code on load (transformers' trust_remote_code). Off by default: a downloaded model could run anything; the embedded SmolLM2 and Qwen2.5 need no remote code.")
+def merge(model_dir, adapter_dir, out_dir, template, dtype, trust_remote_code) -> None:
     """Merge ADAPTER into MODEL as a plain HF model in OUT (LLaMA-Factory's export), ready for `vllm serve`."""
     from ..small_lm.merge import merge_adapter
     from ..small_lm.loading import guess_template
 
-    out = merge_adapter(model_dir, adapter_dir, out_dir, template=guess_template(model_dir, template), dtype=dtype)
+    out = merge_adapter(model_dir, adapter_dir, out_dir, template=guess_template(model_dir, template), dtype=dtype,
+                        trust_remote_code=trust_remote_code)
     click.echo(f"merged model: {out}\nserve it with:  vllm serve {out} --enable-prompt-embeds\n"
                f"then:  blade-bpo optimize --small-backend vllm --small-model {out} --small-backend-url "
                f"http://HOST:8000 ...")

@@ -49,22 +49,59 @@ logger = logging.getLogger(__name__)
               help="Largest request body accepted (413 beyond).")
 @click.option("--max-message-chars", type=click.IntRange(min=1), default=32_000, show_default=True,
               help="Largest single message content accepted (413 beyond).")
+@click.option("--max-messages", type=click.IntRange(min=1), default=512, show_default=True,
+              envvar="BLADE_SERVE_MAX_MESSAGES", show_envvar=True,
+              help="Most messages one request may carry (400 beyond).")
+@click.option("--max-n", type=click.IntRange(1, 128), default=8, show_default=True, envvar="BLADE_SERVE_MAX_N",
+              show_envvar=True, help="Most choices (`n`) one request may ask the upstream for (400 beyond).")
+@click.option("--max-completion-tokens", type=click.IntRange(min=1), default=None, envvar="BLADE_SERVE_MAX_COMPLETION_TOKENS",
+              show_envvar=True,
+              help="Largest `max_tokens`/`max_completion_tokens` a request may ask for (400 beyond); unset: the "
+                   "upstream's own limit. Requests that name none pass untouched.")
+@click.option("--max-input-tokens", type=click.IntRange(min=16), default=2048, show_default=True,
+              envvar="BLADE_SERVE_MAX_INPUT_TOKENS", show_envvar=True,
+              help="Longest small-model input (the templated question) in tokens; never more than the model's "
+                   "context minus --max-new-tokens and the soft prompt. Longer questions get a 400.")
+@click.option("--max-batch-tokens", type=click.IntRange(min=16), default=4096, show_default=True,
+              envvar="BLADE_SERVE_MAX_BATCH_TOKENS", show_envvar=True,
+              help="Bound on one small-model batch: questions x longest question, in tokens (bounds its memory; a "
+                   "long question runs alone).")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              envvar="BLADE_SERVE_HEADER_TIMEOUT", show_envvar=True,
+              help="Seconds a connection gets to send its request headers before it is closed.")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              envvar="BLADE_SERVE_BODY_TIMEOUT", show_envvar=True,
+              help="Seconds from a request's headers to its body's last byte (408 beyond).")
+@click.option("--keep-alive-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              envvar="BLADE_SERVE_KEEP_ALIVE_TIMEOUT", show_envvar=True,
+              help="Seconds an idle keep-alive connection stays open.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=512, show_default=True,
+              envvar="BLADE_SERVE_MAX_CONNECTIONS", show_envvar=True,
+              help="Open connections (or requests in progress) beyond which new requests get 503 at once.")
+@click.option("--public-metrics", is_flag=True, envvar="BLADE_SERVE_PUBLIC_METRICS", show_envvar=True,
+              help="Serve GET /metrics without the --api-key-env key (for a scraper that cannot send one).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish.")
+              help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish; a small-model generation still "
+                   "running then is abandoned and the process exits.")
 def serve(soft_prompt, small_args, templates_dir, variant,
           llm_base_url, llm_model, llm_api_key_env, llm_timeout, llm_max_retries, price_input, price_output, host,
           port, api_key_env,
           served_model_name, max_wait_ms, max_queue, knowledge_cache_size, max_body_bytes, max_message_chars,
-          shutdown_timeout) -> None:
+          max_messages, max_n, max_completion_tokens, max_input_tokens, max_batch_tokens, header_timeout,
+          body_timeout, keep_alive_timeout, max_connections, public_metrics, shutdown_timeout) -> None:
     """Serve BLADE as an OpenAI-compatible endpoint: POST /v1/chat/completions adds the small LM's knowledge
     to each question and answers with the upstream LLM; GET /v1/models, /health, /metrics."""
-    import uvicorn
-
     from ..extras.errors import BladeError
+    from ..extras.urls import redact_url
     from ..qa.answering import KnowledgeAnswerer
     from ..qa.prompts import load_prompts
     from ..serve.app import ServeSettings, create_app
-    from ..serve.runner import GracefulServer
+    from ..serve.input_limit import input_limit, token_counter
+    from ..serve.runner import (
+        GracefulServer,
+        exit_if_generation_abandoned,
+        uvicorn_config,
+    )
     from ..serve.upstream import UpstreamConfig
 
     batch_size = small_args.batch_size
@@ -94,20 +131,29 @@ def serve(soft_prompt, small_args, templates_dir, variant,
 
     # The upstream LLM is reached by the server's own proxy (streaming, tools), not by an LLM client here.
     answerer = KnowledgeAnswerer(prompts, None, writer, prompt_tensor)
+    soft_tokens = 0 if prompt_tensor is None else int(prompt_tensor.shape[0])
+    limit, limit_reason = input_limit(writer, soft_tokens, max_input_tokens)
     settings = ServeSettings(served_model_name=served_model_name, api_key=api_key, max_body_bytes=max_body_bytes,
-                             max_message_chars=max_message_chars, max_batch_size=batch_size, max_wait_ms=max_wait_ms,
+                             max_message_chars=max_message_chars, max_messages=max_messages, max_n=max_n,
+                             max_completion_tokens=max_completion_tokens, max_input_tokens=limit,
+                             input_limit_reason=limit_reason, max_batch_tokens=max(max_batch_tokens, limit),
+                             body_timeout=body_timeout, public_metrics=public_metrics,
+                             max_batch_size=batch_size, max_wait_ms=max_wait_ms,
                              max_queue=max_queue, knowledge_cache_size=knowledge_cache_size,
                              price_input=price_input, price_output=price_output)
     upstream = UpstreamConfig(base_url=llm_base_url, model=llm_model, api_key_env=llm_api_key_env,
                               timeout=llm_timeout, max_retries=llm_max_retries)
-    app = create_app(settings, answerer.write_knowledge, prompts, chat_prompts, upstream)
+    app = create_app(settings, answerer.write_knowledge, prompts, chat_prompts, upstream,
+                     count_tokens=token_counter(writer, soft_tokens))
     verbose = click.get_current_context().find_root().params.get("verbose", 0)
     # The upstream key must never reach a log line: the SDK and httpx log request details at DEBUG.
     for noisy in ("openai", "httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    logger.info("BLADE serving http://%s:%d/v1 (upstream %s, model %s, small-LM batch <= %d)", host, port,
-                llm_base_url, llm_model or "from each request", batch_size)
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=verbose >= 1,
-                            timeout_graceful_shutdown=shutdown_timeout, log_level="debug" if verbose >= 2 else "info")
+    logger.info("BLADE serving http://%s:%d/v1 (upstream %s, model %s, small-LM batch <= %d, input <= %d tokens)",
+                host, port, redact_url(llm_base_url), llm_model or "from each request", batch_size, limit)
+    config = uvicorn_config(app, host, port, header_timeout=header_timeout, keep_alive_timeout=keep_alive_timeout,
+                            max_connections=max_connections, shutdown_timeout=shutdown_timeout,
+                            access_log=verbose >= 1, log_level="debug" if verbose >= 2 else "info")
     GracefulServer(config).run()
+    exit_if_generation_abandoned(app)
     logger.info("BLADE server stopped")

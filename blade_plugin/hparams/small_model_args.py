@@ -35,6 +35,9 @@ class SmallModelArguments:
     small_concurrency: int = field(default=64, metadata={
         "min": 1, "show_default": True, "envvar": "BLADE_SMALL_CONCURRENCY",
         "help": "vLLM requests in flight over all servers (vllm)."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "flag": True, "envvar": "BLADE_TRUST_REMOTE_CODE",
+        "help": "Let the model directory run its own Python code on load (transformers' trust_remote_code). Off by default: a downloaded model could run anything; the embedded SmolLM2 and Qwen2.5 need no remote code."})
 
     def load_writer(self):
         """The KnowledgeWriter these arguments describe (argument errors become one line)."""
@@ -42,4 +45,4 @@ class SmallModelArguments:
 
         return load_writer(self.small_model, self.adapter, self.template, self.max_new_tokens, self.batch_size,
                            backend=self.small_backend, urls=tuple(self.small_backend_urls),
-                           concurrency=self.small_concurrency)
+                           concurrency=self.small_concurrency, trust_remote_code=self.trust_remote_code)

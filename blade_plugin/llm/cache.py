@@ -1,15 +1,22 @@
 """SQLite cache of LLM responses, shared by every command, that doubles as a log of every prompt and
-response (as Simon Willison's `llm` CLI keeps one). Keys never include the API key."""
+response (as Simon Willison's `llm` CLI keeps one). Keys never include the API key.
+
+Prompts and answers are private: the file (and SQLite's -wal/-shm files, which take its mode) is readable by
+its owner only, and the endpoint URL is stored without any `user:password@` or secret query value."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
+
+from ..extras.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,26 @@ def cache_key(base_url: str, model: str, messages: list[dict], params: dict) -> 
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _owner_only(path: Path) -> None:
+    """Create `path` as 0600 (before SQLite creates it with the umask's 0644), or tighten an existing file."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        target = path.with_name(name)
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+            if mode & 0o077:
+                target.chmod(mode & 0o700)
+                logger.info("LLM cache %s was readable by others (%o): now owner-only", target, mode)
+        except FileNotFoundError:
+            continue
+        except PermissionError:  # someone else's file (a shared cache): leave its mode to its owner
+            logger.warning("LLM cache %s is readable by others and not ours to change", target)
+
+
 class ResponseCache:
     """Thread-safe; several processes may share one file (WAL mode, busy timeout)."""
 
@@ -62,6 +89,7 @@ class ResponseCache:
             self._conn = self._open()
 
     def _open(self) -> sqlite3.Connection:
+        _owner_only(self.path)
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -83,7 +111,7 @@ class ResponseCache:
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, base_url, model, json.dumps(messages, ensure_ascii=False), json.dumps(params, sort_keys=True),
+                (key, redact_url(base_url), model, json.dumps(messages, ensure_ascii=False), json.dumps(params, sort_keys=True),
                  response, prompt_tokens, completion_tokens, time.time()),
             )
 

@@ -9,6 +9,7 @@ upstream with the caller's parameters. The upstream's answer comes back as it wa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -20,14 +21,18 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..qa.prompts import PromptSet
 from .augment import question_of, small_model_text, with_knowledge
-from .batcher import KnowledgeBatcher, QueueFull
+from .batcher import GenerationFailed, KnowledgeBatcher, QueueFull, ShuttingDown
+from .connection import cancel_on_disconnect
+from .limits import RequestCaps, check_caps, decode_body
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .protocol import ApiError, parse_chat_request
-from .question import message_text
+from .question import ChatQuestion
 from .upstream import Upstream, UpstreamConfig, UpstreamError
 
 logger = logging.getLogger(__name__)
@@ -36,12 +41,31 @@ ROUTES = ("/v1/chat/completions", "/v1/models", "/health", "/metrics")
 _EVENT_END = re.compile(r"\r?\n\r?\n")
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A request checked and made ready off the event loop: what goes upstream and what the small LM reads."""
+
+    payload: dict  # the body without `blade`
+    stream: bool
+    question: ChatQuestion | None  # None: no knowledge (opted out, or no user question to answer)
+    small_text: str = ""
+    tokens: int = 0
+
+
 @dataclass
 class ServeSettings:
     served_model_name: str = "blade"
     api_key: str | None = None  # the bearer token callers must send; None: no auth
     max_body_bytes: int = 1 << 20
     max_message_chars: int = 32_000
+    max_messages: int = 512
+    max_n: int = 8
+    max_completion_tokens: int | None = None  # None: the upstream's own limit applies
+    max_input_tokens: int | None = None  # the small model's input (templated question) in tokens; None: unchecked
+    input_limit_reason: str = ""  # where max_input_tokens comes from, for the 400's message
+    max_batch_tokens: int | None = None  # rows x longest prompt of one small-model batch
+    body_timeout: float = 30.0  # seconds from the headers to the body's last byte (408 beyond)
+    public_metrics: bool = False  # /metrics without the API key
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     max_queue: int = 256
@@ -66,12 +90,21 @@ class _MetricsMiddleware:
 
         async def send_and_watch(message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
             await send(message)
 
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_and_watch)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when --shutdown-timeout has passed; raised on, the
+            # cancellation would reach the log as a traceback. The request ends here, with a 503 if it can.
+            if status["code"] == 500 and "started" not in status:
+                await _send_json(send, 503, {"error": {"message": "the server is shutting down",
+                                                       "type": "server_error", "param": None,
+                                                       "code": "shutting_down"}})
+                status["code"] = 503
+            logger.warning("shutdown timeout: a %s request was cut short", route)
         finally:
             self.metrics.in_progress.dec()
             self.metrics.requests.inc(route=route, code=str(status["code"]))
@@ -80,22 +113,31 @@ class _MetricsMiddleware:
 
 def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str]], prompts: PromptSet,
                chat_prompts: PromptSet, upstream_config: UpstreamConfig,
-               metrics: ServeMetrics | None = None) -> FastAPI:
+               metrics: ServeMetrics | None = None, count_tokens: Callable[[str], int] | None = None) -> FastAPI:
     """The ASGI app. generate: small-LM texts -> knowledge per text (runs on the batcher's worker thread);
-    chat_prompts: where `chat_system.j2` comes from (see `augment.with_knowledge`)."""
+    chat_prompts: where `chat_system.j2` comes from (see `augment.with_knowledge`); count_tokens: a small-LM
+    text's prompt length in tokens (for `max_input_tokens` and the batcher's token bound; thread-safe).
+    `app.state.batcher` is the running batcher (for a shutdown that must not wait for a generation)."""
     metrics = metrics or ServeMetrics()
+    caps = RequestCaps(max_message_chars=settings.max_message_chars, max_messages=settings.max_messages,
+                       max_n=settings.max_n, max_completion_tokens=settings.max_completion_tokens)
     started = int(time.time())
     state: dict = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher = KnowledgeBatcher(generate, settings.max_batch_size, settings.max_wait_ms / 1000,
-                                   settings.max_queue, settings.knowledge_cache_size, metrics)
+                                   settings.max_queue, settings.knowledge_cache_size, metrics,
+                                   max_batch_tokens=settings.max_batch_tokens,
+                                   # no batch needs bigger attention matrices than one question at the limit
+                                   max_batch_attention=(settings.max_input_tokens ** 2
+                                                        if settings.max_input_tokens is not None else None))
         batcher.start()
+        app.state.batcher = batcher
         state.update(batcher=batcher, upstream=Upstream(upstream_config))
         try:
             yield
-        finally:  # uvicorn gets here after in-flight requests have finished (graceful shutdown)
+        finally:  # uvicorn gets here after in-flight requests finished or its graceful timeout cancelled them
             await batcher.close()
             await state["upstream"].close()
 
@@ -114,12 +156,20 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
                           "type": "invalid_request_error", "param": None, "code": None}}
         return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, err: ClientDisconnect) -> Response:
+        # Normal traffic, not a server fault: no traceback, no 500. 499 (nginx's "client closed request")
+        # is what /metrics records; nobody is left to read it.
+        metrics.errors.inc(kind="client_left")
+        logger.debug("client left before its response (%s %s)", request.method, request.url.path)
+        return Response(status_code=499)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, err: Exception) -> JSONResponse:
+        # Starlette re-raises after this, so uvicorn logs the traceback once; the body names no internals.
         metrics.errors.inc(kind="internal")
-        logger.exception("request failed")
-        body = {"error": {"message": f"internal error: {type(err).__name__}: {err}", "type": "server_error",
-                          "param": None, "code": None}}
+        body = {"error": {"message": "internal server error (the server log has the details)",
+                          "type": "server_error", "param": None, "code": None}}
         return JSONResponse(body, status_code=500)
 
     def check_auth(request: Request) -> None:
@@ -136,22 +186,60 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes",
-                           code="request_too_large", kind="too_large")
+                           code="request_too_large", kind="too_large", headers={"Connection": "close"})
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:  # chunked bodies declare no length: count as they come
-                raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large",
-                               kind="too_large")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(settings.body_timeout):  # a trickled body must not hold its socket forever
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:  # chunked bodies declare no length: count as they come
+                        raise ApiError(413, f"request body exceeds the limit of {limit} bytes",
+                                       code="request_too_large", kind="too_large", headers={"Connection": "close"})
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {settings.body_timeout:g} s",
+                           code="request_timeout", kind="timeout", headers={"Connection": "close"}) from None
         return b"".join(chunks)
+
+    def prepare(raw: bytes) -> Prepared:
+        """Decode, check and template a request (linear in its size; runs on a worker thread)."""
+        body = decode_body(raw)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        check_caps(body, caps)
+        parsed = parse_chat_request(body)
+        payload = {key: value for key, value in body.items() if key != "blade"}
+        question = question_of(payload["messages"]) if parsed.blade.knowledge else None
+        if question is None:
+            return Prepared(payload, parsed.stream, None)
+        text = small_model_text(prompts, question)
+        tokens = 0
+        if count_tokens is not None:
+            try:
+                tokens = count_tokens(text)
+            except Exception:
+                logger.warning("the small model's tokenizer refused a request", exc_info=True)
+                raise ApiError(400, f"invalid request: messages.{len(payload['messages']) - 1}.content: the small "
+                                    f"model's tokenizer cannot encode this text",
+                               param=f"messages.{len(payload['messages']) - 1}.content") from None
+            if settings.max_input_tokens is not None and tokens > settings.max_input_tokens:
+                index = len(payload["messages"]) - 1
+                raise ApiError(400, f"messages.{index}.content: the small model's input would be {tokens} tokens; "
+                                    f"this server accepts at most {settings.max_input_tokens} "
+                                    f"({settings.input_limit_reason or '--max-input-tokens'}). Shorten the message, "
+                                    f"or send it without knowledge (blade.knowledge: false).",
+                               param=f"messages.{index}.content", code="context_length_exceeded")
+        return Prepared(payload, parsed.stream, question, text, tokens)
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "small_lm_queue_depth": state["batcher"].depth}
+        batcher = state["batcher"]
+        return {"status": "ok", "small_lm_queue_depth": batcher.depth, "small_lm_generating": batcher.generating}
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        if not settings.public_metrics:
+            check_auth(request)
         return Response(metrics.registry.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
@@ -164,33 +252,33 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
     async def chat_completions(request: Request) -> Response:
         check_auth(request)
         raw = await read_body(request)
-        try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ApiError(400, f"the request body is not valid JSON ({err})") from None
-        parsed = parse_chat_request(body)
-        for index, message in enumerate(body["messages"]):
-            length = len(message_text(message.get("content")))
-            if length > settings.max_message_chars:
-                raise ApiError(413, f"messages.{index}.content has {length} characters; the limit is "
-                                    f"{settings.max_message_chars}", param=f"messages.{index}.content",
-                               code="message_too_large", kind="too_large")
-        payload = {key: value for key, value in body.items() if key != "blade"}
+        prepared = await run_in_threadpool(prepare, raw)
+        return await cancel_on_disconnect(request, answer(prepared))
+
+    async def answer(prepared: Prepared) -> Response:
+        payload = prepared.payload
         blade = {"knowledge": None, "knowledge_ms": 0.0, "knowledge_cached": False}
-        question = question_of(payload["messages"]) if parsed.blade.knowledge else None
-        if question is not None:
+        if prepared.question is not None:
             began = time.perf_counter()
             try:
-                knowledge, cached = await state["batcher"].knowledge(small_model_text(prompts, question))
+                knowledge, cached = await state["batcher"].knowledge(prepared.small_text, prepared.tokens)
             except QueueFull as err:
                 raise ApiError(429, str(err), type_="rate_limit_error", code="queue_full",
                                headers={"Retry-After": str(err.retry_after)}, kind="queue_full") from None
+            except GenerationFailed:
+                raise ApiError(500, "the small model could not write knowledge for this request (the server log "
+                                    "has the details); retry it without knowledge: blade.knowledge false",
+                               type_="server_error", code="small_model_failed", kind="internal") from None
+            except ShuttingDown:
+                raise ApiError(503, "the server is shutting down", type_="server_error", code="shutting_down",
+                               kind="shutdown") from None
             elapsed = time.perf_counter() - began
             metrics.knowledge_seconds.observe(elapsed)
             blade.update(knowledge=knowledge, knowledge_ms=round(elapsed * 1000, 1), knowledge_cached=cached)
-            payload["messages"] = with_knowledge(payload["messages"], question, knowledge, prompts, chat_prompts)
+            payload = {**payload, "messages": with_knowledge(payload["messages"], prepared.question, knowledge,
+                                                              prompts, chat_prompts)}
         headers = {"x-blade-knowledge-ms": f"{blade['knowledge_ms']:.1f}"}
-        if parsed.stream:
+        if prepared.stream:
             return await _stream(payload, blade, headers)
         began = time.perf_counter()
         try:
@@ -199,6 +287,9 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
                 status = response.http_response.status_code
         except UpstreamError as err:
             raise _upstream_api_error(err) from None
+        except ValueError:  # json.JSONDecodeError, UnicodeDecodeError: the upstream's fault, not ours
+            raise ApiError(502, "upstream LLM sent a body that is not JSON", type_="upstream_error",
+                           kind="upstream") from None
         metrics.upstream_seconds.observe(time.perf_counter() - began)
         if not isinstance(data, dict):
             raise ApiError(502, "upstream LLM sent a non-object JSON body", type_="upstream_error", kind="upstream")
@@ -275,6 +366,14 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
             _count_usage(data)
 
     return app
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": data})
 
 
 def _is_data_chunk(event: str) -> bool:

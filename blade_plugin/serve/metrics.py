@@ -148,7 +148,8 @@ class ServeMetrics:
         self.requests = Counter(r, "blade_serve_requests_total", "HTTP requests by route and status code.",
                                 ("route", "code"))
         self.errors = Counter(r, "blade_serve_errors_total",
-                              "Failed requests by kind (auth, too_large, invalid, queue_full, upstream, internal).",
+                              "Failed requests by kind (auth, too_large, invalid, timeout, queue_full, upstream, "
+                              "internal, client_left, shutdown).",
                               ("kind",))
         self.request_seconds = Histogram(r, "blade_serve_request_seconds",
                                          "Time from request start to the last byte sent, by route.",

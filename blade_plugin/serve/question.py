@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 # A line that starts an option: an optional bracket, one capital letter (full-width ones are normalised
 # first), a closing bracket or separator, then the option text. "A" alone or "A word" is not an option.
-_OPTION_LINE = re.compile(r"^\s*[(\[（【]?\s*([A-Z])\s*(?:[)\]）】]\s*[.:、．：]?|[.:、．：])\s*(.*)$")
+# Possessive quantifiers (`*+`): a line of thousands of spaces must fail in one pass, not by backtracking one
+# `\s*` into the next (quadratic in the line's length).
+_OPTION_LINE = re.compile(r"^\s*+[(\[（【]?\s*+([A-Z])\s*+(?:[)\]）】]\s*+[.:、．：]?|[.:、．：])\s*+(.*)$")
 MIN_OPTIONS = 2
 
 
@@ -36,23 +38,29 @@ def parse_question(text: str) -> ChatQuestion:
 
     Lines between two options continue the earlier option; text after the last option (an instruction such
     as "Answer with the letter") is kept at the end of the question, so nothing the user wrote is lost.
+    Linear in the text's length: each line is matched once (a server parses whatever a caller sends).
     """
     lines = text.strip().splitlines()
-    normalised = [unicodedata.normalize("NFKC", line) for line in lines]
-    start = next((i for i, line in enumerate(normalised) if _match(line, "A") is not None), None)
+    # (letter, option text) per line that reads as an option, None for any other line.
+    found = [_option(unicodedata.normalize("NFKC", line)) for line in lines]
+    start = next((i for i, option in enumerate(found) if option is not None and option[0] == "A"), None)
     if start is None:
         return ChatQuestion(text.strip(), None)
+    last_line_of: dict[str, int] = {}  # letter -> the last line that offers it (a wrapped line needs one later)
+    for i, option in enumerate(found):
+        if option is not None:
+            last_line_of[option[0]] = i
     options: dict[str, str] = {}
     last_option_line = start
     expected = "A"
     for i in range(start, len(lines)):
-        body = _match(normalised[i], expected)
-        if body is not None:
-            options[expected] = body
+        option = found[i]
+        if option is not None and option[0] == expected:
+            options[expected] = option[1]
             last_option_line = i
             expected = chr(ord(expected) + 1)
-        elif lines[i].strip() and options and not _looks_like_option(normalised[i]):
-            if i + 1 < len(lines) and any(_match(n, expected) is not None for n in normalised[i + 1:]):
+        elif lines[i].strip() and options and option is None:
+            if last_line_of.get(expected, -1) > i:
                 options[chr(ord(expected) - 1)] += " " + lines[i].strip()  # a wrapped option line
                 last_option_line = i
             else:
@@ -70,13 +78,9 @@ def parse_question(text: str) -> ChatQuestion:
     return ChatQuestion(question, {letter: body.strip() for letter, body in options.items()})
 
 
-def _match(line: str, letter: str) -> str | None:
-    found = _OPTION_LINE.match(line)
-    if found is None or found.group(1) != letter or not found.group(2).strip():
+def _option(line: str) -> tuple[str, str] | None:
+    """(letter, text) when the NFKC-normalised `line` starts an option with some text; None otherwise."""
+    match = _OPTION_LINE.match(line)
+    if match is None or not match.group(2).strip():
         return None
-    return found.group(2)
-
-
-def _looks_like_option(line: str) -> bool:
-    found = _OPTION_LINE.match(line)
-    return found is not None and bool(found.group(2).strip())
+    return match.group(1), match.group(2)

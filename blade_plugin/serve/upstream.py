@@ -14,6 +14,8 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from ..extras.urls import redact_url
+
 logger = logging.getLogger(__name__)
 
 # Upstream statuses that are the caller's own mistake (a bad parameter, an unknown model): relayed as they
@@ -81,7 +83,7 @@ class Upstream:
         except openai.APIStatusError as err:
             raise self._status_error(err) from None
         except openai.APIConnectionError as err:  # includes timeouts
-            message = f"upstream LLM unreachable at {self.config.base_url}: {err.message}"
+            message = f"upstream LLM unreachable at {redact_url(self.config.base_url)}: {err.message}"
             raise UpstreamError(502, {"message": self.scrub(message), "type": "upstream_error", "param": None,
                                       "code": "upstream_unreachable"}) from None
 

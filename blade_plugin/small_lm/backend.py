@@ -32,6 +32,8 @@ class SmallBackendConfig:
     backend: str = field(default="hf", metadata={"help": "One of SMALL_BACKENDS."})
     urls: tuple[str, ...] = field(default=(), metadata={"help": "vLLM server base URLs, used round-robin (vllm)."})
     concurrency: int = field(default=64, metadata={"help": "Requests in flight over all servers (vllm)."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "Let the model directory's own Python code run on load (transformers' trust_remote_code)."})
 
 
 def load_knowledge_writer(config: SmallBackendConfig) -> KnowledgeWriter:
@@ -45,11 +47,12 @@ def load_knowledge_writer(config: SmallBackendConfig) -> KnowledgeWriter:
 
         return SoftPromptGenerator(config.model_name_or_path, adapter_name_or_path=config.adapter_name_or_path,
                                    template=config.template, max_new_tokens=config.max_new_tokens,
-                                   batch_size=config.batch_size)
+                                   batch_size=config.batch_size, trust_remote_code=config.trust_remote_code)
     if config.backend == "vllm":
         from .vllm_backend import VLLMKnowledgeWriter
 
         return VLLMKnowledgeWriter(config.model_name_or_path, config.urls,
                                    adapter_name_or_path=config.adapter_name_or_path, template=config.template,
-                                   max_new_tokens=config.max_new_tokens, concurrency=config.concurrency)
+                                   max_new_tokens=config.max_new_tokens, concurrency=config.concurrency,
+                                   trust_remote_code=config.trust_remote_code)
     raise ValueError(f"unknown small-model backend {config.backend!r} (choose from {', '.join(SMALL_BACKENDS)})")

@@ -32,8 +32,10 @@ class SoftPromptGenerator:
         batch_size: int = GENERATION_BATCH_SIZE,
         infer_dtype: str = "auto",
         decoder: Decoder = "fast",
+        trust_remote_code: bool = False,
     ):
-        """decoder: "fast" (the shared greedy loop that drops finished rows) or "hf" (transformers' generate)."""
+        """decoder: "fast" (the shared greedy loop that drops finished rows) or "hf" (transformers' generate);
+        trust_remote_code: let the model directory run its own Python code on load (never by default)."""
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be 'fast' or 'hf', got {decoder!r}")
         if batch_size < 1:
@@ -43,7 +45,7 @@ class SoftPromptGenerator:
         from llamafactory.model import load_model, load_tokenizer
 
         args = {"model_name_or_path": str(model_name_or_path), "template": template, "infer_dtype": infer_dtype,
-                "trust_remote_code": True}
+                "trust_remote_code": trust_remote_code}
         if adapter_name_or_path:
             args.update(adapter_name_or_path=str(adapter_name_or_path), finetuning_type="lora")
         model_args, data_args, finetuning_args, _ = get_infer_args(args)

@@ -43,15 +43,17 @@ def guess_template(model_dir: str, template: str | None) -> str:
 
 def load_writer(small_model: str | None, adapter: str | None, template: str | None, max_new_tokens: int,
                 batch_size: int, backend: str = "hf", urls: tuple[str, ...] = (), concurrency: int = 64,
-                ) -> KnowledgeWriter:
+                trust_remote_code: bool = False) -> KnowledgeWriter:
     """The KnowledgeWriter for these arguments; argument errors become one line (BladeError)."""
     model_dir = resolve_small_model(small_model)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise BladeError(f"--adapter {adapter}: not a LoRA adapter directory (no adapter_config.json)")
     template = guess_template(model_dir, template)
     config = SmallBackendConfig(model_dir, adapter, template, max_new_tokens, batch_size, backend=backend,
-                                urls=tuple(urls), concurrency=concurrency)
+                                urls=tuple(urls), concurrency=concurrency, trust_remote_code=trust_remote_code)
     try:
         return load_knowledge_writer(config)
     except ValueError as err:  # LLaMA-Factory reports unknown templates and bad arguments this way
-        raise BladeError(f"cannot load small model {model_dir} (template {template}): {err}") from err
+        hint = ("; if you trust its code, pass --trust-remote-code" if "trust_remote_code" in str(err)
+                and not trust_remote_code else "")
+        raise BladeError(f"cannot load small model {model_dir} (template {template}): {err}{hint}") from err

@@ -18,12 +18,13 @@ EXPORT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def merge_adapter(model_dir: str, adapter_dir: str, out_dir: str, template: str = "blade_chatml",
-                  dtype: str = "auto", shard_size_gb: int = 5) -> Path:
+                  dtype: str = "auto", shard_size_gb: int = 5, trust_remote_code: bool = False) -> Path:
     """Write base + adapter as one HF model directory `out_dir` (safetensors) and a `blade_merge.json` record.
 
     dtype "auto" is LLaMA-Factory's choice (a float32 model is saved in bfloat16 where supported). Refuses an
     existing `out_dir`: nothing the user owns is overwritten. The export goes to a sibling temporary directory
     renamed into place at the end, so an interrupted merge leaves no half-written model behind.
+    trust_remote_code: let the model directory run its own Python code on load (never by default).
     """
     out = Path(out_dir)
     if out.exists():
@@ -42,7 +43,7 @@ def merge_adapter(model_dir: str, adapter_dir: str, out_dir: str, template: str 
             export_model({"model_name_or_path": str(model_dir), "adapter_name_or_path": str(adapter_dir),
                           "finetuning_type": "lora", "template": template, "export_dir": str(staging),
                           "export_size": shard_size_gb, "export_device": "cpu", "infer_dtype": dtype,
-                          "trust_remote_code": True})
+                          "trust_remote_code": trust_remote_code})
         except (RuntimeError, ValueError, KeyError, OSError) as err:  # peft/transformers: shapes, keys, files
             message = " ".join(str(err).split())
             raise BladeError(f"--adapter {adapter_dir}: cannot be applied to --model {model_dir}: "

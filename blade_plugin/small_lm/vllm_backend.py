@@ -57,18 +57,18 @@ def normalise_url(url: str) -> str:
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
-def embedding_parameter_name(model_dir: str) -> str:
+def embedding_parameter_name(model_dir: str, trust_remote_code: bool = False) -> str:
     """Name of the input embedding weight in the model's state dict, from a weightless (meta) instance."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=True)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     weight = model.get_input_embeddings().weight
     return next(name for name, param in model.named_parameters() if param is weight)
 
 
-def load_input_embeddings(model_dir: str) -> torch.Tensor:
+def load_input_embeddings(model_dir: str, trust_remote_code: bool = False) -> torch.Tensor:
     """Tensor[vocab, hidden]: the input embedding matrix, read from the safetensors files alone."""
     from safetensors import safe_open
 
@@ -82,7 +82,7 @@ def load_input_embeddings(model_dir: str) -> torch.Tensor:
     else:
         raise BladeError(f"{model_dir}: no model.safetensors or model.safetensors.index.json (the vllm backend "
                          f"reads the embedding matrix from safetensors; re-save with `blade-bpo merge`)")
-    name = embedding_parameter_name(model_dir)
+    name = embedding_parameter_name(model_dir, trust_remote_code)
     if name not in weight_map:
         # Checkpoints sometimes drop or add a prefix ("model."); the suffix still identifies the tensor.
         suffix = name.split(".", 1)[-1]
@@ -110,6 +110,7 @@ class VLLMKnowledgeWriter:
         served_model: str | None = None,
         timeout: float = 600.0,
         max_retries: int = 5,
+        trust_remote_code: bool = False,
     ):
         """model_name_or_path: the merged HF model directory the servers serve (tokenizer, template and
         embedding matrix come from it); urls: server base URLs (`http://host:8000` or `.../v1`)."""
@@ -136,14 +137,15 @@ class VLLMKnowledgeWriter:
         from llamafactory.model import load_tokenizer
 
         model_args, data_args, _, _ = get_infer_args({"model_name_or_path": str(model_name_or_path),
-                                                      "template": template, "trust_remote_code": True})
+                                                      "template": template,
+                                                      "trust_remote_code": trust_remote_code})
         self.tokenizer = load_tokenizer(model_args)["tokenizer"]
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
         self.template_name = template
         self.max_new_tokens = max_new_tokens
         self.concurrency = concurrency
         self.stop_ids: list[int] = list(self.template.get_stop_token_ids(self.tokenizer))
-        self._embeddings = load_input_embeddings(self.model_name_or_path)
+        self._embeddings = load_input_embeddings(self.model_name_or_path, trust_remote_code)
         if self._embeddings.dtype not in VLLM_EMBED_DTYPES:
             self._embeddings = self._embeddings.float()
         generation_config = Path(self.model_name_or_path) / "generation_config.json"

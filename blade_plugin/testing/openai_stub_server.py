@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
+import socket
 import sys
 import threading
 import time
@@ -136,8 +138,11 @@ class _Handler(LoopbackHandler):
     def _chat(self, stub: StubOpenAIServer, body: dict, number: int) -> None:
         if stub.drop_response_format:  # as `llamafactory-cli api` does: pydantic drops the unknown field
             body = {k: v for k, v in body.items() if k != "response_format"}
-        if stub.latency:
-            time.sleep(stub.latency)
+        if stub.latency and not self._wait_unless_abandoned(stub.latency):
+            self._serving = None  # no reply, so no finish: `events` says ("abandoned", number) instead
+            stub._event("abandoned", number)
+            self.close_connection = True
+            return
         problem = stub._validate(body)  # the API refuses a bad request before anything can go wrong
         if problem is not None:
             stub._refused(problem)
@@ -189,6 +194,23 @@ class _Handler(LoopbackHandler):
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })
+
+    def _wait_unless_abandoned(self, seconds: float) -> bool:
+        """Sleep `seconds` as a slow model would, watching the socket: False as soon as the client hangs up (a
+        real server stops generating then, and a test sees that the caller cancelled its request)."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], remaining)
+            if not readable:
+                continue
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return False
+            except OSError:  # reset by the peer: gone as well
+                return False
+            time.sleep(remaining)  # bytes of a next request: not a hang-up; finish the wait
+            return True
+        return True
 
     def _send_stream(self, body: dict, number: int, choices: list[tuple[str, str]], prompt_tokens: int,
                      completion_tokens: int) -> None:
@@ -263,7 +285,8 @@ class StubOpenAIServer(BackgroundHTTPServer):
     request whose messages contain a text fail for good, with no retry hint (an over-long prompt's 400).
 
     `events` records ("start" | "finish", request number, time.perf_counter()) per chat request, so tests
-    check overlap and order (`max_in_flight()`) instead of wall-clock thresholds.
+    check overlap and order (`max_in_flight()`) instead of wall-clock thresholds; a request whose client hangs
+    up during the `latency` wait ends with ("abandoned", number, time) instead of "finish" (no reply is sent).
     """
 
     _thread_name = "stub-openai"
