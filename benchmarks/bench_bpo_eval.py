@@ -27,6 +27,7 @@ os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")  # before LLaMA-Factory 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+import _paths  # noqa: E402,F401 (tests/ on the path: blade_testing)
 from blade_plugin.small_lm.default_model import materialize_default_model
 from blade_plugin.extras.constants import GENERATION_BATCH_SIZE
 from blade_plugin.qa.answering import accuracy, answer_items
@@ -36,8 +37,8 @@ from blade_plugin.qa.prompts import load_prompts
 from blade_plugin.qa.data import QAItem, load_qa
 from blade_plugin.small_lm.hf_backend import SoftPromptGenerator
 from blade_plugin.small_lm.soft_prompt import SoftPromptSpace
-from blade_plugin.testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 
 
 def main() -> None:

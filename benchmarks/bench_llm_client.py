@@ -32,12 +32,13 @@ import time
 from io import BytesIO
 from pathlib import Path
 
+import _paths  # noqa: E402,F401 (tests/ on the path: blade_testing)
 from blade_plugin.llm.client import LLMClient, LLMConfig
 from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.qa.data import load_qa
 from blade_plugin.qa.prompts import load_prompts
-from blade_plugin.testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 
 REPO = Path(__file__).resolve().parent.parent
 

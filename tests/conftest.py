@@ -43,7 +43,7 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture()
 def stub_llm():
     """A real OpenAI-compatible HTTP server on 127.0.0.1 (default scripted answer: 'Answer: A')."""
-    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+    from blade_testing.openai_stub_server import StubOpenAIServer
 
     with StubOpenAIServer() as server:
         yield server

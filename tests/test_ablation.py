@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from blade_plugin.qa.data import load_qa
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle, _stable_fraction
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle, _stable_fraction
 from helpers import run_cli
 
 N_ITEMS = 6

@@ -13,7 +13,7 @@ from blade_plugin.stages.kit import generate_kit_data
 from blade_plugin.llm.client import LLMClient
 from blade_plugin.llm.options import config_from_options
 from blade_plugin.qa.data import QAItem, load_qa
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_testing.openai_stub_server import StubOpenAIServer
 from conftest import llm_config
 from helpers import run_cli
 

@@ -133,3 +133,11 @@ def test_one_torn_tail_repair():
                 found.append(f"{name}: .truncate() call at line {node.lineno}")
     assert len([f for f in found if "truncate() call" in f]) == 1, found
     assert len([f for f in found if "truncate() call" not in f]) == 1, found
+
+
+def test_code_only_tests_use_is_not_shipped():
+    """The loopback test servers live in tests/blade_testing, outside the package; nothing shipped imports them."""
+    assert not (ROOT / "testing").exists()
+    shipped = [name for name, path in _modules().items() if "blade_testing" in path.read_text(encoding="utf-8")
+               and "import" in path.read_text(encoding="utf-8").split("blade_testing")[0][-80:]]
+    assert shipped == []

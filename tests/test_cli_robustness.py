@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from blade_plugin.cli import cli
 from blade_plugin.extras.errors import BladeError
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_testing.openai_stub_server import StubOpenAIServer
 from helpers import BIN, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,8 @@ def test_timeout_option_from_the_environment_bounds_a_stalled_endpoint(tmp_path,
         events = [(kind, number) for kind, number, _ in server.events]
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "failed after 1 attempts; last error: APITimeoutError" in result.stderr
-    assert events == [("start", 1)], events
+    # the stub also notes when the client hangs up (`abandoned`): no retry, no finished request
+    assert [e for e in events if e[0] != "abandoned"] == [("start", 1)], events
     assert not (tmp_path / "kit.jsonl").exists()
 
 
@@ -190,23 +191,18 @@ def test_non_finite_soft_prompt_is_refused_on_load(tmp_path, value):
 
 
 # --- one story for newcomers -------------------------------------------------------------------------------
-def _kit_recipes(text: str) -> set[str]:
-    return set(re.findall(r"recipes/blade_kit_\w+\.yaml", text))
-
-
 def test_readme_workspace_readme_and_knowledge_hint_tell_one_story(tmp_path, demo_data_dir):
+    """The README Quickstart and the workspace README say the same thing (init, edit blade.yaml, run), and the hint
+    `knowledge` prints names recipes the workspace has."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    quickstart = quickstart.split("### With a GPU", 1)[0]
-    recipes = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
-    gpu = recipes.split("## With a GPU", 1)[1].split("\n## ", 1)[0]
-    # the GPU variant trains the full KIT recipe: its output is what optimize then loads
-    assert "output_dir=saves/kit_full" in gpu and "--small-model saves/kit_full" in gpu
-    assert quickstart.index("source .venv/bin/activate") < quickstart.index("blade-bpo init")
-
+    assert quickstart.index("source .venv/bin/activate") < quickstart.index("blade-bpo init") \
+        < quickstart.index("blade-bpo run blade.yaml")
     init = run_cli(["blade-bpo", "init", "ws"], cwd=tmp_path)
     assert init.returncode == 0, init.stderr
     workspace_readme = (tmp_path / "ws" / "README.md").read_text(encoding="utf-8")
+    for text in (quickstart, workspace_readme):
+        assert "blade-bpo run blade.yaml --dry-run" in text and "blade_run/report.md" in text
     with StubOpenAIServer() as server:
         result = run_cli(["blade-bpo", "knowledge", "--train", str(demo_data_dir / "demo_qa_train.jsonl"), "--limit",
                           "1", "--out", "data/kit.jsonl", "--dataset-dir", "data", "--dataset-name", "my_kit",
@@ -214,13 +210,8 @@ def test_readme_workspace_readme_and_knowledge_hint_tell_one_story(tmp_path, dem
                          cwd=tmp_path / "ws", env={"BLADE_HOME": str(tmp_path / "home")})
     assert result.returncode == 0, result.stderr[-2000:]
     hint = result.stdout.strip().splitlines()[-1]
-    for text in (quickstart, workspace_readme, hint):
-        assert _kit_recipes(text) == {"recipes/blade_kit_lora.yaml"}, text
-        assert "model_name_or_path=saves/dp" in text and "output_dir=saves/kit" in text
-    for text in (quickstart, workspace_readme):
-        assert "--small-model saves/dp --adapter saves/kit" in text
-    for recipe in re.findall(r"recipes/(blade_\w+\.yaml)", quickstart + workspace_readme + hint):
-        assert (tmp_path / "ws" / "recipes" / recipe).is_file(), recipe
+    recipes = re.findall(r"recipes/(blade_\w+\.yaml)", hint)
+    assert recipes and all((tmp_path / "ws" / "recipes" / recipe).is_file() for recipe in recipes), hint
 
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert "Editable installs do not get it" not in pyproject

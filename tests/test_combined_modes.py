@@ -16,7 +16,7 @@ from blade_plugin.qa.prompts import load_prompts
 from blade_plugin.retrieval import CorpusIndex, tokens
 from blade_plugin.retrieval.combine import (KNOWLEDGE_AS_QUERY, KNOWLEDGE_FROM_PASSAGES, PASSAGES_AND_KNOWLEDGE,
                                             PassageRetriever, check_templates, truncate_passage)
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_testing.openai_stub_server import StubOpenAIServer
 
 CORPUS = [
     "Trelomazine is indicated for Corvane fever.",  # line 1

@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from blade_plugin.qa.data import load_qa
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 from helpers import BIN, run_cli, sigkill_when
 
 

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from blade_plugin.qa.data import load_qa
-from blade_plugin.testing.openai_stub_server import DEFAULT_MODELS
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer as StrictStub
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import DEFAULT_MODELS
+from blade_testing.openai_stub_server import StubOpenAIServer as StrictStub
+from blade_testing.scripted_llm import QAOracle
 from helpers import run_cli
 
 
@@ -165,6 +165,7 @@ def test_demo_dry_run_sends_nothing_and_creates_no_workdir(tmp_path):
     assert "DEBUG" not in dry.stderr  # bm25s logs each index build at DEBUG unless told otherwise
     assert not (tmp_path / "w").exists()
     plan = json.loads((tmp_path / "plan.json").read_text())
-    # by hand, 4 items per split: KIT 4 + 4; BPO (baseline + 2 Sobol + 2 BO) x 4; 7 ablation rows x 4 (LLM
-    # alone, base, DP, KIT only, DP + KIT, BLADE, LLM + retrieved passages: the demo's defaults)
-    assert [p["requests"] for p in plan["phases"]] == [4, 4, 20, 28]
+    # by hand, 4 items per split: KIT 4 + 4; BPO (baseline + 2 Sobol + 2 BO) x 4; 9 ablation rows x 4 (LLM
+    # alone, base, DP, KIT only, DP + KIT, BLADE, LLM + retrieved passages, passages + knowledge, knowledge as
+    # query: the demo's defaults)
+    assert [p["requests"] for p in plan["phases"]] == [4, 4, 20, 36]

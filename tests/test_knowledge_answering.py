@@ -9,8 +9,8 @@ from blade_plugin.extras.errors import LLMError
 from blade_plugin.qa.answering import answer_items, resolve_max_errors
 from blade_plugin.llm.client import LLMClient
 from blade_plugin.qa.data import load_qa
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 from conftest import llm_config
 
 

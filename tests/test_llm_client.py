@@ -54,7 +54,7 @@ def test_cache_hit_avoids_request_and_survives_new_client(stub_llm, tmp_path):
 
 
 def test_other_sampling_params_or_model_miss_the_cache(tmp_path):
-    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+    from blade_testing.openai_stub_server import StubOpenAIServer
 
     with StubOpenAIServer(models=["stub", "other-model"]) as server:
         for overrides in ({}, {"temperature": 0.7}, {"max_tokens": 64}, {"model": "other-model"}):
@@ -76,7 +76,7 @@ def test_requests_run_concurrently(tmp_path):
     which a client sending fewer at a time could never satisfy."""
     import threading
 
-    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+    from blade_testing.openai_stub_server import StubOpenAIServer
 
     n = 12
     batch = [[{"role": "user", "content": f"question {i}"}] for i in range(n)]
@@ -91,7 +91,7 @@ def test_requests_run_concurrently(tmp_path):
 
 
 def test_results_keep_input_order(tmp_path):
-    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+    from blade_testing.openai_stub_server import StubOpenAIServer
 
     with StubOpenAIServer(responder=lambda messages, body: messages[-1]["content"].upper(), latency=0.01) as server:
         batch = [[{"role": "user", "content": f"q{i}"}] for i in range(20)]
@@ -106,7 +106,7 @@ def test_usable_across_event_loops(stub_llm, tmp_path):
 
 
 def test_api_key_is_never_stored(tmp_path, monkeypatch):
-    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+    from blade_testing.openai_stub_server import StubOpenAIServer
 
     secret = "sk-test-SECRET-0123456789"
     monkeypatch.setenv("MY_LLM_KEY", secret)
@@ -258,7 +258,7 @@ def test_server_can_veto_a_retry_and_409_is_retried(stub_llm, tmp_path):
                                             (("", "content_filter"), "filtered"),
                                             (("   ", "stop"), "empty")])
 def test_incomplete_replies_are_returned_counted_and_never_cached(tmp_path, reply, counter):
-    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+    from blade_testing.openai_stub_server import StubOpenAIServer
 
     with StubOpenAIServer(responder=lambda messages, body: reply) as server:
         for _ in range(2):

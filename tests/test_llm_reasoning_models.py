@@ -8,7 +8,7 @@ import pytest
 from blade_plugin.extras.errors import LLMError, LLMSetupError
 from blade_plugin.llm.client import LLMClient
 from blade_plugin.llm.options import config_from_options
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_testing.openai_stub_server import StubOpenAIServer
 from conftest import llm_config
 from helpers import run_cli
 

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from blade_plugin.testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
+from blade_testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
 
 OK = {"model": "stub", "messages": [{"role": "user", "content": "hi"}]}
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
@@ -189,7 +189,7 @@ def test_settle_returns_only_after_the_requests_in_flight_have_been_answered(mon
     import time
     import types
 
-    from blade_plugin.testing import openai_stub_server
+    from blade_testing import openai_stub_server
 
     both_in = threading.Barrier(3, timeout=30)  # the two requests are inside the responder, and the test knows
     release = threading.Event()

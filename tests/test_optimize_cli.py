@@ -14,8 +14,8 @@ import torch
 
 from blade_plugin.qa.data import load_qa
 from blade_plugin.small_lm.soft_prompt import load_soft_prompt
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 from helpers import run_cli, sigkill_when
 
 # whole `blade-bpo optimize` runs on the embedded model, one of them killed and resumed: the full lane only

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from blade_plugin.cli import cli
 from blade_plugin.qa.data import load_qa
 from blade_plugin.small_lm.soft_prompt import load_soft_prompt
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 
 
 def test_optimize_runs_baseline_search_and_rescoring_and_writes_its_files(demo_data_dir, prompts, tmp_path,

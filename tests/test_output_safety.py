@@ -14,7 +14,7 @@ import pytest
 
 from blade_plugin.runs.atomic_io import atomic_write_json
 from blade_plugin.lf.dataset_info import register_dataset
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_testing.openai_stub_server import StubOpenAIServer
 from helpers import run_cli
 
 

@@ -86,7 +86,7 @@ def test_grounded_kit_rows_record_their_passages_and_restate_the_supporting_one(
     from blade_plugin.llm.client import LLMClient, LLMConfig
     from blade_plugin.llm.reader import EvidenceReader
     from blade_plugin.stages.kit import generate_kit_data, progress_path_for
-    from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+    from blade_testing.openai_stub_server import StubOpenAIServer
 
     item = QAItem("t1", "What is the antidote for Trelomazine?",
                   {"A": "Pemmitrex", "B": "Solvarin", "C": "Draxolene", "D": "Nuvacort"}, ("B",))

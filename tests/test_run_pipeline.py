@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from blade_plugin.qa.data import load_qa
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.scripted_llm import QAOracle
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.scripted_llm import QAOracle
 from helpers import BIN, run_cli
 
 SHIPS = ["Marrowgale", "Tessaly", "Quillon", "Brannoch", "Velspar", "Odrine", "Kestrava", "Lumbrel", "Fennick",

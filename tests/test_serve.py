@@ -15,8 +15,8 @@ import openai
 import pytest
 
 from blade_plugin.qa.data import QAItem
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.serve_process import ServeProcess
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
 

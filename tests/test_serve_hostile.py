@@ -28,9 +28,9 @@ import pytest
 from blade_plugin.serve.app import ServeSettings, create_app
 from blade_plugin.serve.batcher import GenerationFailed, KnowledgeBatcher, ShuttingDown
 from blade_plugin.serve.upstream import UpstreamConfig
-from blade_plugin.testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
-from blade_plugin.testing.serve_process import ServeProcess
-from blade_plugin.testing.serve_thread import ThreadedServe
+from blade_testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
+from blade_testing.serve_process import ServeProcess
+from blade_testing.serve_thread import ThreadedServe
 
 KEY = "caller-key-30"
 FAILS_HERE = "kaboom"  # a text the fake model cannot take

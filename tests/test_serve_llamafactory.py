@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from blade_plugin.testing.serve_process import ServeProcess, free_port
+from blade_testing.serve_process import ServeProcess, free_port
 
 from test_llamafactory_api_peer import _wait_for_models
 

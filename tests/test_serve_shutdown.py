@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
-from blade_plugin.testing.serve_process import ServeProcess
+from blade_testing.openai_stub_server import StubOpenAIServer
+from blade_testing.serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
 

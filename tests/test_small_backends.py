@@ -14,7 +14,7 @@ import torch
 
 from blade_plugin.extras.errors import BladeError
 from blade_plugin.small_lm.backend import SmallBackendConfig, load_knowledge_writer
-from blade_plugin.testing.vllm_loopback_server import VLLMLoopbackServer
+from blade_testing.vllm_loopback_server import VLLMLoopbackServer
 from helpers import run_cli
 
 # Realistic small-model queries: the demo's English MCQ style, a Chinese legal (JEC-QA) statement, JSON.

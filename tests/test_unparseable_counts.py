@@ -11,7 +11,7 @@ from blade_plugin.stages.kit import generate_kit_data
 from blade_plugin.llm.client import LLMClient
 from blade_plugin.qa.data import QAItem
 from blade_plugin.qa.metrics import accuracy_summary
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_testing.openai_stub_server import StubOpenAIServer
 from conftest import llm_config
 
 # question id -> the answer-request reply; ph006's gold is A, ph007's C, ph013's B

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blade_plugin.testing.real_vllm import RealVLLMServer, VLLMUnavailable, vllm_python
+from blade_testing.real_vllm import RealVLLMServer, VLLMUnavailable, vllm_python
 from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[2]

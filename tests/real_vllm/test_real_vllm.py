@@ -21,7 +21,7 @@ import torch
 
 from blade_plugin.extras.errors import BladeError
 from blade_plugin.small_lm.backend import SmallBackendConfig, load_knowledge_writer
-from blade_plugin.testing.openai_stub_server import StubOpenAIServer
+from blade_testing.openai_stub_server import StubOpenAIServer
 from helpers import BIN, run_cli
 
 # One xdist worker runs the whole tier, so its servers start once (pyproject's --dist loadgroup; pytest 9.2
@@ -148,7 +148,7 @@ def _b64(tensor: torch.Tensor) -> str:
 def test_stand_in_is_as_strict_as_real_vllm_on_the_request_shape(vllm_replicas, kit_full_dir, kit_hf_writer):
     """The same requests to real vLLM and to the loopback stand-in: every one real vLLM refuses, the stand-in
     refuses with the same status and message; where vLLM answers, both give the same tokens."""
-    from blade_plugin.testing.vllm_loopback_server import VLLMLoopbackServer
+    from blade_testing.vllm_loopback_server import VLLMLoopbackServer
 
     rows = kit_hf_writer.embedding_matrix[[504, 3575, 282, 4649, 314]].clone()
     good = _b64(rows)

@@ -9,7 +9,7 @@ from typing import Self
 
 import uvicorn
 
-from ..serve.runner import uvicorn_config
+from blade_plugin.serve.runner import uvicorn_config
 from .serve_process import free_port
 
 

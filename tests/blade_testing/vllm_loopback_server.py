@@ -15,7 +15,7 @@ model's dtype), and the completion comes from transformers' own `generate(inputs
 greedy, stopping at the request's stop_token_ids and the model's eos, as vLLM's sampler does at temperature 0.
 The response carries `token_ids` (vLLM's `return_token_ids`), including the stop token it ended on.
 
-    python -m blade_plugin.testing.vllm_loopback_server --model DIR --port 8000
+    python -m blade_testing.vllm_loopback_server --model DIR --port 8000
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ It is as strict as the OpenAI API on what this project sends or reads (see `open
 too, and reasoning models (names like `o4-mini`, `gpt-5`, or `reasoning_models=`) that refuse `max_tokens`,
 `top_p` and a non-default `temperature`.
 
-    python -m blade_plugin.testing.openai_stub_server --port 8000 --latency 0.5
+    python -m blade_testing.openai_stub_server --port 8000 --latency 0.5
 """
 
 from __future__ import annotations

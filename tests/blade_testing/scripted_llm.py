@@ -18,8 +18,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from ..qa.prompts import PromptSet
-from ..qa.data import QAItem
+from blade_plugin.qa.prompts import PromptSet
+from blade_plugin.qa.data import QAItem
 
 _SLOT = "\u2063BLADE-KNOWLEDGE-SLOT\u2063"
 _WORD = re.compile(r"[a-z0-9]+|[\u4e00-\u9fff]", re.IGNORECASE)
