@@ -394,7 +394,8 @@ def run_kit(state: RunState) -> dict:
         logger.info("[4/6] KIT training (%s): %s on %s (%s epochs, lr %g)", name, Path(model).name,
                     data["datasets"], overrides["num_train_epochs"], overrides["learning_rate"])
         run_llamafactory_train(recipes_dir() / "blade_kit_full.yaml", overrides, state.out,
-                               state.out / "logs" / f"{name}.log", desc=name.upper().replace("_", " on "))
+                               state.out / "logs" / f"{name}.log",
+                               desc={"kit": "KIT", "kit_base": "KIT on base", "kit_passages": "KIT with passages"}[name])
         mark(out_dir / MARKER, name, key, settings=settings)
     return {"key": keys["kit"], "model": str(kit_dir), "base_key": keys.get("kit_base"),
             "base_model": str(base_dir) if a.kit_on_base else None, "passages_key": keys.get("kit_passages"),
