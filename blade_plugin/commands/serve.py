@@ -7,10 +7,15 @@ import os
 
 import click
 
+from ..serve.modes import SERVE_MODES
 from .arguments import small_model_options
 from .common import load_prompt_set, prompt_options
-from ..serve.modes import SERVE_MODES
-from .grouping_options import corpus_k_option, corpus_option, passage_chars_option, retrieval_query_option
+from .grouping_options import (
+    corpus_k_option,
+    corpus_option,
+    passage_chars_option,
+    retrieval_query_option,
+)
 
 logger = logging.getLogger(__name__)
 

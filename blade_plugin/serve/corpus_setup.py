@@ -9,8 +9,16 @@ from pathlib import Path
 from ..extras.errors import BladeInputError
 from ..qa.prompts import PromptSet
 from ..retrieval.combine import PassageRetriever, check_templates
-from .modes import COMBINED, KNOWLEDGE, RETRIEVING, SHOWING_PASSAGES, ServeInputs, check_mode, default_mode, \
-    reads_passages
+from .modes import (
+    COMBINED,
+    KNOWLEDGE,
+    RETRIEVING,
+    SHOWING_PASSAGES,
+    ServeInputs,
+    check_mode,
+    default_mode,
+    reads_passages,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 
 from ..qa.data import QAItem
-from .modes import KNOWLEDGE_AS_QUERY, KNOWLEDGE_FROM_PASSAGES, PASSAGES, RETRIEVING, SHOWING_PASSAGES, WRITING
+from .modes import (
+    KNOWLEDGE_AS_QUERY,
+    KNOWLEDGE_FROM_PASSAGES,
+    PASSAGES,
+    RETRIEVING,
+    SHOWING_PASSAGES,
+    WRITING,
+)
 from .passages import PassageLookup
 
 # (small-model text, its tokens) -> (knowledge, from the cache)

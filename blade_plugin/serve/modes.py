@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..extras.errors import BladeError
-from ..qa.combine_modes import KNOWLEDGE_AS_QUERY, KNOWLEDGE_FROM_PASSAGES, PASSAGES_AND_KNOWLEDGE
+from ..qa.combine_modes import (
+    KNOWLEDGE_AS_QUERY,
+    KNOWLEDGE_FROM_PASSAGES,
+    PASSAGES_AND_KNOWLEDGE,
+)
 from ..runs.marker import MARKER
 
 logger = logging.getLogger(__name__)
