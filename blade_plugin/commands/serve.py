@@ -7,8 +7,15 @@ import os
 
 import click
 
+from ..serve.modes import SERVE_MODES
 from .arguments import small_model_options
 from .common import load_prompt_set, prompt_options
+from .grouping_options import (
+    corpus_k_option,
+    corpus_option,
+    passage_chars_option,
+    retrieval_query_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +25,28 @@ logger = logging.getLogger(__name__)
               help="soft_prompt.safetensors from `blade-bpo optimize`.")
 @small_model_options
 @prompt_options
+@click.option("--combine", type=click.Choice(SERVE_MODES), default=None, envvar="BLADE_SERVE_COMBINE", show_envvar=True,
+              help="What the LLM sees: the small LM's knowledge alone; the BM25 passages of --corpus alone (passages); "
+                   "both, labelled (passages+knowledge); the passages retrieved with the question and the knowledge "
+                   "(knowledge-as-query); or knowledge the small LM wrote from the question and the passages "
+                   "(knowledge-from-passages: a model trained so). Unset: the mode the --workspace ablation measured "
+                   "best among those this server can run; without one, knowledge, or passages+knowledge with "
+                   "--corpus (docs/serve.md).")
+@click.option("--workspace", type=click.Path(exists=True, file_okay=False), default=None,
+              envvar="BLADE_SERVE_WORKSPACE", show_envvar=True,
+              help="A `blade-bpo run`/demo output directory: its ablation (runs/ablation_dev/ablation.json, "
+                   "runs/ablation/ablation.json or report.json) chooses the default --combine.")
+@corpus_option
+@corpus_k_option
+@passage_chars_option
+@retrieval_query_option
+@click.option("--retrieval-timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
+              envvar="BLADE_SERVE_RETRIEVAL_TIMEOUT", show_envvar=True,
+              help="Seconds one request's BM25 lookup may take (503 retrieval_timeout beyond).")
+@click.option("--small-model-reads-passages", is_flag=True, envvar="BLADE_SMALL_MODEL_READS_PASSAGES",
+              show_envvar=True,
+              help="The small model was trained with retrieved passages in its query (KIT data from `knowledge "
+                   "--query-corpus`) though its directory does not say so: allows knowledge-from-passages.")
 @click.option("--llm-base-url", "--upstream-base-url", "llm_base_url", envvar="OPENAI_BASE_URL", show_envvar=True,
               help="The upstream OpenAI-compatible endpoint the answers come from.")
 @click.option("--llm-model", envvar="BLADE_LLM_MODEL", show_envvar=True, default=None,
@@ -83,7 +112,8 @@ logger = logging.getLogger(__name__)
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish; a small-model generation still "
                    "running then is abandoned and the process exits.")
-def serve(soft_prompt, small_args, templates_dir, variant,
+def serve(soft_prompt, small_args, templates_dir, variant, combine, workspace, corpus, corpus_k, passage_chars,
+          retrieval_query, retrieval_timeout, small_model_reads_passages,
           llm_base_url, llm_model, llm_api_key_env, llm_timeout, llm_max_retries, price_input, price_output, host,
           port, api_key_env,
           served_model_name, max_wait_ms, max_queue, knowledge_cache_size, max_body_bytes, max_message_chars,
@@ -120,6 +150,12 @@ def serve(soft_prompt, small_args, templates_dir, variant,
     # Templates first: a broken template fails in one line before the model is loaded.
     prompts = load_prompt_set(templates_dir, variant)
     chat_prompts = prompts if prompts.chat_system("") is not None else load_prompts(variant=variant)
+    # The mode and the corpus next: a mode this server cannot run fails in one line before the model is loaded.
+    from ..serve.corpus_setup import choose_mode, load_retriever
+
+    mode = choose_mode(combine, workspace, corpus, small_args.small_model, small_args.adapter, soft_prompt,
+                       small_model_reads_passages, prompts, chat_prompts)
+    retriever = load_retriever(mode, corpus, corpus_k, passage_chars, retrieval_query)
 
     writer = small_args.load_writer()
     prompt_tensor = None
@@ -140,17 +176,19 @@ def serve(soft_prompt, small_args, templates_dir, variant,
                              body_timeout=body_timeout, public_metrics=public_metrics,
                              max_batch_size=batch_size, max_wait_ms=max_wait_ms,
                              max_queue=max_queue, knowledge_cache_size=knowledge_cache_size,
-                             price_input=price_input, price_output=price_output)
+                             price_input=price_input, price_output=price_output, combine=mode,
+                             retrieval_timeout=retrieval_timeout)
     upstream = UpstreamConfig(base_url=llm_base_url, model=llm_model, api_key_env=llm_api_key_env,
                               timeout=llm_timeout, max_retries=llm_max_retries)
     app = create_app(settings, answerer.write_knowledge, prompts, chat_prompts, upstream,
-                     count_tokens=token_counter(writer, soft_tokens))
+                     count_tokens=token_counter(writer, soft_tokens), retriever=retriever)
     verbose = click.get_current_context().find_root().params.get("verbose", 0)
     # The upstream key must never reach a log line: the SDK and httpx log request details at DEBUG.
     for noisy in ("openai", "httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    logger.info("BLADE serving http://%s:%d/v1 (upstream %s, model %s, small-LM batch <= %d, input <= %d tokens)",
-                host, port, redact_url(llm_base_url), llm_model or "from each request", batch_size, limit)
+    logger.info("BLADE serving http://%s:%d/v1 (upstream %s, model %s, the LLM sees: %s, small-LM batch <= %d, "
+                "input <= %d tokens)", host, port, redact_url(llm_base_url), llm_model or "from each request", mode,
+                batch_size, limit)
     config = uvicorn_config(app, host, port, header_timeout=header_timeout, keep_alive_timeout=keep_alive_timeout,
                             max_connections=max_connections, shutdown_timeout=shutdown_timeout,
                             access_log=verbose >= 1, log_level="debug" if verbose >= 2 else "info")

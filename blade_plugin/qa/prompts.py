@@ -23,7 +23,7 @@ ALLOWED_VARIABLES = {
     "answer.j2": {"question", "options", "knowledge", "passages"},
     "small_model_query.j2": {"question", "options", "passages"},
     "system.j2": set(),
-    "chat_system.j2": {"knowledge"},
+    "chat_system.j2": {"knowledge", "passages"},
 }
 REQUIRED = ("knowledge_generation.j2", "answer.j2", "small_model_query.j2")
 
@@ -101,9 +101,12 @@ class PromptSet:
         return self._messages(self._render("answer.j2", question=item.question, options=item.options,
                                            knowledge=knowledge or "", passages=list(passages)))
 
-    def chat_system(self, knowledge: str) -> str | None:
-        """The system message carrying knowledge into free chat (`blade-bpo serve`); None without the file."""
-        return self._render("chat_system.j2", knowledge=knowledge) if "chat_system.j2" in self._templates else None
+    def chat_system(self, knowledge: str, passages: list[str] | tuple[str, ...] = ()) -> str | None:
+        """The system message carrying knowledge (and, `serve --corpus`, the retrieved `passages`) into free chat
+        (`blade-bpo serve`); None without the file."""
+        if "chat_system.j2" not in self._templates:
+            return None
+        return self._render("chat_system.j2", knowledge=knowledge, passages=list(passages))
 
     def small_model_query(self, item: QAItem, passages: list[str] | tuple[str, ...] = ()) -> str:
         """The user turn the small LM receives (its KIT instruction and its BPO/inference input); with

@@ -25,12 +25,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from ..qa.combine_modes import PassageSource
+from ..qa.data import QAItem
 from ..qa.prompts import PromptSet
-from .augment import question_of, small_model_text, with_knowledge
+from .augment import item_of, question_of, small_model_text, with_evidence
 from .batcher import GenerationFailed, KnowledgeBatcher, QueueFull, ShuttingDown
 from .connection import cancel_on_disconnect
+from .evidence import gather
 from .limits import RequestCaps, check_caps, decode_body
 from .metrics import CONTENT_TYPE, ServeMetrics
+from .modes import KNOWLEDGE, RETRIEVING
+from .passages import PassageLookup, RetrievalTimeout
 from .protocol import ApiError, parse_chat_request
 from .question import ChatQuestion
 from .upstream import Upstream, UpstreamConfig, UpstreamError
@@ -72,6 +77,8 @@ class ServeSettings:
     knowledge_cache_size: int = 1024
     price_input: float | None = None  # US dollars per million upstream prompt tokens (for /metrics)
     price_output: float | None = None
+    combine: str = KNOWLEDGE  # what the LLM sees (serve/modes.py); a mode that retrieves needs a retriever
+    retrieval_timeout: float = 10.0  # seconds one BM25 lookup may take (503 beyond)
 
 
 class _MetricsMiddleware:
@@ -113,11 +120,15 @@ class _MetricsMiddleware:
 
 def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str]], prompts: PromptSet,
                chat_prompts: PromptSet, upstream_config: UpstreamConfig,
-               metrics: ServeMetrics | None = None, count_tokens: Callable[[str], int] | None = None) -> FastAPI:
+               metrics: ServeMetrics | None = None, count_tokens: Callable[[str], int] | None = None,
+               retriever: PassageSource | None = None) -> FastAPI:
     """The ASGI app. generate: small-LM texts -> knowledge per text (runs on the batcher's worker thread);
-    chat_prompts: where `chat_system.j2` comes from (see `augment.with_knowledge`); count_tokens: a small-LM
-    text's prompt length in tokens (for `max_input_tokens` and the batcher's token bound; thread-safe).
+    chat_prompts: where `chat_system.j2` comes from (see `augment.with_evidence`); count_tokens: a small-LM
+    text's prompt length in tokens (for `max_input_tokens` and the batcher's token bound; thread-safe);
+    retriever: the corpus passages of `settings.combine` (retrieval/combine.py `PassageRetriever`).
     `app.state.batcher` is the running batcher (for a shutdown that must not wait for a generation)."""
+    if settings.combine in RETRIEVING and retriever is None:
+        raise ValueError(f"combine={settings.combine!r} retrieves passages: it needs a retriever (a corpus)")
     metrics = metrics or ServeMetrics()
     caps = RequestCaps(max_message_chars=settings.max_message_chars, max_messages=settings.max_messages,
                        max_n=settings.max_n, max_completion_tokens=settings.max_completion_tokens)
@@ -134,12 +145,15 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
                                                         if settings.max_input_tokens is not None else None))
         batcher.start()
         app.state.batcher = batcher
-        state.update(batcher=batcher, upstream=Upstream(upstream_config))
+        lookup = PassageLookup(retriever, settings.retrieval_timeout) if retriever is not None else None
+        state.update(batcher=batcher, upstream=Upstream(upstream_config), lookup=lookup)
         try:
             yield
         finally:  # uvicorn gets here after in-flight requests finished or its graceful timeout cancelled them
             await batcher.close()
             await state["upstream"].close()
+            if lookup is not None:
+                lookup.close()
 
     app = FastAPI(title="blade-bpo serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
@@ -212,24 +226,30 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
         question = question_of(payload["messages"]) if parsed.blade.knowledge else None
         if question is None:
             return Prepared(payload, parsed.stream, None)
+        # Every mode checks the same cap on the question (the BM25 query is made of the same parsed question),
+        # so a request one mode accepts, every mode accepts; knowledge-from-passages checks again with passages.
         text = small_model_text(prompts, question)
-        tokens = 0
-        if count_tokens is not None:
-            try:
-                tokens = count_tokens(text)
-            except Exception:
-                logger.warning("the small model's tokenizer refused a request", exc_info=True)
-                raise ApiError(400, f"invalid request: messages.{len(payload['messages']) - 1}.content: the small "
-                                    f"model's tokenizer cannot encode this text",
-                               param=f"messages.{len(payload['messages']) - 1}.content") from None
-            if settings.max_input_tokens is not None and tokens > settings.max_input_tokens:
-                index = len(payload["messages"]) - 1
-                raise ApiError(400, f"messages.{index}.content: the small model's input would be {tokens} tokens; "
-                                    f"this server accepts at most {settings.max_input_tokens} "
-                                    f"({settings.input_limit_reason or '--max-input-tokens'}). Shorten the message, "
-                                    f"or send it without knowledge (blade.knowledge: false).",
-                               param=f"messages.{index}.content", code="context_length_exceeded")
-        return Prepared(payload, parsed.stream, question, text, tokens)
+        index = len(payload["messages"]) - 1
+        return Prepared(payload, parsed.stream, question, text, counted(text, index))
+
+    def counted(text: str, index: int, passages: int = 0) -> int:
+        """The small-model tokens of `text` (the content of messages[index]); a 400 beyond the input cap."""
+        if count_tokens is None:
+            return 0
+        try:
+            tokens = count_tokens(text)
+        except Exception:
+            logger.warning("the small model's tokenizer refused a request", exc_info=True)
+            raise ApiError(400, f"invalid request: messages.{index}.content: the small "
+                                f"model's tokenizer cannot encode this text", param=f"messages.{index}.content") from None
+        if settings.max_input_tokens is not None and tokens > settings.max_input_tokens:
+            held = f" with the {passages} retrieved passages" if passages else ""
+            raise ApiError(400, f"messages.{index}.content: the small model's input{held} would be {tokens} tokens; "
+                                f"this server accepts at most {settings.max_input_tokens} "
+                                f"({settings.input_limit_reason or '--max-input-tokens'}). Shorten the message, "
+                                f"or send it without knowledge (blade.knowledge: false).",
+                           param=f"messages.{index}.content", code="context_length_exceeded")
+        return tokens
 
     @app.get("/health")
     async def health() -> dict:
@@ -255,29 +275,49 @@ def create_app(settings: ServeSettings, generate: Callable[[list[str]], list[str
         prepared = await run_in_threadpool(prepare, raw)
         return await cancel_on_disconnect(request, answer(prepared))
 
-    async def answer(prepared: Prepared) -> Response:
-        payload = prepared.payload
-        blade = {"knowledge": None, "knowledge_ms": 0.0, "knowledge_cached": False}
-        if prepared.question is not None:
-            began = time.perf_counter()
-            try:
-                knowledge, cached = await state["batcher"].knowledge(prepared.small_text, prepared.tokens)
-            except QueueFull as err:
+    async def write_knowledge(text: str, tokens: int) -> tuple[str, bool]:
+        """The small model's knowledge for `text` through the batcher (its refusals as OpenAI errors)."""
+        try:
+            return await state["batcher"].knowledge(text, tokens)
+        except QueueFull as err:
                 raise ApiError(429, str(err), type_="rate_limit_error", code="queue_full",
                                headers={"Retry-After": str(err.retry_after)}, kind="queue_full") from None
-            except GenerationFailed:
-                raise ApiError(500, "the small model could not write knowledge for this request (the server log "
-                                    "has the details); retry it without knowledge: blade.knowledge false",
-                               type_="server_error", code="small_model_failed", kind="internal") from None
-            except ShuttingDown:
-                raise ApiError(503, "the server is shutting down", type_="server_error", code="shutting_down",
-                               kind="shutdown") from None
-            elapsed = time.perf_counter() - began
-            metrics.knowledge_seconds.observe(elapsed)
-            blade.update(knowledge=knowledge, knowledge_ms=round(elapsed * 1000, 1), knowledge_cached=cached)
-            payload = {**payload, "messages": with_knowledge(payload["messages"], prepared.question, knowledge,
-                                                              prompts, chat_prompts)}
-        headers = {"x-blade-knowledge-ms": f"{blade['knowledge_ms']:.1f}"}
+        except GenerationFailed:
+            raise ApiError(500, "the small model could not write knowledge for this request (the server log "
+                                "has the details); retry it without knowledge: blade.knowledge false",
+                           type_="server_error", code="small_model_failed", kind="internal") from None
+        except ShuttingDown:
+            raise ApiError(503, "the server is shutting down", type_="server_error", code="shutting_down",
+                           kind="shutdown") from None
+
+    def small_input(item: QAItem, passages: list[str], index: int) -> tuple[str, int]:
+        """knowledge-from-passages: the small model's input holding the passages, and its tokens (capped)."""
+        text = prompts.small_model_query(item, passages)
+        return text, counted(text, index, len(passages))
+
+    async def answer(prepared: Prepared) -> Response:
+        payload = prepared.payload
+        mode = settings.combine
+        blade = {"knowledge": None, "knowledge_ms": 0.0, "knowledge_cached": False}
+        headers = {}
+        if prepared.question is not None:
+            item, index = item_of(prepared.question), len(payload["messages"]) - 1
+            try:
+                got = await gather(mode, item, prepared.small_text, prepared.tokens, write_knowledge, state["lookup"],
+                                   lambda i, p: small_input(i, p, index))
+            except RetrievalTimeout as err:
+                raise ApiError(503, f"{err}; retry, or send it without knowledge (blade.knowledge: false)",
+                               type_="server_error", code="retrieval_timeout", kind="timeout") from None
+            if got.knowledge is not None:
+                metrics.knowledge_seconds.observe(got.knowledge_s)
+            if got.passages is not None:
+                metrics.retrieval_seconds.observe(got.retrieval_s)
+                headers["x-blade-retrieval-ms"] = f"{got.retrieval_s * 1000:.1f}"
+            blade = got.blade_fields(mode)
+            knowledge, passages, as_knowledge = got.shown(mode)
+            payload = {**payload, "messages": with_evidence(payload["messages"], prepared.question, knowledge,
+                                                              passages, prompts, chat_prompts, as_knowledge)}
+        headers["x-blade-knowledge-ms"] = f"{blade['knowledge_ms']:.1f}"
         if prepared.stream:
             return await _stream(payload, blade, headers)
         began = time.perf_counter()

@@ -8,6 +8,7 @@ BPO and evaluation ask it; free chat keeps the user's words and gets the knowled
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 from ..qa.data import QAItem
 from ..qa.prompts import PromptSet
@@ -29,13 +30,14 @@ def question_of(messages: list[dict]) -> ChatQuestion | None:
     return parse_question(text) if text.strip() else None
 
 
-def _item(question: ChatQuestion) -> QAItem:
+def item_of(question: ChatQuestion) -> QAItem:
+    """The question as the QA item the templates and the retriever take."""
     return QAItem(id="request", question=question.question, options=question.options, answer=(), meta={})
 
 
 def small_model_text(prompts: PromptSet, question: ChatQuestion) -> str:
     """The small LM's input for `question` (also the knowledge cache key)."""
-    return prompts.small_model_query(_item(question))
+    return prompts.small_model_query(item_of(question))
 
 
 def with_knowledge(messages: list[dict], question: ChatQuestion, knowledge: str, prompts: PromptSet,
@@ -45,13 +47,30 @@ def with_knowledge(messages: list[dict], question: ChatQuestion, knowledge: str,
     chat_system: the PromptSet whose `chat_system.j2` frames knowledge for free chat (the bundled one when
     the user's templates directory predates that file).
     """
-    if not knowledge.strip():
+    return with_evidence(messages, question, knowledge, (), prompts, chat_system)
+
+
+def with_evidence(messages: list[dict], question: ChatQuestion, knowledge: str, passages: Sequence[str],
+                  prompts: PromptSet, chat_system: PromptSet, passages_as_knowledge: bool = False) -> list[dict]:
+    """A copy of `messages` carrying `knowledge` and the corpus `passages`, each under its own label.
+
+    A multiple-choice question is re-asked through `answer.j2` exactly as the ablation row of the same mode
+    asked it: `passages_as_knowledge` (the passages and knowledge-as-query modes) puts the passages, one per
+    line, in the knowledge slot, as the BM25 row does; otherwise they go in answer.j2's passages block. Free
+    chat gets one system message from `chat_system.j2` with a block per source.
+    """
+    passages = [p for p in passages if p.strip()]
+    knowledge = knowledge if knowledge.strip() else ""
+    if passages_as_knowledge:
+        knowledge = "\n".join(passages) if question.options else ""
+        passages = [] if question.options else passages
+    if not knowledge.strip() and not passages:
         return messages
     out = copy.deepcopy(messages)
     if question.options:
-        out[-1]["content"] = prompts.answer(_item(question), knowledge)[-1]["content"]
+        out[-1]["content"] = prompts.answer(item_of(question), knowledge, passages)[-1]["content"]
         return out
-    system = chat_system.chat_system(knowledge)
+    system = chat_system.chat_system(knowledge, passages)
     if out[0].get("role") in ("system", "developer") and isinstance(out[0].get("content"), str):
         # One system turn, not two: several chat templates (LLaMA-Factory's among them) accept only one.
         out[0]["content"] = f"{out[0]['content']}\n\n{system}" if out[0]["content"].strip() else system

@@ -158,6 +158,9 @@ class ServeMetrics:
         self.knowledge_seconds = Histogram(r, "blade_serve_knowledge_seconds",
                                            "Time a request waited for its small-LM knowledge (queue + generation).",
                                            LATENCY_BUCKETS)
+        self.retrieval_seconds = Histogram(r, "blade_serve_retrieval_seconds",
+                                           "Time of one BM25 lookup of a request (--corpus), queue included.",
+                                           LATENCY_BUCKETS)
         self.upstream_seconds = Histogram(r, "blade_serve_upstream_seconds",
                                           "Time until the upstream LLM answered (headers, for streams).",
                                           LATENCY_BUCKETS)
