@@ -43,3 +43,24 @@ def shared_data_dir(name: str) -> Path:
     points elsewhere (a git worktree whose parent is not the checkout's)."""
     root = Path(os.environ.get("BLADE_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
     return root / "data" / name
+
+
+def bm25_order(query: str, docs: list[str], k1: float = 1.5, b: float = 0.75) -> list[int]:
+    """Indices of the docs sharing a term with `query`, best first (ties: corpus order), by Lucene BM25 written
+    out from its definition (retrieval/bm25.py's docstring): an expectation independent of bm25s."""
+    import math
+
+    from blade_plugin.retrieval import tokens
+
+    q, toks = tokens(query), [tokens(d) for d in docs]
+    n, avgdl = len(toks), sum(len(t) for t in toks) / len(toks)
+    scores = []
+    for doc in toks:
+        score = 0.0
+        for term in q:
+            df = sum(term in d for d in toks)
+            if df:
+                tf = doc.count(term)
+                score += math.log(1 + (n - df + 0.5) / (df + 0.5)) * tf / (tf + k1 * (1 - b + b * len(doc) / avgdl))
+        scores.append(score)
+    return [i for i in sorted(range(n), key=lambda i: (-scores[i], i)) if scores[i] > 0]

@@ -17,6 +17,7 @@ from blade_plugin.retrieval import CorpusIndex, tokens
 from blade_plugin.retrieval.combine import (KNOWLEDGE_AS_QUERY, KNOWLEDGE_FROM_PASSAGES, PASSAGES_AND_KNOWLEDGE,
                                             PassageRetriever, check_templates, truncate_passage)
 from blade_testing.openai_stub_server import StubOpenAIServer
+from helpers import bm25_order
 
 CORPUS = [
     "Trelomazine is indicated for Corvane fever.",  # line 1
@@ -28,21 +29,6 @@ CORPUS = [
 ITEM = QAItem("t1", "What is the antidote for Trelomazine poisoning?", {"A": "Solvarin", "B": "Pemmitrex"}, ("A",))
 
 
-def _bm25_order(query: str, docs: list[str], k1: float = 1.5, b: float = 0.75) -> list[int]:
-    """Indices of the docs sharing a term with `query`, best first (ties: corpus order), by Lucene BM25
-    written out from its definition: the expectation, independent of bm25s."""
-    q, toks = tokens(query), [tokens(d) for d in docs]
-    n, avgdl = len(toks), sum(len(t) for t in toks) / len(toks)
-    scores = []
-    for doc in toks:
-        score = 0.0
-        for term in q:
-            df = sum(term in d for d in toks)
-            if df:
-                tf = doc.count(term)
-                score += math.log(1 + (n - df + 0.5) / (df + 0.5)) * tf / (tf + k1 * (1 - b + b * len(doc) / avgdl))
-        scores.append(score)
-    return [i for i in sorted(range(n), key=lambda i: (-scores[i], i)) if scores[i] > 0]
 
 
 def _without_passages_block(source: str) -> str:
@@ -148,10 +134,10 @@ def test_small_model_query_holds_the_hand_made_bm25_ranking(generator, tmp_path)
     # "antidote" and "poisoning" are in line 2 only, "solvarin" in lines 2-3, "trelomazine" in lines 1-3 (twice in
     # line 3): line 2 > line 3 > line 1 by hand; lines 4-5 share no term with the query
     expected = [CORPUS[1], CORPUS[2], CORPUS[0]]
-    assert [CORPUS[i] for i in _bm25_order(f"{ITEM.question} Solvarin Pemmitrex", CORPUS)] == expected
+    assert [CORPUS[i] for i in bm25_order(f"{ITEM.question} Solvarin Pemmitrex", CORPUS)] == expected
     other = QAItem("t2", "Which disorder is Quorvadil indicated for?", {"A": "Ashmere palsy", "B": "Corvane fever"},
                    ("A",))  # lines 4 (quorvadil, indicated, ashmere, palsy) then 1 (indicated, corvane, fever)
-    assert _bm25_order("Which disorder is Quorvadil indicated for? Ashmere palsy Corvane fever", CORPUS)[:2] == [3, 0]
+    assert bm25_order("Which disorder is Quorvadil indicated for? Ashmere palsy Corvane fever", CORPUS)[:2] == [3, 0]
     writer = RecordingWriter(generator)
     retriever = PassageRetriever(CorpusIndex(CORPUS), k=2)
     records, sent = _answer([ITEM, other], KNOWLEDGE_FROM_PASSAGES, retriever, writer, tmp_path)
@@ -173,11 +159,11 @@ def test_passages_and_knowledge_and_knowledge_as_query_retrieve_as_bm25_says(gen
     writer = RecordingWriter(generator)
     [both], [sent] = _answer([ITEM], PASSAGES_AND_KNOWLEDGE, retriever, writer, tmp_path / "a")
     assert writer.queries == [load_prompts().small_model_query(ITEM)]  # the small model's query is as always
-    assert both.passages == [CORPUS[i] for i in _bm25_order(ITEM.question, CORPUS)[:2]] == [CORPUS[1], CORPUS[2]]
+    assert both.passages == [CORPUS[i] for i in bm25_order(ITEM.question, CORPUS)[:2]] == [CORPUS[1], CORPUS[2]]
     assert f"{both.knowledge}\n\nPassages from the corpus (retrieved for this question):\n- {CORPUS[1]}\n" in sent
 
     [expanded], [sent] = _answer([ITEM], KNOWLEDGE_AS_QUERY, retriever, RecordingWriter(generator), tmp_path / "b")
-    order = _bm25_order(f"{ITEM.question} {expanded.small_knowledge}", CORPUS)[:2]
+    order = bm25_order(f"{ITEM.question} {expanded.small_knowledge}", CORPUS)[:2]
     assert expanded.small_knowledge and expanded.knowledge == "\n".join(CORPUS[i] for i in order)
     assert sent.startswith(f"Background knowledge (may be incomplete):\n{expanded.knowledge}\n\nQuestion:")
 
@@ -194,8 +180,8 @@ def test_kit_rows_record_the_retrieved_not_the_oracle_passages(tmp_path, isolate
     item = QAItem("k1", "What reverses Trelomazine?", {"A": "Solvarin", "B": "Pemmitrex"}, ("A",))
     # the question and both options: line 1 matches two terms found nowhere else, line 2 one of them and
     # "trelomazine" (in two lines): line 1 first. The oracle query (question + the correct option) favours line 2.
-    retrieved = _bm25_order("What reverses Trelomazine? Solvarin Pemmitrex", corpus)[:1]
-    oracle = _bm25_order("What reverses Trelomazine? Solvarin", corpus)[:1]
+    retrieved = bm25_order("What reverses Trelomazine? Solvarin Pemmitrex", corpus)[:1]
+    oracle = bm25_order("What reverses Trelomazine? Solvarin", corpus)[:1]
     assert retrieved == [0] and oracle == [1]
     index = CorpusIndex(corpus, lines=[1, 2, 3])
     out = tmp_path / "kit.jsonl"

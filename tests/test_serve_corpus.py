@@ -20,6 +20,7 @@ import httpx
 import pytest
 from blade_testing.openai_stub_server import StubOpenAIServer
 from blade_testing.serve_thread import ThreadedServe
+from helpers import bm25_order
 
 from blade_plugin.qa.combine_modes import PassageSource
 from blade_plugin.qa.data import QAItem
@@ -67,20 +68,6 @@ def bullets(passages: list[str]) -> str:
     return "".join(f"- {p}\n" for p in passages)
 
 
-def bm25_order(query: str, docs: list[str], k1: float = 1.5, b: float = 0.75) -> list[int]:
-    """Lucene BM25 from its definition (retrieval/bm25.py's docstring), to re-check the rankings worked by hand."""
-    q, toks = tokens(query), [tokens(d) for d in docs]
-    n, avgdl = len(toks), sum(len(t) for t in toks) / len(toks)
-    scores = []
-    for doc in toks:
-        score = 0.0
-        for term in q:
-            df = sum(term in d for d in toks)
-            if df:
-                tf = doc.count(term)
-                score += math.log(1 + (n - df + 0.5) / (df + 0.5)) * tf / (tf + k1 * (1 - b + b * len(doc) / avgdl))
-        scores.append(score)
-    return [i for i in sorted(range(n), key=lambda i: (-scores[i], i)) if scores[i] > 0]
 
 
 def test_the_hand_made_rankings_agree_with_the_bm25_formula():

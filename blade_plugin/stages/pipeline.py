@@ -42,31 +42,19 @@ Passages from the corpus:
 {% endif %}
 Question: {{ question }}
 """,
-    "zh_legal": """{#- blade-bpo run: the small model sees the question only (its options go to the LLM) -#}
-请写出解答下列法律题目所需的法律知识。
-
-{% if passages %}
-语料摘录：
-{% for passage in passages %}
-- {{ passage }}
-{% endfor %}
-
-{% endif %}
-题目：{{ question }}
-""",
-    "zh_medical": """{#- blade-bpo run: the small model sees the question only (its options go to the LLM) -#}
-请写出解答下列医学题目所需的医学知识。
-
-{% if passages %}
-语料摘录：
-{% for passage in passages %}
-- {{ passage }}
-{% endfor %}
-
-{% endif %}
-题目：{{ question }}
-""",
+    "zh_legal": None,  # made below: the Chinese query differs between the variants by the domain's word
+    "zh_medical": None,
 }
+
+
+def _question_only_zh(domain: str) -> str:
+    return ("{#- blade-bpo run: the small model sees the question only (its options go to the LLM) -#}\n"
+            f"请写出解答下列{domain}题目所需的{domain}知识。\n\n"
+            "{% if passages %}\n语料摘录：\n{% for passage in passages %}\n- {{ passage }}\n{% endfor %}\n\n"
+            "{% endif %}\n题目：{{ question }}\n")
+
+
+QUESTION_ONLY_QUERY.update(zh_legal=_question_only_zh("法律"), zh_medical=_question_only_zh("医学"))
 CORPUS_DATASET = "blade_corpus"
 KIT_DATASET = "blade_kit_generated"
 
