@@ -118,7 +118,7 @@ def test_demo_statute_domain_reduced(default_model_dir, tmp_path):
     result = run_cli(args, cwd=tmp_path, env={"BLADE_DEFAULT_MODEL_DIR": str(default_model_dir)}, timeout=2400)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     summary = json.loads((work / "report.json").read_text())
-    assert summary["domain"] == "statute" and summary["dp_probe"] is None
+    assert summary["config"].endswith("statute.blade.yaml") and summary["dp_probe"] is None
     assert "dataset=blade_corpus " in result.stderr
     assert "题目：" in (work / "templates" / "small_model_query.j2").read_text(encoding="utf-8")
     assert "正确答案" in (work / "templates" / "knowledge_generation.j2").read_text(encoding="utf-8")  # zh_legal

@@ -85,8 +85,8 @@ def test_docs_stages_run_one_by_one_as_written(tmp_path, shell_env):
     work = tmp_path / "w"
     out = work / "blade_run"
     one_by_one = bash_block(ROOT / "docs" / "stages.md", "## One stage at a time")
-    assert [c.split(" --")[-1] for c in one_by_one] == ["until dp", "only probe", "only kit_data", "until kit",
-                                                        "blade-bpo run blade.yaml"]
+    assert [c.removeprefix("blade-bpo run blade.yaml").strip() for c in one_by_one] == [
+        "--until dp", "--only probe", "--only kit_data --dry-run", "--until kit", ""]
     run(budgeted(one_by_one[0]), work, shell_env)  # DP only
     assert (out / "saves" / "dp" / "blade_stage.json").is_file() and not (out / "data" / "kit_knowledge.jsonl").exists()
     run(budgeted(one_by_one[1]), work, shell_env)  # the probe

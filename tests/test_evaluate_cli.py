@@ -105,6 +105,10 @@ def test_bad_arguments_fail_in_one_line(setup, default_model_dir):
     assert result.returncode == 1 and result.stderr.strip().endswith("--modes includes blade but no --soft-prompt was given")
     result = _evaluate(server, test_file, tmp_path / "e", tmp_path, default_model_dir, "--small-model",
                        str(tmp_path / "missing"))
+    assert result.returncode == 1 and f"{tmp_path / 'missing'}: no such directory" in result.stderr
+    (tmp_path / "not_a_model").mkdir(exist_ok=True)
+    result = _evaluate(server, test_file, tmp_path / "e", tmp_path, default_model_dir, "--small-model",
+                       str(tmp_path / "not_a_model"))
     assert result.returncode == 1 and "not an HF model directory (no config.json)" in result.stderr
     result = _evaluate(server, test_file, tmp_path / "e", tmp_path, default_model_dir, "--template", "no_such")
     assert result.returncode == 1 and "Template no_such does not exist" in result.stderr.strip().splitlines()[-1]

@@ -65,7 +65,8 @@ TIMING = re.compile(r"second|_s$|time|elapsed|started|finished|duration|usage|co
                     r"cache_hits|_tokens$|^digest$")
 # an ablation row's folder is named by a digest of its model's identity, which holds the model's path (so do
 # the digests of the progress files' headers; their parts are compared)
-ROW_DIGEST = re.compile(r"\b((?:rows/)?(?:llm|base|dp|kit|dp_kit|blade|retrieval))-[0-9a-f]{16}\b")
+ROW_DIGEST = re.compile(r"\b((?:rows/)?(?:llm|base|dp|kit|dp_kit|blade|retrieval|passages\+knowledge|knowledge-as-query|"
+                        r"knowledge-from-passages))-[0-9a-f]{16}\b")
 
 
 def _without_timing(value):
