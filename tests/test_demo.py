@@ -123,7 +123,9 @@ def test_demo_statute_domain_reduced(default_model_dir, tmp_path):
     assert "题目：" in (work / "templates" / "small_model_query.j2").read_text(encoding="utf-8")
     assert "正确答案" in (work / "templates" / "knowledge_generation.j2").read_text(encoding="utf-8")  # zh_legal
     table = json.loads((work / "runs" / "ablation" / "ablation.json").read_text())
-    test_items = load_qa(work / "data" / "statute_qa_test.json")[:4]
+    from blade_plugin.extras.paths import bundled_data_dir
+
+    test_items = load_qa(bundled_data_dir() / "statute_qa_test.json")[:4]  # run reads the data in place
     assert {g for r in table["rows"] if "groups" in r for g in r["groups"]} == {i.meta["kind"] for i in test_items}
     kit = [json.loads(line) for line in (work / "data" / "kit_knowledge.jsonl").read_text("utf-8").splitlines()]
     assert kit and all(row["output"].startswith("相关知识：") for row in kit)
