@@ -34,13 +34,17 @@ def bash_block(doc: Path, after_heading: str, index: int = 0) -> list[str]:
     return commands
 
 
-def budgeted(command: str) -> str:
+def budgeted(command: str, extra: str = "") -> str:
     if command.startswith("blade-bpo run "):
         words = command.split(" --", 1)
-        return f"{words[0]} {BUDGET}" + (f" --{words[1]}" if len(words) > 1 else "")
+        return f"{words[0]} {BUDGET} {extra}".rstrip() + (f" --{words[1]}" if len(words) > 1 else "")
     if command.startswith("blade-bpo evaluate "):
         return command + " --limit 4"
     return command
+
+
+def budgeted_stages(command: str) -> str:
+    return budgeted(command, "kit_passages=false")  # the stages one by one, without the third KIT training (time)
 
 
 def run(command: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -73,8 +77,14 @@ def test_the_readme_quickstart_runs_as_written(tmp_path, shell_env):
             assert not (work / "blade_run").exists()
     report = json.loads((work / "blade_run" / "report.json").read_text())
     rows = [row["key"] for row in report["ablation"] if not row.get("skipped")]
-    # kit_on_base=false: no KIT-only row
-    assert rows == ["llm", "base", "dp", "dp_kit", "blade", "retrieval", "passages+knowledge", "knowledge-as-query"]
+    # kit_on_base=false: no KIT-only row; kit_passages (the default): the knowledge-from-passages row, its KIT data
+    # recording the retrieved passages of each question
+    assert rows == ["llm", "base", "dp", "dp_kit", "blade", "retrieval", "passages+knowledge", "knowledge-from-passages",
+                    "knowledge-as-query"]
+    kit_rows = [json.loads(line) for line in
+                (work / "blade_run" / "data" / "kit_knowledge_passages.jsonl").read_text().splitlines()]
+    assert kit_rows and all(row["query_passages"] and row["query_passages"][0] in row["instruction"] for row in kit_rows)
+    assert (work / "blade_run" / "saves" / "kit_passages_full" / "blade_stage.json").is_file()
     assert "## Ablation" in (work / "blade_run" / "report.md").read_text()
 
 
@@ -87,16 +97,16 @@ def test_docs_stages_run_one_by_one_as_written(tmp_path, shell_env):
     one_by_one = bash_block(ROOT / "docs" / "stages.md", "## One stage at a time")
     assert [c.removeprefix("blade-bpo run blade.yaml").strip() for c in one_by_one] == [
         "--until dp", "--only probe", "--only kit_data --dry-run", "--until kit", ""]
-    run(budgeted(one_by_one[0]), work, shell_env)  # DP only
+    run(budgeted_stages(one_by_one[0]), work, shell_env)  # DP only
     assert (out / "saves" / "dp" / "blade_stage.json").is_file() and not (out / "data" / "kit_knowledge.jsonl").exists()
-    run(budgeted(one_by_one[1]), work, shell_env)  # the probe
+    run(budgeted_stages(one_by_one[1]), work, shell_env)  # the probe
     assert json.loads((out / "runs" / "probe.json").read_text())["n"] > 0
     before = sorted(str(p) for p in out.rglob("*"))
-    dry = run(budgeted(one_by_one[2]), work, shell_env)  # the KIT requests, exactly; nothing written
+    dry = run(budgeted_stages(one_by_one[2]), work, shell_env)  # the KIT requests, exactly; nothing written
     assert "KIT generation" in dry.stdout and sorted(str(p) for p in out.rglob("*")) == before
-    run(budgeted(one_by_one[3]), work, shell_env)  # KIT data and training
+    run(budgeted_stages(one_by_one[3]), work, shell_env)  # KIT data and training
     assert (out / "saves" / "kit_full" / "blade_stage.json").is_file() and not (out / "runs" / "bpo").exists()
-    run(budgeted(one_by_one[4]), work, shell_env)  # the rest
+    run(budgeted_stages(one_by_one[4]), work, shell_env)  # the rest
     assert (out / "report.md").is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["ran_this_time"] == ["bpo", "ablation"]  # DP and KIT were done: skipped

@@ -159,8 +159,8 @@ def test_the_dry_run_predicts_the_kit_requests_exactly_and_writes_nothing(worksp
                      env={"BLADE_CACHE_DB": str(tmp_path / "cache.sqlite3")})
     assert result.returncode == 0, result.stderr
     plan = json.loads(plan_file.read_text())
-    # 7 rows and the 2 combined rows that need no third KIT model
-    assert [p["requests"] for p in plan["phases"]] == [5, 5, (1 + 2 + 2) * 5, (7 + 2) * 5]
+    # 7 rows and the 3 combined rows (kit_passages is on by default)
+    assert [p["requests"] for p in plan["phases"]] == [5, 5, (1 + 2 + 2) * 5, (7 + 3) * 5]
     assert not (workspace / "blade_run").exists()
 
 

@@ -58,7 +58,7 @@ def write_domain(root: Path) -> dict[str, Path]:
 # Small step budgets (command-line overrides, as a user would try it first); grounded KIT is off because the
 # scripted LLM knows the ungrounded knowledge-generation prompts exactly (grounded KIT: tests/test_demo.py).
 BUDGET = ["dp_max_steps=2", "kit_max_steps=2", "bpo_init=1", "bpo_iterations=1", "max_new_tokens=8", "kit_replay=4",
-          "kit_grounded=false"]
+          "kit_grounded=false", "kit_passages=false"]
 STAGE_LINES = ["[1/6] DP", "[2/6] Probe", "[3/6] KIT data", "[4/6] KIT training", "[5/6] BPO", "[6/6] Ablation"]
 # timing fields, and the accounting of what one invocation paid (a killed run had paid for some answers before)
 TIMING = re.compile(r"second|_s$|time|elapsed|started|finished|duration|usage|cost|latency|mtime|llm_calls|"
