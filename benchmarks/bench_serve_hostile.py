@@ -33,24 +33,15 @@ import httpx
 import numpy as np
 
 import _paths  # noqa: E402,F401 (tests/ on the path: blade_testing)
-from blade_plugin.extras.paths import bundled_data_dir
 from blade_plugin.small_lm.default_model import materialize_default_model
 from blade_testing.openai_stub_server import DEFAULT_API_KEY, StubOpenAIServer
 from blade_testing.serve_process import ServeProcess
 
+from bench_serve import demo_questions  # noqa: E402 (the same questions as the idle benchmark)
+
 logger = logging.getLogger("bench_serve_hostile")
 KEY = "bench-caller-key"
 AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-
-
-def demo_questions() -> list[str]:
-    texts = []
-    for name in ("demo_qa_train.jsonl", "demo_qa_dev.jsonl", "demo_qa_test.jsonl"):
-        for line in (bundled_data_dir() / name).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                texts.append(record["question"] + "\n" + "\n".join(f"{k}. {v}" for k, v in record["options"].items()))
-    return texts
 
 
 def body(content: str, **extra) -> bytes:
