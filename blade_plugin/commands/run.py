@@ -73,7 +73,7 @@ def execute(config, llm_args, only: str | None, until: str | None, dry_run: bool
                   progress=out, resume_hint=f"re-run `blade-bpo run {config.source}` to resume")
     announce_llm(llm_config)
 
-    result = run_pipeline(config, llm_config, only=only, until=until)
+    result = run_pipeline(config, llm_config, only=only, until=until, checked=True)
     print_report(result, title)
 
 

@@ -488,14 +488,16 @@ def require(state: RunState, stage: str) -> dict:
                      f"--until {stage} first")
 
 
-def run_pipeline(config, llm_config, only: str | None = None, until: str | None = None) -> dict:
-    """Run the stages (all, `only` one, or up to `until`) and write OUTPUT_DIR/report.{json,md}."""
+def run_pipeline(config, llm_config, only: str | None = None, until: str | None = None, checked: bool = False) -> dict:
+    """Run the stages (all, `only` one, or up to `until`) and write OUTPUT_DIR/report.{json,md}; `checked`: the
+    caller ran `check_inputs` already."""
     from ..qa.prompts import load_prompts
     from ..runs.meter import StageMeter
     from .report import write_report
 
     started = time.perf_counter()
-    check_inputs(config)
+    if not checked:
+        check_inputs(config)
     out = Path(config.args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     state = RunState(config, llm_config, out, resolve_base_model(config.args.model_name_or_path))
