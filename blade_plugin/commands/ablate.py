@@ -3,6 +3,7 @@ the BM25 baseline and the three rows that combine retrieval with the knowledge."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -14,6 +15,8 @@ from .common import QA_FORMATS, prompt_options
 from .grouping_options import (corpus_k_option, corpus_option, group_by_option, passage_chars_option,
                                retrieval_query_option)
 
+logger = logging.getLogger(__name__)
+DEFAULT_MAX_NEW_TOKENS = 128  # the knowledge length without a run to take it from (AblationConfig's default)
 _CKPT = click.Path(exists=True)
 
 
@@ -25,7 +28,8 @@ _CKPT = click.Path(exists=True)
               help="Directory for ablation.json, ablation.md, ablation.png and one sub-directory per row.")
 @click.option("--workspace", type=click.Path(exists=True, file_okay=False), default=None,
               help="A demo-style workspace: saves/dp, saves/kit_full|kit_lora, saves/kit_base_full|kit_base_lora, "
-                   "runs/bpo/selected_soft_prompt.safetensors or soft_prompt.safetensors (explicit options below win).")
+                   "runs/bpo/selected_soft_prompt.safetensors or soft_prompt.safetensors; a `blade-bpo run` output "
+                   "folder also gives its templates, chat template and knowledge length (explicit options win).")
 @click.option("--base-model", type=click.Path(exists=True, file_okay=False), default=None,
               help="The small LM before DP (default: the embedded SmolLM2-135M-Instruct).")
 @click.option("--dp", type=_CKPT, default=None, help="DP model directory (blade_dp_full output).")
@@ -50,8 +54,8 @@ _CKPT = click.Path(exists=True)
 @retrieval_query_option
 @group_by_option
 @click.option("--template", default=None, help="LLaMA-Factory chat template (default: guessed from the model).")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=128, show_default=True,
-              help="Length of the knowledge the small LM writes.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=None,
+              help="Length of the knowledge the small LM writes (default: the --workspace run's, else 128).")
 @click.option("--batch-size", type=click.IntRange(1), default=GENERATION_BATCH_SIZE, show_default=True,
               help="Small-LM generation batch size.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N items.")
@@ -96,6 +100,10 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
         from ..retrieval import CorpusIndex
 
         CorpusIndex.from_jsonl(corpus)  # a bad corpus line fails now, not after the other rows ran
+    if workspace:
+        templates_dir, template, max_new_tokens = _run_defaults(Path(workspace), templates_dir, variant, template,
+                                                                max_new_tokens)
+    max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
     prompts = load_prompt_set(templates_dir, variant)
     base = resolve_small_model(base_model)
     inputs = AblationInputs.from_workspace(Path(workspace), base) if workspace else AblationInputs(base_model=base)
@@ -140,3 +148,23 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
                + (", ablation_paper.md, ablation_paper.json" if layout == "paper" else ""))
     if not any("skipped" not in row for row in table["rows"]):
         raise BladeError("no ablation row could run (see the notes above)")
+
+
+def _run_defaults(workspace: Path, templates_dir, variant, template, max_new_tokens):
+    """The settings a `blade-bpo run` output folder trained its models with, where no option overrides them."""
+    from ..stages.report import run_defaults
+
+    found = run_defaults(workspace)
+    used = []
+    if templates_dir is None and variant is None and "templates_dir" in found:
+        templates_dir = found["templates_dir"]
+        used.append(f"templates {templates_dir}")
+    if template is None and "template" in found:
+        template = found["template"]
+        used.append(f"chat template {template}")
+    if max_new_tokens is None and "max_new_tokens" in found:
+        max_new_tokens = found["max_new_tokens"]
+        used.append(f"knowledge length {max_new_tokens} tokens")
+    if used:
+        logger.info("--workspace %s: the run's %s", workspace, ", ".join(used))
+    return templates_dir, template, max_new_tokens

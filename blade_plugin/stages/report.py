@@ -21,6 +21,19 @@ def _previous(out: Path) -> dict:
     return previous if isinstance(previous, dict) else {}
 
 
+def run_defaults(out: Path) -> dict[str, Any]:
+    """What `blade-bpo run` gave its small models in OUTPUT_DIR `out`, from its report.json: the prompt templates
+    (`templates_dir`), the chat `template` and the knowledge length (`max_new_tokens`). A later `ablate
+    --workspace OUTPUT_DIR` must use the same, or the models are queried unlike how they were trained (the run
+    writes a question-only query; the bundled template adds the options). Empty without a report."""
+    report = _previous(out)
+    templates = (report.get("artifacts") or {}).get("templates")
+    found = {"templates_dir": templates if isinstance(templates, str) and Path(templates).is_dir() else None,
+             "template": (report.get("settings") or {}).get("template"),
+             "max_new_tokens": (report.get("kit") or {}).get("max_new_tokens")}
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def write_report(state, stages_run: list[str]) -> dict:
     """Write and return the report of the stages known in `state` (every stage, or those `--only`/`--until`
     reached). Stage times add up over resumed runs, peak memory keeps the larger figure, so a re-run that skips
