@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from ..hparams import EvaluateArguments, KnowledgeArguments
+from ..hparams import EvaluateArguments
 from .arguments import field_option
 
 group_by_option = field_option(EvaluateArguments, "group_by")
@@ -15,7 +15,7 @@ corpus_option = click.option(
     "--corpus", type=click.Path(exists=True, dir_okay=False), default=None, envvar="BLADE_CORPUS", show_envvar=True,
     help="{\"text\"} JSONL corpus (the DP corpus) for BM25 retrieval.")
 
-corpus_k_option = field_option(KnowledgeArguments, "corpus_k")
+corpus_k_option = field_option(EvaluateArguments, "corpus_k")  # the retrieving rows' k, not grounded KIT's
 
 passage_chars_option = field_option(EvaluateArguments, "passage_chars")
 

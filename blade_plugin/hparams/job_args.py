@@ -43,9 +43,13 @@ def _corpus(help_text: str) -> Any:
     return field(default=None, metadata={"path": "file", "exists": True, "envvar": "BLADE_CORPUS", "help": help_text})
 
 
-def _corpus_k() -> Any:
-    return field(default=3, metadata={"min": 1, "show_default": True, "envvar": "BLADE_CORPUS_K",
-                                      "help": "Passages retrieved per question."})
+def _corpus_k(default: int | None, help_text: str = "Passages retrieved per question.") -> Any:
+    if default is None:  # the retrieving rows' default (retrieval/combine.py)
+        from ..retrieval.combine import DEFAULT_K
+
+        default = DEFAULT_K
+    return field(default=default, metadata={"min": 1, "show_default": True, "envvar": "BLADE_CORPUS_K",
+                                            "help": help_text})
 
 
 def _passage_chars() -> Any:
@@ -88,7 +92,7 @@ class KnowledgeArguments:
         "{\"text\"} JSONL corpus (the DP corpus): ground KIT in it. The BM25 passages that support the correct "
         "answer (question + answer text as the query) go into the knowledge-generation prompt and are recorded "
         "in every row.")
-    corpus_k: int = _corpus_k()
+    corpus_k: int = _corpus_k(3)
     query_corpus: str | None = field(default=None, metadata={
         "path": "file", "exists": True,
         "help": "{\"text\"} JSONL corpus: KIT for the knowledge-from-passages mode. Each item's small-model query "
@@ -125,7 +129,8 @@ class EvaluateArguments:
                               "cache still applies)."})
     group_by: str | None = _group_by()
     corpus: str | None = _corpus("{\"text\"} JSONL corpus (the DP corpus) the combined modes retrieve from (BM25).")
-    corpus_k: int = _corpus_k()
+    corpus_k: int = _corpus_k(None, "Passages retrieved per question (the default was chosen on both bundled "
+                                          "dev_large splits, docs/evidence.md; choose yours on your dev set).")
     passage_chars: int = _passage_chars()
     retrieval_query: str = _retrieval_query()
     max_errors: int | float | None = _max_errors()

@@ -58,7 +58,7 @@ from ..runs.fingerprint import digest_file, digest_items, digest_json, model_ide
 from ..qa.data import QAItem
 from ..qa.metrics import paired_comparison
 from ..qa.prompts import PromptSet
-from ..retrieval.combine import (COMBINED_MODES, COMBINED_TITLES, DEFAULT_PASSAGE_CHARS, KNOWLEDGE_FROM_PASSAGES,
+from ..retrieval.combine import (COMBINED_MODES, COMBINED_TITLES, DEFAULT_K, DEFAULT_PASSAGE_CHARS, KNOWLEDGE_FROM_PASSAGES,
                                  PassageRetriever, evidence_text)
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ class AblationConfig:
     writer_factory: Callable[[str, str | None], KnowledgeWriter] | None = None  # default: small_lm.backend
     extra: dict = field(default_factory=dict)
     group_by: str | None = None  # an item field: each row's metrics per group too
-    retrieval_k: int = 3  # passages per question in the retrieval row
+    retrieval_k: int = DEFAULT_K  # passages per question in the rows that retrieve
     retrieval_options: bool = True  # the retrieval query is the question and its options (False: question only)
     # each retrieved passage cut to this many characters (None: whole); in every row that retrieves
     passage_chars: int | None = DEFAULT_PASSAGE_CHARS
