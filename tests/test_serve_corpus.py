@@ -342,5 +342,6 @@ def test_real_server_takes_its_default_from_the_workspace(stub, default_model_di
         log = process.log_text()
     assert "chose passages+knowledge: accuracy 0.610 vs passages 0.580" in log
     content = sent(stub)[-1]["content"]
-    assert EN_PASSAGES + bullets(MC_TOP3) in content and content.startswith(EN_KNOWLEDGE)
-    assert response.json()["blade"]["passages"] == MC_TOP3
+    # no --corpus-k: the default, 1 passage (the hand-ranked first)
+    assert EN_PASSAGES + bullets(MC_TOP3[:1]) + "\n" in content and content.startswith(EN_KNOWLEDGE)
+    assert response.json()["blade"]["passages"] == MC_TOP3[:1]
