@@ -124,8 +124,8 @@ class PipelineArguments:
                                "(docs/retrieval.md): passages+knowledge and knowledge-as-query on the DP + KIT model, "
                                "and knowledge-from-passages with kit_passages.")
     kit_passages: bool = _key(True, "ablation", "Also train KIT with the retrieved passages in the small model's "
-                              "query, for the knowledge-from-passages row (a third KIT training; the best row on "
-                              "the pharma dev_large split, docs/evidence.md).")
+                              "query, for the knowledge-from-passages row (a third KIT training; tied with BM25 for "
+                              "the best row on the pharma dev_large split, docs/evidence.md).")
 
 
 SECTIONS = {
