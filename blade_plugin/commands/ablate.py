@@ -16,7 +16,6 @@ from .grouping_options import (corpus_k_option, corpus_option, group_by_option, 
                                retrieval_query_option)
 
 logger = logging.getLogger(__name__)
-DEFAULT_MAX_NEW_TOKENS = 128  # the knowledge length without a run to take it from (AblationConfig's default)
 _CKPT = click.Path(exists=True)
 
 
@@ -103,7 +102,7 @@ def ablate(test_path, fmt, out_dir, workspace, base_model, dp, kit, kit_base, so
     if workspace:
         templates_dir, template, max_new_tokens = _run_defaults(Path(workspace), templates_dir, variant, template,
                                                                 max_new_tokens)
-    max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+    max_new_tokens = max_new_tokens or AblationConfig.max_new_tokens  # without a run to take it from
     prompts = load_prompt_set(templates_dir, variant)
     base = resolve_small_model(base_model)
     inputs = AblationInputs.from_workspace(Path(workspace), base) if workspace else AblationInputs(base_model=base)
